@@ -1,0 +1,424 @@
+//! The one configuration struct, parsed from `blastwall.toml` and the environment.
+//!
+//! Parsing is strict (`deny_unknown_fields`) and reports every problem at once, each naming the
+//! key and the file. Relative paths are resolved against the config file's folder. Reading the
+//! file is the caller's job: this crate does no I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::env::{self, EnvSource};
+use crate::environment::EnvName;
+
+/// Default config file name, looked up in the current folder.
+pub const DEFAULT_FILE: &str = "blastwall.toml";
+/// Default number of audit entries between two signed checkpoints.
+pub const DEFAULT_CHECKPOINT_EVERY: u32 = 100;
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, if any.
+    pub source: Option<PathBuf>,
+    /// The data folder (store, keys).
+    pub data_dir: PathBuf,
+    /// Where state lives.
+    pub store: StoreUrl,
+    /// Audit log settings.
+    pub audit: AuditConfig,
+    /// Where each environment's private key comes from, when not the default.
+    pub keys: BTreeMap<EnvName, KeySource>,
+    /// Extra catalog profiles, beside the built-in ones.
+    pub catalog_dir: Option<PathBuf>,
+}
+
+/// Audit log settings.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Entries between two signed checkpoints.
+    pub checkpoint_every: u32,
+    /// The checkpoint signing key file.
+    pub signing_key: PathBuf,
+}
+
+/// Where an environment's private key is read from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum KeySource {
+    /// A key file (0600), in age's identity format.
+    File(PathBuf),
+    /// An environment variable holding the key text.
+    Var(String),
+}
+
+/// The store's location. `Debug`/`Display` hide any password in a PostgreSQL URL.
+#[derive(Clone)]
+pub enum StoreUrl {
+    /// An SQLite database file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection URL (may carry a password).
+    Postgres(SecretString),
+}
+
+impl StoreUrl {
+    /// Parses `sqlite://PATH` (relative to `base`) or `postgres://…`/`postgresql://…`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
+        if let Some(path) = text.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(
+                    "`sqlite://` needs a file path, e.g. `sqlite://data/blastwall.db`".into(),
+                );
+            }
+            Ok(Self::Sqlite(base.join(path)))
+        } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            Ok(Self::Postgres(SecretString::from(text.to_owned())))
+        } else {
+            Err("expected `sqlite://PATH` or `postgres://USER@HOST/DB`".into())
+        }
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite(p) => format!("sqlite://{}", p.display()),
+            Self::Postgres(url) => redact_url(url.expose_secret()),
+        }
+    }
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host…` by `***`; also hides `password=` query
+/// parameters.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(start) = out.find("://").map(|i| i + 3) {
+        let end = out[start..]
+            .find(['/', '?', '#'])
+            .map_or(out.len(), |i| start + i);
+        if let Some(at) = out[start..end].rfind('@').map(|i| start + i)
+            && let Some(colon) = out[start..at].find(':').map(|i| start + i)
+        {
+            out.replace_range(colon + 1..at, "***");
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let redacted: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_owned(),
+            })
+            .collect();
+        out = format!("{head}{}", redacted.join("&"));
+    }
+    out
+}
+
+/// Every problem found while loading the config, each naming the key and the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file (or `environment`), as shown to the user.
+    pub source: String,
+    /// One line per problem: `` `key`: what is wrong ``.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration in {}", self.source)?;
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
+    keys: BTreeMap<String, KeySource>,
+    #[serde(default)]
+    catalog: RawCatalog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    checkpoint_every: Option<u32>,
+    signing_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Parses a config file's text. `path` is the file (for messages and relative paths); `text`
+    /// is `None` when there is no file, and the defaults apply relative to `base`.
+    pub fn parse(
+        path: Option<&Path>,
+        text: Option<&str>,
+        base: &Path,
+        env: &dyn EnvSource,
+    ) -> Result<Self, ConfigError> {
+        let source = path.map_or_else(
+            || "defaults and environment".to_owned(),
+            |p| format!("`{}`", p.display()),
+        );
+        let mut problems = Vec::new();
+        let raw: RawConfig = match text {
+            None => RawConfig::default(),
+            Some(t) => match toml::from_str(t) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    // toml's message names the key and shows the line; keep it on few lines.
+                    let msg = e.message().to_owned();
+                    let line = e.span().map(|s| {
+                        t.as_bytes()[..s.start.min(t.len())]
+                            .iter()
+                            .filter(|&&b| b == b'\n')
+                            .count()
+                            + 1
+                    });
+                    problems.push(match line {
+                        Some(l) => format!("line {l}: {msg}"),
+                        None => msg,
+                    });
+                    return Err(ConfigError { source, problems });
+                }
+            },
+        };
+
+        let data_dir = env
+            .var(env::DATA_DIR)
+            .map(PathBuf::from)
+            .or(raw.data_dir)
+            .map_or_else(|| base.join("data"), |d| base.join(d));
+
+        let store = match env.var(env::STORE_URL).or(raw.store.url) {
+            Some(url) => match StoreUrl::parse(&url, base) {
+                Ok(u) => Some(u),
+                Err(why) => {
+                    problems.push(format!("`store.url` (`{}`): {why}", redact_url(&url)));
+                    None
+                }
+            },
+            None => Some(StoreUrl::Sqlite(data_dir.join("blastwall.db"))),
+        };
+
+        let checkpoint_every = raw
+            .audit
+            .checkpoint_every
+            .unwrap_or(DEFAULT_CHECKPOINT_EVERY);
+        if checkpoint_every == 0 {
+            problems.push("`audit.checkpoint_every`: must be at least 1".into());
+        }
+        let signing_key = raw
+            .audit
+            .signing_key
+            .map_or_else(|| data_dir.join("keys/audit.key"), |p| base.join(p));
+
+        let mut keys = BTreeMap::new();
+        for (name, src) in raw.keys {
+            match EnvName::new(&name) {
+                Ok(n) => {
+                    let src = match src {
+                        KeySource::File(p) => KeySource::File(base.join(p)),
+                        v @ KeySource::Var(_) => v,
+                    };
+                    keys.insert(n, src);
+                }
+                Err(e) => problems.push(format!("`keys.{name}`: {}", e.hint)),
+            }
+        }
+
+        let catalog_dir = raw.catalog.dir.map(|d| base.join(d));
+
+        match store {
+            Some(store) if problems.is_empty() => Ok(Self {
+                source: path.map(Path::to_path_buf),
+                data_dir,
+                store,
+                audit: AuditConfig {
+                    checkpoint_every,
+                    signing_key,
+                },
+                keys,
+                catalog_dir,
+            }),
+            _ => Err(ConfigError { source, problems }),
+        }
+    }
+
+    /// Where the key of `env` is read from: the config's `[keys]` entry, else the variable
+    /// `BLASTWALL_ENV_KEY_<NAME>` when it is set, else `<data_dir>/keys/<name>.key`.
+    pub fn key_source(&self, name: &EnvName, env: &dyn EnvSource) -> KeySource {
+        if let Some(src) = self.keys.get(name) {
+            return src.clone();
+        }
+        let var = env::env_key_var(name.as_str());
+        if env.var(&var).is_some() {
+            return KeySource::Var(var);
+        }
+        KeySource::File(self.default_key_path(name))
+    }
+
+    /// `<data_dir>/keys/<name>.key`.
+    pub fn default_key_path(&self, name: &EnvName) -> PathBuf {
+        self.data_dir.join("keys").join(format!("{name}.key"))
+    }
+
+    /// The resolved config as TOML-like text for `config show`: no secret, passwords redacted.
+    pub fn show(&self) -> serde_json::Value {
+        let keys: BTreeMap<String, String> = self
+            .keys
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    match v {
+                        KeySource::File(p) => format!("file {}", p.display()),
+                        KeySource::Var(n) => format!("variable {n}"),
+                    },
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "source": self.source.as_ref().map(|p| p.display().to_string()),
+            "data_dir": self.data_dir.display().to_string(),
+            "store": { "url": self.store.redacted() },
+            "audit": {
+                "checkpoint_every": self.audit.checkpoint_every,
+                "signing_key": self.audit.signing_key.display().to_string(),
+            },
+            "keys": keys,
+            "catalog": { "dir": self.catalog_dir.as_ref().map(|p| p.display().to_string()) },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::parse(
+            Some(Path::new("/etc/bw/blastwall.toml")),
+            Some(text),
+            Path::new("/etc/bw"),
+            &env,
+        )
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("", &[]).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/etc/bw/data"));
+        assert_eq!(c.store.redacted(), "sqlite:///etc/bw/data/blastwall.db");
+        assert_eq!(c.audit.checkpoint_every, DEFAULT_CHECKPOINT_EVERY);
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let c = parse(
+            "[store]\nurl = \"sqlite://a.db\"\n",
+            &[(env::STORE_URL, "postgres://bw:hunter2@db/bw")],
+        )
+        .unwrap();
+        assert_eq!(c.store.redacted(), "postgres://bw:***@db/bw");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_line() {
+        let e = parse(
+            "data_dir = \"d\"\n[store]\nurl = \"sqlite://a.db\"\nurll = 1\n",
+            &[],
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("blastwall.toml"), "{text}");
+        assert!(text.contains("urll"), "{text}");
+        assert!(text.contains("line 4"), "{text}");
+    }
+
+    #[test]
+    fn all_problems_at_once() {
+        let e = parse(
+            "[store]\nurl = \"mysql://x\"\n[audit]\ncheckpoint_every = 0\n[keys]\nBAD_NAME = { file = \"k\" }\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 3, "{e}");
+    }
+
+    #[test]
+    fn key_sources() {
+        let c = parse("[keys]\nproduction = { var = \"PROD_KEY\" }\n", &[]).unwrap();
+        let env: HashMap<String, String> =
+            [("BLASTWALL_ENV_KEY_QA".to_owned(), "x".to_owned())].into();
+        let prod = EnvName::new("production").unwrap();
+        assert_eq!(c.key_source(&prod, &env), KeySource::Var("PROD_KEY".into()));
+        let qa = EnvName::new("qa").unwrap();
+        assert_eq!(
+            c.key_source(&qa, &env),
+            KeySource::Var("BLASTWALL_ENV_KEY_QA".into())
+        );
+        let st = EnvName::new("staging").unwrap();
+        assert_eq!(
+            c.key_source(&st, &env),
+            KeySource::File(PathBuf::from("/etc/bw/data/keys/staging.key"))
+        );
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(
+            redact_url("postgres://u:p@h:5432/d"),
+            "postgres://u:***@h:5432/d"
+        );
+        assert_eq!(redact_url("postgres://u@h/d"), "postgres://u@h/d");
+        assert_eq!(
+            redact_url("postgres://h/d?user=u&password=p"),
+            "postgres://h/d?user=u&password=***"
+        );
+    }
+}

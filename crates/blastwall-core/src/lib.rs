@@ -1,0 +1,46 @@
+//! Blastwall's domain: environments and tiers, the credential format, operations and decisions,
+//! the configuration struct, sealing of upstream credentials, and the audit chain's canonical
+//! encoding and verification.
+//!
+//! This crate does no I/O and has no async: storing, serving and scanning belong to the crates
+//! that depend on it (`blastwall-store`, `blastwall-gateway`, `blastwall-scan`, …).
+
+pub mod audit;
+pub mod config;
+pub mod env;
+pub mod environment;
+pub mod error;
+pub mod operation;
+pub mod principal;
+pub mod seal;
+pub mod token;
+
+pub use environment::{EnvName, Environment, Tier};
+pub use error::{ChainError, ParseError, SealError, TokenFormatError};
+pub use token::{Credential, CredentialKind, TokenDigest};
+
+/// Parses a human duration (`8h`, `30m`, `1h 30m`) as the CLI and config take it.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, ParseError> {
+    humantime::parse_duration(text.trim())
+        .map_err(|_| ParseError::new("duration", text, "write it like `8h`, `30m` or `1h 30m`"))
+}
+
+/// Formats a duration the way [`parse_duration`] reads it.
+pub fn format_duration(d: std::time::Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// Serde helper: a `Duration` as whole seconds.
+pub(crate) mod duration_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
