@@ -12,6 +12,7 @@ pub mod environment;
 pub mod error;
 pub mod operation;
 pub mod principal;
+pub mod record;
 pub mod seal;
 pub mod token;
 
