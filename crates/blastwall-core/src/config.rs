@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,40 @@ pub struct Config {
     pub keys: BTreeMap<EnvName, KeySource>,
     /// Extra catalog profiles, beside the built-in ones.
     pub catalog_dir: Option<PathBuf>,
+    /// Operator Cedar policies (`*.cedar`), added to the generated ones.
+    pub policy_dir: Option<PathBuf>,
+    /// The gateway's settings.
+    pub gateway: GatewayConfig,
+}
+
+/// `[gateway]`: how `blastwall serve` listens and forwards.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest request body buffered for classification; larger → 413.
+    pub max_body_bytes: usize,
+    /// Time limit to connect to an upstream.
+    pub connect_timeout: Duration,
+    /// Time limit for an upstream's response headers.
+    pub response_timeout: Duration,
+    /// How often revocations are polled from the store (bounds how long a revoked token works).
+    pub revocation_poll: Duration,
+    /// Extra CA certificates (PEM) to trust, per upstream, beside the system's roots.
+    pub ca_files: BTreeMap<String, PathBuf>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            max_body_bytes: 1024 * 1024,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            revocation_poll: Duration::from_millis(250),
+            ca_files: BTreeMap::new(),
+        }
+    }
 }
 
 /// Audit log settings.
@@ -163,6 +199,28 @@ struct RawConfig {
     keys: BTreeMap<String, KeySource>,
     #[serde(default)]
     catalog: RawCatalog,
+    #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
+    gateway: RawGateway,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    listen: Option<String>,
+    max_body_bytes: Option<usize>,
+    connect_timeout: Option<String>,
+    response_timeout: Option<String>,
+    revocation_poll: Option<String>,
+    #[serde(default)]
+    ca_files: BTreeMap<String, PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -265,6 +323,61 @@ impl Config {
         }
 
         let catalog_dir = raw.catalog.dir.map(|d| base.join(d));
+        let policy_dir = raw.policy.dir.map(|d| base.join(d));
+
+        let mut gateway = GatewayConfig::default();
+        if let Some(listen) = raw.gateway.listen {
+            match listen.parse() {
+                Ok(a) => gateway.listen = a,
+                Err(_) => problems.push(format!(
+                    "`gateway.listen` (`{listen}`): expected an address and port, e.g. `127.0.0.1:7070`"
+                )),
+            }
+        }
+        if let Some(n) = raw.gateway.max_body_bytes {
+            if n == 0 {
+                problems.push("`gateway.max_body_bytes`: must be at least 1".into());
+            }
+            gateway.max_body_bytes = n;
+        }
+        for (key, value, slot) in [
+            (
+                "connect_timeout",
+                raw.gateway.connect_timeout,
+                &mut gateway.connect_timeout,
+            ),
+            (
+                "response_timeout",
+                raw.gateway.response_timeout,
+                &mut gateway.response_timeout,
+            ),
+            (
+                "revocation_poll",
+                raw.gateway.revocation_poll,
+                &mut gateway.revocation_poll,
+            ),
+        ] {
+            if let Some(text) = value {
+                match crate::parse_duration(&text) {
+                    Ok(d) if !d.is_zero() => *slot = d,
+                    _ => problems.push(format!(
+                        "`gateway.{key}` (`{text}`): expected a duration above zero, e.g. `5s`"
+                    )),
+                }
+            }
+        }
+        if gateway.revocation_poll > Duration::from_secs(1) {
+            problems.push(
+                "`gateway.revocation_poll`: at most `1s`, so a revocation takes effect within a second"
+                    .into(),
+            );
+        }
+        gateway.ca_files = raw
+            .gateway
+            .ca_files
+            .into_iter()
+            .map(|(k, v)| (k, base.join(v)))
+            .collect();
 
         match store {
             Some(store) if problems.is_empty() => Ok(Self {
@@ -277,6 +390,8 @@ impl Config {
                 },
                 keys,
                 catalog_dir,
+                policy_dir,
+                gateway,
             }),
             _ => Err(ConfigError { source, problems }),
         }
@@ -325,6 +440,15 @@ impl Config {
             },
             "keys": keys,
             "catalog": { "dir": self.catalog_dir.as_ref().map(|p| p.display().to_string()) },
+            "policy": { "dir": self.policy_dir.as_ref().map(|p| p.display().to_string()) },
+            "gateway": {
+                "listen": self.gateway.listen.to_string(),
+                "max_body_bytes": self.gateway.max_body_bytes,
+                "connect_timeout": crate::format_duration(self.gateway.connect_timeout),
+                "response_timeout": crate::format_duration(self.gateway.response_timeout),
+                "revocation_poll": crate::format_duration(self.gateway.revocation_poll),
+                "ca_files": self.gateway.ca_files.iter().map(|(k, v)| (k.clone(), v.display().to_string())).collect::<BTreeMap<_, _>>(),
+            },
         })
     }
 }
@@ -407,6 +531,27 @@ mod tests {
             c.key_source(&st, &env),
             KeySource::File(PathBuf::from("/etc/bw/data/keys/staging.key"))
         );
+    }
+
+    #[test]
+    fn gateway_settings() {
+        let c = parse(
+            "[gateway]\nlisten = \"0.0.0.0:8080\"\nconnect_timeout = \"2s\"\nca_files = { railway = \"ca.pem\" }\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.gateway.listen.port(), 8080);
+        assert_eq!(c.gateway.connect_timeout, Duration::from_secs(2));
+        assert_eq!(
+            c.gateway.ca_files["railway"],
+            PathBuf::from("/etc/bw/ca.pem")
+        );
+        let e = parse(
+            "[gateway]\nlisten = \"nowhere\"\nrevocation_poll = \"5s\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 2, "{e}");
     }
 
     #[test]
