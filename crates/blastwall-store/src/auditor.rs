@@ -1,0 +1,107 @@
+//! Signed checkpoints over the audit chain, and the verification of a stored log.
+//!
+//! The [`Auditor`] sees every entry its process appended and signs a checkpoint of the entry
+//! whenever its sequence number is a multiple of `every`; [`Auditor::finish`] signs the head when
+//! the process stops (end of a CLI command, gateway shutdown), so the last entries are covered
+//! too. [`verify_log`] streams the log through the chain verifier of `blastwall-core` and checks
+//! every checkpoint, which is what makes a truncated tail visible.
+
+use std::sync::Arc;
+
+use blastwall_core::audit::VerifyReport;
+use blastwall_core::audit::{AuditEntry, AuditRecord, ChainVerifier, Checkpoint, CheckpointSigner};
+use jiff::Timestamp;
+
+use crate::Store;
+use crate::error::{StoreError, VerifyError};
+
+/// Entries read per page by [`verify_log`].
+pub const VERIFY_PAGE: i64 = 1000;
+
+/// Appends through a store and signs checkpoints.
+#[derive(Debug)]
+pub struct Auditor {
+    store: Arc<dyn Store>,
+    signer: CheckpointSigner,
+    every: u32,
+}
+
+impl Auditor {
+    /// An auditor signing a checkpoint every `every` entries (0 is taken as 1).
+    pub fn new(store: Arc<dyn Store>, signer: CheckpointSigner, every: u32) -> Self {
+        Self {
+            store,
+            signer,
+            every: every.max(1),
+        }
+    }
+
+    /// The store it appends to.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The checkpoint key's public half (hex), as `verify_log` wants it.
+    pub fn public_key_hex(&self) -> String {
+        self.signer.public_hex()
+    }
+
+    /// To be called with every entry a mutating store method returned: signs and stores a
+    /// checkpoint when the entry's sequence number is a multiple of `every`.
+    pub async fn record(&self, entry: &AuditEntry) -> Result<Option<Checkpoint>, StoreError> {
+        if entry.seq % i64::from(self.every) != 0 {
+            return Ok(None);
+        }
+        self.sign(entry.seq, &entry.hash).await.map(Some)
+    }
+
+    /// Appends a record on its own (see [`Store::audit_append`]) and [`record`](Self::record)s it.
+    pub async fn append(&self, audit: AuditRecord) -> Result<AuditEntry, StoreError> {
+        let entry = self.store.audit_append(audit).await?;
+        self.record(&entry).await?;
+        Ok(entry)
+    }
+
+    /// Signs a checkpoint of the current head unless the last checkpoint already covers it. Call
+    /// it when the process stops appending (end of a CLI command, gateway shutdown).
+    pub async fn finish(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let Some(head) = self.store.audit_tail(1).await?.pop() else {
+            return Ok(None);
+        };
+        let last = self.store.checkpoint_last_seq().await?;
+        if last.is_some_and(|seq| seq >= head.seq) {
+            return Ok(None);
+        }
+        self.sign(head.seq, &head.hash).await.map(Some)
+    }
+
+    async fn sign(&self, seq: i64, hash: &str) -> Result<Checkpoint, StoreError> {
+        let at = Timestamp::now().to_string();
+        let cp = self.signer.sign(seq, hash, &at);
+        self.store.checkpoint_add(&cp).await?;
+        tracing::debug!(seq, "audit checkpoint signed");
+        Ok(cp)
+    }
+}
+
+/// Verifies the whole stored log: every entry's hash and link, then every checkpoint's signature
+/// (against `trusted_key_hex`, the checkpoint key's public half) and hash. Reads the log page by
+/// page, so memory stays flat however long it is.
+pub async fn verify_log(
+    store: &dyn Store,
+    trusted_key_hex: &str,
+) -> Result<VerifyReport, VerifyError> {
+    let checkpoints = store.checkpoint_list().await?;
+    let mut verifier = ChainVerifier::new(checkpoints.iter().map(|c| c.seq));
+    let mut after = 0;
+    loop {
+        let page = store.audit_page(after, VERIFY_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        let next = last.seq;
+        for entry in &page {
+            verifier.push(entry)?;
+        }
+        after = next;
+    }
+    Ok(verifier.finish(&checkpoints, trusted_key_hex)?)
+}

@@ -1,0 +1,124 @@
+//! Blastwall's persistence: the [`Store`] trait and its two implementations, SQLite (the
+//! embedded default, one file in the data folder) and PostgreSQL (several gateways sharing state),
+//! with their migrations.
+//!
+//! Every state change is written in the same transaction as its audit entry, so there is never a
+//! token without its `token.issue` entry, nor an entry for a change that did not happen. Sealing
+//! and the chain's hashing live in `blastwall-core`; this crate stores what they produce.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use blastwall_core::audit::{AuditEntry, AuditRecord, Checkpoint};
+use blastwall_core::config::StoreUrl;
+use blastwall_core::record::{SealedCredential, TokenId, TokenRecord, UpstreamRecord};
+use blastwall_core::{EnvName, Environment, TokenDigest};
+use jiff::Timestamp;
+
+pub mod auditor;
+pub mod error;
+pub mod postgres;
+mod sql;
+pub mod sqlite;
+
+pub use auditor::{Auditor, verify_log};
+pub use blastwall_core::audit::VerifyReport;
+pub use error::{StoreError, VerifyError};
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Opens the store at `url`, creating an SQLite file if missing (in an existing folder), and
+/// brings its schema up to date.
+pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match url {
+        StoreUrl::Sqlite(path) => Arc::new(SqliteStore::open(path).await?),
+        StoreUrl::Postgres(url) => Arc::new(PgStore::connect(url).await?),
+    })
+}
+
+/// Everything Blastwall persists. Implementations must be safe to share between processes:
+/// audit appends are serialised by the database (chain order), and reads see committed state.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Adds an environment; [`StoreError::Conflict`] if the name exists.
+    async fn env_add(
+        &self,
+        env: &Environment,
+        audit: AuditRecord,
+    ) -> Result<AuditEntry, StoreError>;
+    /// All environments, by name.
+    async fn env_list(&self) -> Result<Vec<Environment>, StoreError>;
+    /// One environment.
+    async fn env_get(&self, name: &EnvName) -> Result<Option<Environment>, StoreError>;
+
+    /// Adds an upstream; [`StoreError::Conflict`] if the name exists.
+    async fn upstream_add(
+        &self,
+        up: &UpstreamRecord,
+        audit: AuditRecord,
+    ) -> Result<AuditEntry, StoreError>;
+    /// All upstreams, by name.
+    async fn upstream_list(&self) -> Result<Vec<UpstreamRecord>, StoreError>;
+    /// One upstream.
+    async fn upstream_get(&self, name: &EnvName) -> Result<Option<UpstreamRecord>, StoreError>;
+
+    /// Stores (or replaces) the sealed credential of an upstream for an environment.
+    async fn credential_put(
+        &self,
+        cred: &SealedCredential,
+        audit: AuditRecord,
+    ) -> Result<AuditEntry, StoreError>;
+    /// The sealed credential of an upstream for an environment.
+    async fn credential_get(
+        &self,
+        upstream: &EnvName,
+        env: &EnvName,
+    ) -> Result<Option<SealedCredential>, StoreError>;
+    /// Every sealed credential (for listing which environments have one, and for `wall export`).
+    async fn credential_list(&self) -> Result<Vec<SealedCredential>, StoreError>;
+
+    /// Records an issued token (its digest must be set).
+    async fn token_insert(
+        &self,
+        token: &TokenRecord,
+        audit: AuditRecord,
+    ) -> Result<AuditEntry, StoreError>;
+    /// Looks a token up by the digest of the presented credential.
+    async fn token_by_digest(
+        &self,
+        digest: &TokenDigest,
+    ) -> Result<Option<TokenRecord>, StoreError>;
+    /// One token by id.
+    async fn token_get(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError>;
+    /// Tokens, newest first, optionally of one environment.
+    async fn token_list(&self, env: Option<&EnvName>) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Revokes a token at `at`. Returns `false` (and writes nothing) if it was already revoked;
+    /// [`StoreError::NotFound`] if there is no such token.
+    async fn token_revoke(
+        &self,
+        id: &TokenId,
+        at: Timestamp,
+        audit: AuditRecord,
+    ) -> Result<Option<AuditEntry>, StoreError>;
+    /// Records a use of the token.
+    async fn token_touch(&self, id: &TokenId, at: Timestamp) -> Result<(), StoreError>;
+    /// Ids of tokens revoked at or after `since` (for gateways' revocation polling).
+    async fn tokens_revoked_since(&self, since: Timestamp) -> Result<Vec<TokenId>, StoreError>;
+
+    /// Appends an entry to the audit chain on its own (gateway decisions, failed attempts).
+    async fn audit_append(&self, audit: AuditRecord) -> Result<AuditEntry, StoreError>;
+    /// Up to `limit` entries with `seq > after`, in order (for streaming verification).
+    async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
+    /// The last `n` entries, in order.
+    async fn audit_tail(&self, n: i64) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Records a signed checkpoint.
+    async fn checkpoint_add(&self, cp: &Checkpoint) -> Result<(), StoreError>;
+    /// All checkpoints, by entry.
+    async fn checkpoint_list(&self) -> Result<Vec<Checkpoint>, StoreError>;
+    /// The last checkpoint's entry, if any.
+    async fn checkpoint_last_seq(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Closes the store's connections, waiting for them to finish (call it before a process
+    /// exits, so SQLite can fold its write-ahead log back into the file).
+    async fn close(&self) {}
+}

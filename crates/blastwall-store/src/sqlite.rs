@@ -1,0 +1,133 @@
+//! The embedded default: one SQLite file in the data folder.
+//!
+//! The file is created if missing (its folder must exist), in WAL mode with a busy timeout, so
+//! several processes (a gateway and the CLI) can share it; foreign keys are on. Writers take the
+//! write lock up front (`BEGIN IMMEDIATE`), which both serialises audit appends across processes
+//! and avoids the deadlock of two deferred transactions upgrading to write at once.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+use crate::error::StoreError;
+use crate::sql::impl_store;
+
+/// How long a connection waits for another process's write lock before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file at `path` and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let url = format!("sqlite://{}", path.display());
+        let folder = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if !folder.is_dir() {
+            return Err(StoreError::Unreachable {
+                url,
+                reason: format!("the folder `{}` does not exist", folder.display()),
+                hint: "run `blastwall init`, or create the folder, or set `[store] url`".into(),
+            });
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unreachable {
+                url: url.clone(),
+                reason: e.to_string(),
+                hint: "check that the path is a database file you may read and write".into(),
+            })?;
+        let store = Self {
+            pool,
+            path: path.to_path_buf(),
+        };
+        store.migrate().await?;
+        tracing::debug!(path = %path.display(), "sqlite store open");
+        Ok(store)
+    }
+
+    /// Applies pending migrations. Two processes opening a fresh file at once may race to
+    /// create the schema; the loser retries and finds it done.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut attempt = 0;
+        loop {
+            match MIGRATOR.run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 3 => {
+                    tracing::debug!(error = %e, attempt, "sqlite migration raced, retrying");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                Err(source) => {
+                    return Err(StoreError::Migration {
+                        url: format!("sqlite://{}", self.path.display()),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The connection pool (for tests and maintenance).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Starts a transaction that holds the database's write lock from its first statement.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+impl_store!(SqliteStore, Sqlite);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_folder_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = SqliteStore::open(&dir.path().join("nope/blastwall.db"))
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("does not exist"), "{text}");
+        assert!(text.contains("hint: "), "{text}");
+    }
+
+    #[tokio::test]
+    async fn opening_twice_migrates_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blastwall.db");
+        let a = SqliteStore::open(&path).await.unwrap();
+        let b = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(a.path(), b.path());
+    }
+}
