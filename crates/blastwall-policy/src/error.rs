@@ -1,0 +1,130 @@
+//! Errors of the policy crate: a catalog or policy file that does not load, and a request that
+//! cannot be classified.
+
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// The catalog (or, later, a policy file) could not be loaded. Every variant names the file, and
+/// where it can, the line.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// A catalog file is not valid TOML, or does not have the expected shape.
+    #[error(
+        "catalog file `{file}` line {line}: {message}\nhint: see docs/catalog.md for the shape of a profile"
+    )]
+    CatalogSyntax {
+        /// The file, as given or `catalog/<name>.toml` for a built-in one.
+        file: String,
+        /// The 1-based line of the problem.
+        line: usize,
+        /// What the TOML parser said.
+        message: String,
+    },
+    /// A catalog file parsed but says something invalid (a bad operation name, an unknown class,
+    /// a duplicate route, …).
+    #[error("catalog file `{file}` line {line}: {message}\nhint: {hint}")]
+    CatalogInvalid {
+        /// The file.
+        file: String,
+        /// The 1-based line of the problem.
+        line: usize,
+        /// What is wrong.
+        message: String,
+        /// What to do about it.
+        hint: String,
+    },
+    /// The catalog folder could not be read.
+    #[error("cannot read the catalog folder `{}`: {source}\nhint: check `[catalog] dir` in the config", dir.display())]
+    CatalogDir {
+        /// The folder.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A catalog file could not be read.
+    #[error("cannot read the catalog file `{}`: {source}", file.display())]
+    CatalogFile {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// A request that cannot be classified, and so is refused. Each message is written for the agent
+/// that sent the request.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ClassifyError {
+    /// The path does not normalize to one clear meaning (an encoded slash or dot segment, a
+    /// control character, `..` above the root, a bad percent escape).
+    #[error(
+        "path `{path}` is ambiguous: {reason}\nhint: send the path in plain form, without encoded slashes, encoded dot segments or control characters"
+    )]
+    AmbiguousPath {
+        /// The path as sent (bounded in length).
+        path: String,
+        /// What makes it ambiguous.
+        reason: &'static str,
+    },
+    /// The method is not an HTTP method token.
+    #[error("method `{method}` is not an HTTP method\nhint: use GET, POST, PUT, PATCH, DELETE, …")]
+    BadMethod {
+        /// The method as sent (bounded in length).
+        method: String,
+    },
+    /// A method-override header (`X-HTTP-Method-Override` and friends) was sent. The gateway
+    /// refuses these rather than guess which method the upstream will honour.
+    #[error(
+        "the `{header}` header is not accepted\nhint: send the request with its real method and without `{header}`"
+    )]
+    MethodOverride {
+        /// The header's name.
+        header: String,
+    },
+    /// The GraphQL request is not `{"query": …}` JSON (or an array of those), nor a GET with
+    /// `?query=`.
+    #[error(
+        "the GraphQL request is not valid: {detail}\nhint: send `{{\"query\": \"…\"}}` as JSON (or an array of such objects), or GET with `?query=`"
+    )]
+    GraphqlRequest {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The GraphQL document does not parse.
+    #[error(
+        "the GraphQL document does not parse: {detail}\nhint: fix the syntax; the gateway never forwards a document it cannot read"
+    )]
+    GraphqlSyntax {
+        /// The parser's first complaint.
+        detail: String,
+    },
+    /// `operationName` names an operation the document does not contain.
+    #[error(
+        "`operationName` is `{name}`, but the document has no operation of that name\nhint: name one of the document's operations, or leave `operationName` out"
+    )]
+    UnknownOperationName {
+        /// The name given (bounded in length).
+        name: String,
+    },
+    /// The document holds a subscription; the gateway classifies only queries and mutations.
+    #[error("subscriptions are not accepted through the gateway\nhint: use a query or a mutation")]
+    Subscription,
+    /// The document is too deep or too large to classify (fragments nested beyond the limit, or
+    /// too many operations).
+    #[error(
+        "the GraphQL document is too complex to classify: {detail}\nhint: send a simpler document, or split it"
+    )]
+    TooComplex {
+        /// Which limit was hit.
+        detail: String,
+    },
+}
+
+/// Bounds what an error echoes back of a value the client sent.
+pub(crate) fn bounded(text: &str) -> String {
+    text.chars().take(80).collect()
+}

@@ -1,0 +1,16 @@
+//! Blastwall's policy: the operation catalog (provider profiles kept as data in `catalog/*.toml`
+//! and embedded at build time), the classification of HTTP requests into operations, and the
+//! authorization of those operations.
+//!
+//! This crate does no network I/O and keeps no state between requests: the gateway calls it with
+//! the parts of a request and acts on the answer; the CLI uses the catalog to check scopes.
+
+pub mod catalog;
+pub mod error;
+pub mod normalize;
+
+pub use catalog::{
+    Catalog, CredentialTemplate, OperationDef, PathCase, Profile, ProfileKind, Sample, SampleExpect,
+};
+pub use error::{ClassifyError, PolicyError};
+pub use normalize::{NormalizedPath, normalize_path};

@@ -1,0 +1,4 @@
+//! Integration tests of blastwall-policy: one binary, a module per area.
+
+#[cfg(test)]
+mod catalog;
