@@ -274,7 +274,6 @@ pub struct Profile {
 #[derive(Debug, Clone)]
 pub(crate) enum Rules {
     Graphql(GraphqlRules),
-    #[expect(dead_code, reason = "used by the classifier, which lands next")]
     Rest(RestRules),
 }
 
@@ -355,15 +354,8 @@ impl Profile {
     }
 
     /// The operation at `index` (an index the rules hold).
-    #[expect(dead_code, reason = "used by the classifier, which lands next")]
     pub(crate) fn op_at(&self, index: usize) -> Option<&OperationDef> {
         self.operations.get(index)
-    }
-
-    /// `<profile>:unknown`.
-    #[expect(dead_code, reason = "used by the classifier, which lands next")]
-    pub(crate) fn unknown_op(&self) -> Option<&OperationDef> {
-        self.operations.last()
     }
 }
 

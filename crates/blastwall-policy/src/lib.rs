@@ -6,11 +6,13 @@
 //! the parts of a request and acts on the answer; the CLI uses the catalog to check scopes.
 
 pub mod catalog;
+pub mod classify;
 pub mod error;
 pub mod normalize;
 
 pub use catalog::{
     Catalog, CredentialTemplate, OperationDef, PathCase, Profile, ProfileKind, Sample, SampleExpect,
 };
+pub use classify::{Classification, classify};
 pub use error::{ClassifyError, PolicyError};
 pub use normalize::{NormalizedPath, normalize_path};

@@ -45,13 +45,6 @@ pub(crate) fn parse_route(text: &str, case: PathCase) -> Result<(String, Templat
     Ok((method.to_owned(), template))
 }
 
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "matching is used by the classifier, which lands next"
-    )
-)]
 impl Template {
     /// Parses a path template. It starts with `/`; each segment is a literal, `{name}`, or
     /// (last only) `**`.

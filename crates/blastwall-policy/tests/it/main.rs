@@ -2,3 +2,5 @@
 
 #[cfg(test)]
 mod catalog;
+#[cfg(test)]
+mod classify;

@@ -1,0 +1,206 @@
+//! Classification: which operations an HTTP request performs under a profile, and the strictest
+//! class among them.
+//!
+//! REST requests are matched by method and path template on the normalized path
+//! ([`crate::normalize`]); GraphQL requests by the root fields of every operation of every
+//! document they carry. What cannot be read with certainty is refused ([`ClassifyError`]); what
+//! the profile does not know is `<profile>:unknown`, destructive unless the method is GET, HEAD
+//! or OPTIONS. Method-override headers are refused (see `docs/catalog.md`).
+
+mod graphql;
+mod rest;
+
+use blastwall_core::operation::{OperationClass, OperationName};
+
+use crate::catalog::{Profile, Rules};
+use crate::error::{ClassifyError, bounded};
+use crate::normalize::{NormalizedPath, normalize_path};
+
+/// Headers that ask a server to treat a request as another method. Requests carrying one are
+/// refused: the gateway cannot know whether the upstream honours it.
+pub const METHOD_OVERRIDE_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// What a request does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classification {
+    /// Each operation once, in the order first seen, with its class for this request.
+    pub ops: Vec<(OperationName, OperationClass)>,
+    /// The strictest class among `ops`: this decides.
+    pub strictest: OperationClass,
+    /// The method, upper-cased: forward this one.
+    pub method: String,
+    /// The normalized path and query: forward this one, so that what was classified is what
+    /// the upstream receives.
+    pub target: String,
+}
+
+impl Classification {
+    /// The operation names alone.
+    pub fn names(&self) -> impl Iterator<Item = &OperationName> {
+        self.ops.iter().map(|(name, _)| name)
+    }
+}
+
+/// Classifies a request under `profile`.
+///
+/// `target` is the path and query as the client sent them, relative to the upstream's base
+/// (`/graphql/v2?x=1`); `headers` are name and value pairs (names in any case).
+pub fn classify<'h>(
+    profile: &Profile,
+    method: &str,
+    target: &str,
+    headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+    body: &[u8],
+) -> Result<Classification, ClassifyError> {
+    if method.is_empty()
+        || method.len() > 32
+        || !method
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    {
+        return Err(ClassifyError::BadMethod {
+            method: bounded(method),
+        });
+    }
+    let method = method.to_ascii_uppercase();
+    let mut content_types = Vec::new();
+    for (name, value) in headers {
+        if let Some(h) = METHOD_OVERRIDE_HEADERS
+            .iter()
+            .find(|h| h.eq_ignore_ascii_case(name))
+        {
+            return Err(ClassifyError::MethodOverride {
+                header: (*h).to_owned(),
+            });
+        }
+        if name.eq_ignore_ascii_case("content-type") {
+            content_types.push(value);
+        }
+    }
+    let path = normalize_path(target, profile.path_case())?;
+    let mut out = Collector::default();
+    match &profile.rules {
+        Rules::Rest(rules) => rest::classify(profile, rules, &method, &path, &mut out),
+        Rules::Graphql(rules) => {
+            if rules.endpoints.iter().any(|e| e == &path.path) {
+                let content_type = match content_types.as_slice() {
+                    [] => None,
+                    [one] => Some(*one),
+                    _ => {
+                        return Err(ClassifyError::GraphqlRequest {
+                            detail: "more than one `content-type` header".into(),
+                        });
+                    }
+                };
+                graphql::classify(profile, rules, &method, &path, content_type, body, &mut out)?;
+            } else {
+                out.unknown(profile, &method);
+            }
+        }
+    }
+    Ok(out.finish(method, &path))
+}
+
+/// Gathers operations without duplicates.
+#[derive(Debug, Default)]
+struct Collector {
+    ops: Vec<(OperationName, OperationClass)>,
+}
+
+impl Collector {
+    fn add(&mut self, name: &OperationName, class: OperationClass) {
+        match self.ops.iter_mut().find(|(n, _)| n == name) {
+            Some((_, c)) => *c = (*c).max(class),
+            None => self.ops.push((name.clone(), class)),
+        }
+    }
+
+    /// Adds `<profile>:unknown`: read for GET, HEAD and OPTIONS, destructive otherwise.
+    fn unknown(&mut self, profile: &Profile, method: &str) {
+        let class = if is_safe_method(method) {
+            OperationClass::Read
+        } else {
+            OperationClass::Destructive
+        };
+        self.add(&OperationName::unknown(profile.name()), class);
+    }
+
+    fn finish(self, method: String, path: &NormalizedPath) -> Classification {
+        let strictest = self
+            .ops
+            .iter()
+            .map(|(_, c)| *c)
+            .max()
+            .unwrap_or(OperationClass::Destructive);
+        Classification {
+            ops: self.ops,
+            strictest,
+            method,
+            target: path.target(),
+        }
+    }
+}
+
+fn is_safe_method(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+
+    fn classify_simple(
+        profile: &str,
+        method: &str,
+        target: &str,
+    ) -> Result<Classification, ClassifyError> {
+        let c = Catalog::builtin().unwrap();
+        classify(c.profile(profile).unwrap(), method, target, [], b"")
+    }
+
+    #[test]
+    fn methods_are_upper_cased() {
+        let c = classify_simple("github", "delete", "/repos/a/b").unwrap();
+        assert_eq!(c.method, "DELETE");
+        assert_eq!(c.strictest, OperationClass::Destructive);
+    }
+
+    #[test]
+    fn bad_methods_are_refused() {
+        assert!(classify_simple("rest", "GE T", "/").is_err());
+        assert!(classify_simple("rest", "", "/").is_err());
+    }
+
+    #[test]
+    fn override_headers_are_refused_in_any_case() {
+        let c = Catalog::builtin().unwrap();
+        for h in [
+            "X-HTTP-Method-Override",
+            "x-http-method",
+            "X-Method-Override",
+        ] {
+            let e = classify(
+                c.profile("rest").unwrap(),
+                "POST",
+                "/",
+                [(h, &b"GET"[..])],
+                b"",
+            );
+            assert!(
+                matches!(e, Err(ClassifyError::MethodOverride { .. })),
+                "{h}"
+            );
+        }
+    }
+
+    #[test]
+    fn target_is_normalized() {
+        let c = classify_simple("rest", "GET", "//a/./b/?q=1").unwrap();
+        assert_eq!(c.target, "/a/b?q=1");
+    }
+}
