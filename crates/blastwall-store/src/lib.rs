@@ -5,6 +5,11 @@
 //! Every state change is written in the same transaction as its audit entry, so there is never a
 //! token without its `token.issue` entry, nor an entry for a change that did not happen. Sealing
 //! and the chain's hashing live in `blastwall-core`; this crate stores what they produce.
+//!
+//! Both backends share one schema shape and one set of statements: times are stored as integer
+//! unix microseconds (UTC), token scopes as JSON text, token digests as unique lowercase hex, and
+//! audit entries exactly as they were hashed. [`open`] picks the backend from the configured URL;
+//! [`Auditor`] signs checkpoints over the chain and [`verify_log`] checks it.
 
 use std::sync::Arc;
 

@@ -41,6 +41,11 @@ impl SqliteStore {
                 hint: "run `blastwall init`, or create the folder, or set `[store] url`".into(),
             });
         }
+        create_private(path).map_err(|e| StoreError::Unreachable {
+            url: url.clone(),
+            reason: format!("cannot create the file: {e}"),
+            hint: "check the folder's permissions".into(),
+        })?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -107,6 +112,22 @@ impl SqliteStore {
 
 impl_store!(SqliteStore, Sqlite);
 
+/// Creates the database file readable by its owner only, if it does not exist yet: it holds
+/// sealed credentials and token digests. SQLite gives its `-wal` and `-shm` files the same mode.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +150,17 @@ mod tests {
         let a = SqliteStore::open(&path).await.unwrap();
         let b = SqliteStore::open(&path).await.unwrap();
         assert_eq!(a.path(), b.path());
+    }
+
+    #[tokio::test]
+    async fn the_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blastwall.db");
+        let _store = SqliteStore::open(&path).await.unwrap();
+        for file in [path.clone(), dir.path().join("blastwall.db-wal")] {
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        }
     }
 }
