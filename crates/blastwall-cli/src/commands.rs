@@ -1,0 +1,8 @@
+//! One module per subcommand.
+
+pub(crate) mod config;
+pub(crate) mod env;
+pub(crate) mod init;
+pub(crate) mod log;
+pub(crate) mod token;
+pub(crate) mod upstream;

@@ -1,0 +1,103 @@
+//! `blastwall log tail|verify`.
+
+use std::path::Path;
+
+use blastwall_core::env::EnvSource;
+use serde_json::json;
+
+use crate::context::{Ctx, load_signer};
+use crate::exit::Exit;
+use crate::failure::Failure;
+use crate::output;
+
+/// `blastwall log …`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Cmd {
+    /// Print the last entries of the audit log
+    #[command(after_help = "Examples:\n  blastwall log tail\n  blastwall log tail -n 50 --json")]
+    Tail {
+        /// How many entries
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: u32,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the hash chain and the signed checkpoints; exit 1 names the first bad entry
+    #[command(after_help = "\
+Examples:
+  blastwall log verify
+  blastwall log verify --key 3b6a27bc…   # trust this checkpoint public key (hex)
+
+Detects an edited, deleted, reordered or truncated entry. By default the checkpoint key is the
+public half of the configured audit signing key.")]
+    Verify {
+        /// The trusted checkpoint public key, in hex
+        #[arg(long, value_name = "HEX")]
+        key: Option<String>,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) async fn run(
+    flag: Option<&Path>,
+    cmd: Cmd,
+    env: &dyn EnvSource,
+) -> Result<Exit, Failure> {
+    let ctx = Ctx::open(flag, env).await?;
+    match cmd {
+        Cmd::Tail { lines, json } => {
+            let entries = ctx.store.audit_tail(i64::from(lines)).await?;
+            if json {
+                output::json(&entries)?;
+            } else {
+                for e in &entries {
+                    output::line(&format!(
+                        "{:>6}  {}  {:<18} {:<12} {:<22} {}  {}",
+                        e.seq,
+                        e.record.at,
+                        e.record.action,
+                        e.record.env.as_deref().unwrap_or("-"),
+                        e.record.target.as_deref().unwrap_or("-"),
+                        e.record.actor,
+                        e.record.detail
+                    ));
+                }
+            }
+            Ok(Exit::Clean)
+        }
+        Cmd::Verify { key, json } => {
+            let trusted = match key {
+                Some(k) => k.trim().to_ascii_lowercase(),
+                None => load_signer(&ctx.config, env)?.public_hex(),
+            };
+            match blastwall_store::verify_log(ctx.store.as_ref(), &trusted).await {
+                Ok(report) => {
+                    if json {
+                        output::json(
+                            &json!({"ok": true, "entries": report.entries, "checkpoints": report.checkpoints}),
+                        )?;
+                    } else {
+                        output::line(&format!(
+                            "ok: {} entries, chain intact, {} signed checkpoint(s) verified",
+                            report.entries, report.checkpoints
+                        ));
+                    }
+                    Ok(Exit::Clean)
+                }
+                Err(blastwall_store::VerifyError::Chain(e)) => {
+                    if json {
+                        output::json(&json!({"ok": false, "error": e.to_string()}))?;
+                    } else {
+                        output::line(&format!("FAILED: {e}"));
+                    }
+                    Ok(Exit::Failed)
+                }
+                Err(blastwall_store::VerifyError::Store(e)) => Err(e.into()),
+                Err(other) => Err(anyhow::Error::from(other).into()),
+            }
+        }
+    }
+}

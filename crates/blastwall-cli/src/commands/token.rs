@@ -1,0 +1,405 @@
+//! `blastwall token issue|list|show|revoke`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use blastwall_core::env::EnvSource;
+use blastwall_core::operation::OperationPattern;
+use blastwall_core::principal::PrincipalName;
+use blastwall_core::record::{TokenId, TokenRecord};
+use blastwall_core::{Credential, CredentialKind, EnvName};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use crate::context::Ctx;
+use crate::exit::Exit;
+use crate::failure::Failure;
+use crate::output;
+
+/// `blastwall token …`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Cmd {
+    /// Issue a token; it is printed once and stored only as a digest
+    #[command(after_help = "\
+Examples:
+  blastwall token issue --env staging --owner jer@pocketos.com --holder cursor-agent \\
+      --scope 'railway:domain.*' --ttl 8h
+  blastwall token issue --env production --owner ops@example.com --holder ci \\
+      --scope 'github:*.read' --scope 'railway:deployment.read' --ttl 30m --json
+
+Refused: no owner, no scope, a pattern matching no catalog operation, a ttl over the
+environment's maximum, an unknown environment.")]
+    Issue(IssueArgs),
+    /// List tokens: id, environment, owner, holder, scope, expiry, last use, state
+    #[command(
+        after_help = "Examples:\n  blastwall token list\n  blastwall token list --env production --json"
+    )]
+    List {
+        /// Only tokens of this environment
+        #[arg(long, value_name = "ENV")]
+        env: Option<String>,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one token (never its secret)
+    #[command(after_help = "Examples:\n  blastwall token show tok_3f9c2a7b1d0e4f56")]
+    Show {
+        /// The token's id (tok_…)
+        id: String,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token; every gateway sharing the store refuses it within a second
+    #[command(after_help = "Examples:\n  blastwall token revoke tok_3f9c2a7b1d0e4f56")]
+    Revoke {
+        /// The token's id (tok_…)
+        id: String,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Arguments of `token issue`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct IssueArgs {
+    /// The environment the token is bound to
+    #[arg(long, value_name = "ENV")]
+    env: String,
+    /// The human who answers for the token (e.g. an email)
+    #[arg(long)]
+    owner: String,
+    /// Who holds it (an agent, a CI job)
+    #[arg(long)]
+    holder: String,
+    /// Operation patterns it may perform, e.g. `railway:domain.*`; repeatable or comma-separated
+    #[arg(long, value_delimiter = ',')]
+    scope: Vec<String>,
+    /// Lifetime [default: the environment's maximum]
+    #[arg(long, value_name = "DURATION", value_parser = blastwall_core::parse_duration)]
+    ttl: Option<Duration>,
+    /// Credential kind: agent token (bwt_), approver (bwa_) or admin (bwm_)
+    #[arg(long, default_value = "agent", value_parser = parse_kind)]
+    kind: CredentialKind,
+    /// JSON output (the token appears once, in `token`)
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_kind(s: &str) -> Result<CredentialKind, String> {
+    match s {
+        "agent" => Ok(CredentialKind::Agent),
+        "approver" => Ok(CredentialKind::Approver),
+        "admin" => Ok(CredentialKind::Admin),
+        _ => Err("use `agent`, `approver` or `admin`".to_owned()),
+    }
+}
+
+pub(crate) async fn run(
+    flag: Option<&Path>,
+    cmd: Cmd,
+    env: &dyn EnvSource,
+) -> Result<Exit, Failure> {
+    let ctx = Ctx::open(flag, env).await?;
+    match cmd {
+        Cmd::Issue(args) => issue(&ctx, env, args).await,
+        Cmd::List { env: e, json } => list(&ctx, e, json).await,
+        Cmd::Show { id, json } => show(&ctx, &id, json).await,
+        Cmd::Revoke { id, json } => revoke(&ctx, env, &id, json).await,
+    }
+}
+
+async fn issue(ctx: &Ctx, env: &dyn EnvSource, args: IssueArgs) -> Result<Exit, Failure> {
+    let env_name = EnvName::new(&args.env)?;
+    let environment = ctx.store.env_get(&env_name).await?.ok_or_else(|| {
+        Failure::usage(
+            format!("unknown environment `{env_name}`"),
+            "`blastwall env list` shows the environments",
+        )
+    })?;
+    let owner = PrincipalName::new("owner", &args.owner)?;
+    let holder = PrincipalName::new("holder", &args.holder)?;
+    let ttl = args.ttl.unwrap_or(environment.max_token_ttl);
+    if ttl.is_zero() {
+        return Err(Failure::usage(
+            "`--ttl` must be more than zero",
+            "e.g. `--ttl 8h`",
+        ));
+    }
+    if ttl > environment.max_token_ttl {
+        return Err(Failure::usage(
+            format!(
+                "ttl {} is over the {} maximum of {}",
+                blastwall_core::format_duration(ttl),
+                env_name,
+                blastwall_core::format_duration(environment.max_token_ttl)
+            ),
+            format!(
+                "pass `--ttl {}` or less",
+                blastwall_core::format_duration(environment.max_token_ttl)
+            ),
+        ));
+    }
+
+    // Scope: mandatory for agent tokens, and every pattern must match something in the catalog.
+    let scope: Vec<OperationPattern> = args
+        .scope
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(OperationPattern::new)
+        .collect::<Result<_, _>>()?;
+    let mut expanded: Vec<Value> = Vec::new();
+    if args.kind == CredentialKind::Agent {
+        if scope.is_empty() {
+            return Err(Failure::usage(
+                "a token needs a scope",
+                "pass `--scope PATTERN`, e.g. `--scope 'railway:domain.*'` (`blastwall token issue --help`)",
+            ));
+        }
+        let catalog =
+            blastwall_policy::Catalog::load(ctx.config.catalog_dir.as_deref()).map_err(|e| {
+                Failure::usage(
+                    format!("cannot load the catalog: {e}"),
+                    "fix the profile file named above",
+                )
+            })?;
+        for p in &scope {
+            let ops = catalog.expand(p);
+            if ops.is_empty() {
+                return Err(Failure::usage(
+                    format!("scope `{p}` matches no operation in the catalog"),
+                    "check the profile and resource names in docs/catalog.md (e.g. `railway:domain.*`)",
+                ));
+            }
+            for op in ops {
+                expanded.push(json!({"operation": op.name.to_string(), "class": op.class, "pattern": p.as_str()}));
+            }
+        }
+    } else if !scope.is_empty() {
+        return Err(Failure::usage(
+            format!("{} credentials take no scope", args.kind),
+            "drop `--scope`",
+        ));
+    }
+
+    let credential = Credential::generate(args.kind, &env_name)
+        .map_err(|e| anyhow::anyhow!("no randomness from the operating system: {e}"))?;
+    let id = TokenId::generate()
+        .map_err(|e| anyhow::anyhow!("no randomness from the operating system: {e}"))?;
+    let now = Timestamp::now();
+    let expires_at = now
+        .checked_add(
+            jiff::SignedDuration::try_from(ttl)
+                .map_err(|e| anyhow::anyhow!("ttl out of range: {e}"))?,
+        )
+        .map_err(|e| anyhow::anyhow!("ttl out of range: {e}"))?;
+    let record = TokenRecord {
+        id: id.clone(),
+        kind: args.kind,
+        env: env_name.clone(),
+        owner,
+        holder,
+        scope,
+        created_at: now,
+        expires_at,
+        revoked_at: None,
+        last_used_at: None,
+        digest: Some(credential.digest()),
+    };
+    let auditor = ctx.auditor(env)?;
+    let entry = ctx
+        .store
+        .token_insert(
+            &record,
+            ctx.record(
+                "token.issue",
+                Some(&env_name),
+                Some(id.as_str()),
+                json!({
+                    "kind": record.kind, "owner": record.owner, "holder": record.holder,
+                    "scope": record.scope, "expires_at": expires_at.to_string(),
+                }),
+            ),
+        )
+        .await?;
+    auditor.record(&entry).await?;
+    auditor.finish().await?;
+
+    if args.json {
+        let mut v = token_json(&record, now);
+        if let Value::Object(m) = &mut v {
+            m.insert(
+                "token".into(),
+                Value::String(credential.expose().to_owned()),
+            );
+            m.insert("operations".into(), Value::Array(expanded));
+        }
+        output::json(&v)?;
+    } else {
+        output::line(credential.expose());
+        eprintln!(
+            "issued {id} for {} (owner {}), {} {}, expires {} ({})",
+            record.holder,
+            record.owner,
+            record.kind,
+            env_name,
+            seconds(expires_at),
+            blastwall_core::format_duration(ttl)
+        );
+        if !expanded.is_empty() {
+            eprintln!("scope allows {} operation(s):", expanded.len());
+            for op in &expanded {
+                eprintln!(
+                    "  {:<40} {}",
+                    op["operation"].as_str().unwrap_or_default(),
+                    op["class"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        eprintln!("this is the only time the token is shown; it is stored as a digest");
+    }
+    Ok(Exit::Clean)
+}
+
+/// A time to the second, for tables.
+fn seconds(t: Timestamp) -> String {
+    t.round(jiff::Unit::Second)
+        .map_or_else(|_| t.to_string(), |r| r.to_string())
+}
+
+fn token_json(t: &TokenRecord, now: Timestamp) -> Value {
+    json!({
+        "id": t.id, "kind": t.kind, "env": t.env, "owner": t.owner, "holder": t.holder,
+        "scope": t.scope, "created_at": t.created_at.to_string(), "expires_at": t.expires_at.to_string(),
+        "revoked_at": t.revoked_at.map(|x| x.to_string()),
+        "last_used_at": t.last_used_at.map(|x| x.to_string()),
+        "state": t.state(now),
+    })
+}
+
+async fn list(ctx: &Ctx, env: Option<String>, as_json: bool) -> Result<Exit, Failure> {
+    let env = env.map(|e| EnvName::new(&e)).transpose()?;
+    let tokens = ctx.store.token_list(env.as_ref()).await?;
+    let now = Timestamp::now();
+    if as_json {
+        output::json(
+            &tokens
+                .iter()
+                .map(|t| token_json(t, now))
+                .collect::<Vec<_>>(),
+        )?;
+    } else {
+        let rows: Vec<Vec<String>> = tokens
+            .iter()
+            .map(|t| {
+                vec![
+                    t.id.to_string(),
+                    t.env.to_string(),
+                    t.owner.to_string(),
+                    t.holder.to_string(),
+                    t.scope
+                        .iter()
+                        .map(OperationPattern::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    seconds(t.expires_at),
+                    t.last_used_at.map_or_else(|| "never".to_owned(), seconds),
+                    t.state(now).to_string(),
+                ]
+            })
+            .collect();
+        output::table(
+            &[
+                "ID",
+                "ENV",
+                "OWNER",
+                "HOLDER",
+                "SCOPE",
+                "EXPIRES",
+                "LAST USED",
+                "STATE",
+            ],
+            &rows,
+        );
+    }
+    Ok(Exit::Clean)
+}
+
+async fn find(ctx: &Ctx, id: &str) -> Result<TokenRecord, Failure> {
+    ctx.store
+        .token_get(&TokenId(id.to_owned()))
+        .await?
+        .ok_or_else(|| {
+            Failure::usage(
+                format!("no token `{}`", short(id)),
+                "`blastwall token list` shows token ids (tok_…)",
+            )
+        })
+}
+
+/// What of a user-given id we echo back (it might be a pasted secret).
+fn short(id: &str) -> String {
+    if id.starts_with("bw") && id.len() > 12 {
+        "that looks like a token, not a token id".to_owned()
+    } else {
+        id.chars().take(40).collect()
+    }
+}
+
+async fn show(ctx: &Ctx, id: &str, as_json: bool) -> Result<Exit, Failure> {
+    let t = find(ctx, id).await?;
+    let v = token_json(&t, Timestamp::now());
+    if as_json {
+        output::json(&v)?;
+    } else if let Value::Object(m) = v {
+        for (k, val) in m {
+            let text = match val {
+                Value::String(s) => s,
+                Value::Null => "-".to_owned(),
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            output::line(&format!("{k:<12} {text}"));
+        }
+    }
+    Ok(Exit::Clean)
+}
+
+async fn revoke(ctx: &Ctx, env: &dyn EnvSource, id: &str, as_json: bool) -> Result<Exit, Failure> {
+    let t = find(ctx, id).await?;
+    let auditor = ctx.auditor(env)?;
+    let now = Timestamp::now();
+    let entry = ctx
+        .store
+        .token_revoke(
+            &t.id,
+            now,
+            ctx.record(
+                "token.revoke",
+                Some(&t.env),
+                Some(t.id.as_str()),
+                json!({"holder": t.holder, "owner": t.owner}),
+            ),
+        )
+        .await?;
+    let newly = entry.is_some();
+    if let Some(entry) = entry {
+        auditor.record(&entry).await?;
+        auditor.finish().await?;
+    }
+    if as_json {
+        output::json(&json!({"id": t.id, "revoked": true, "already_revoked": !newly}))?;
+    } else if newly {
+        output::line(&format!("revoked {}", t.id));
+    } else {
+        output::line(&format!("{} was already revoked", t.id));
+    }
+    Ok(Exit::Clean)
+}

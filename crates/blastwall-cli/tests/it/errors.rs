@@ -1,0 +1,282 @@
+//! Refusals and errors: one clear line, a hint, the right exit code, never a secret.
+
+use crate::support::{Bw, contains, stderr};
+
+/// Runs a failing command and returns "exit N\n<stderr>" with the temp path masked.
+fn failure(bw: &Bw, args: &[&str], stdin: Option<&str>) -> String {
+    let o = match stdin {
+        Some(s) => bw.run_stdin(args, s),
+        None => bw.run(args),
+    };
+    assert!(!o.status.success(), "blastwall {args:?} succeeded");
+    let err = stderr(&o)
+        .replace(&bw.path().display().to_string(), "[TMP]")
+        .lines()
+        // Debug logs are on in tests; keep only what a user reads.
+        .filter(|l| l.starts_with("error:") || l.starts_with("hint:") || l.starts_with("  "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!("exit {}\n{err}", o.status.code().unwrap_or(-1))
+}
+
+fn issue<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["token", "issue"];
+    v.extend_from_slice(extra);
+    v
+}
+
+#[test]
+fn refusals() {
+    let bw = Bw::new();
+    insta::assert_snapshot!("no_config", failure(&bw, &["env", "list"], None));
+    bw.ok(&["init"]);
+    insta::assert_snapshot!("init_twice", failure(&bw, &["init"], None));
+    let base = ["--env", "staging", "--owner", "o@x.io", "--holder", "agent"];
+    insta::assert_snapshot!(
+        "ttl_over_max",
+        failure(
+            &bw,
+            &issue(&[&base[..], &["--scope", "railway:*", "--ttl", "9h"]].concat()),
+            None
+        )
+    );
+    insta::assert_snapshot!("no_scope", failure(&bw, &issue(&base), None));
+    insta::assert_snapshot!(
+        "scope_matches_nothing",
+        failure(
+            &bw,
+            &issue(&[&base[..], &["--scope", "railway:nosuch.*"]].concat()),
+            None
+        )
+    );
+    insta::assert_snapshot!(
+        "bad_scope",
+        failure(
+            &bw,
+            &issue(&[&base[..], &["--scope", "railway"]].concat()),
+            None
+        )
+    );
+    insta::assert_snapshot!(
+        "unknown_env",
+        failure(
+            &bw,
+            &issue(&[
+                "--env",
+                "prod",
+                "--owner",
+                "o@x.io",
+                "--holder",
+                "a",
+                "--scope",
+                "railway:*"
+            ]),
+            None
+        )
+    );
+    insta::assert_snapshot!(
+        "no_owner",
+        failure(
+            &bw,
+            &issue(&["--env", "staging", "--holder", "a", "--scope", "railway:*"]),
+            None
+        )
+    );
+    insta::assert_snapshot!(
+        "bad_duration",
+        failure(
+            &bw,
+            &issue(&[&base[..], &["--scope", "railway:*", "--ttl", "soon"]].concat()),
+            None
+        )
+    );
+    insta::assert_snapshot!(
+        "unknown_profile",
+        failure(
+            &bw,
+            &[
+                "upstream",
+                "add",
+                "x",
+                "--profile",
+                "nosuch",
+                "--base-url",
+                "https://x.io"
+            ],
+            None
+        )
+    );
+    insta::assert_snapshot!(
+        "url_with_credentials",
+        failure(
+            &bw,
+            &[
+                "upstream",
+                "add",
+                "x",
+                "--profile",
+                "rest",
+                "--base-url",
+                "https://u:p@x.io"
+            ],
+            None
+        )
+    );
+    insta::assert_snapshot!(
+        "empty_secret",
+        failure(
+            &bw,
+            &[
+                "upstream",
+                "add",
+                "x",
+                "--profile",
+                "rest",
+                "--base-url",
+                "https://x.io",
+                "--env",
+                "staging",
+                "--secret-stdin",
+            ],
+            Some("\n")
+        )
+    );
+    insta::assert_snapshot!(
+        "unknown_token",
+        failure(&bw, &["token", "show", "tok_0000"], None)
+    );
+    insta::assert_snapshot!(
+        "bad_env_name",
+        failure(&bw, &["env", "add", "Bad_Name", "--tier", "prod"], None)
+    );
+    insta::assert_snapshot!(
+        "bad_tier",
+        failure(&bw, &["env", "add", "qa", "--tier", "live"], None)
+    );
+}
+
+#[test]
+fn nothing_half_done_after_a_refusal() {
+    let bw = Bw::new();
+    bw.ok(&["init"]);
+    let before = bw.json(&["log", "tail"]).as_array().unwrap().len();
+    let _ = bw.run(&[
+        "upstream",
+        "add",
+        "x",
+        "--profile",
+        "nosuch",
+        "--base-url",
+        "https://x.io",
+    ]);
+    let _ = bw.run(&[
+        "token",
+        "issue",
+        "--env",
+        "staging",
+        "--owner",
+        "o",
+        "--holder",
+        "a",
+        "--scope",
+        "railway:*",
+        "--ttl",
+        "9h",
+    ]);
+    let _ = bw.run_stdin(
+        &[
+            "upstream",
+            "add",
+            "x",
+            "--profile",
+            "rest",
+            "--base-url",
+            "https://x.io",
+            "--env",
+            "nope",
+            "--secret-stdin",
+        ],
+        "secret",
+    );
+    assert_eq!(bw.json(&["log", "tail"]).as_array().unwrap().len(), before);
+    assert!(
+        bw.json(&["upstream", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(bw.json(&["token", "list"]).as_array().unwrap().is_empty());
+}
+
+#[test]
+fn a_pasted_token_is_not_echoed() {
+    let bw = Bw::new();
+    bw.ok(&["init"]);
+    let t = bw.json(&[
+        "token",
+        "issue",
+        "--env",
+        "staging",
+        "--owner",
+        "o@x.io",
+        "--holder",
+        "a",
+        "--scope",
+        "railway:*",
+    ]);
+    let token = t["token"].as_str().unwrap();
+    let o = bw.run(&["token", "show", token]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!contains(&o.stderr, token.as_bytes()));
+    assert!(!contains(&o.stdout, token.as_bytes()));
+}
+
+#[test]
+fn a_bad_config_names_the_key_and_file() {
+    let bw = Bw::new();
+    std::fs::write(
+        bw.path().join("blastwall.toml"),
+        "[store]\nurl = \"sqlite://x.db\"\nuser = \"me\"\n",
+    )
+    .unwrap();
+    insta::assert_snapshot!("bad_config_key", failure(&bw, &["env", "list"], None));
+    std::fs::write(
+        bw.path().join("blastwall.toml"),
+        "[store]\nurl = \"mysql://u:hunter2@x/db\"\n",
+    )
+    .unwrap();
+    let out = failure(&bw, &["env", "list"], None);
+    assert!(!out.contains("hunter2"), "{out}");
+    insta::assert_snapshot!("bad_store_url", out);
+}
+
+#[test]
+fn an_unreachable_store_is_a_clear_error() {
+    let bw = Bw::new();
+    bw.ok(&["init"]);
+    let mut bw = bw;
+    bw.extra_env.push((
+        "BLASTWALL_STORE_URL".into(),
+        "postgres://bw:hunter2@127.0.0.1:1/bw".into(),
+    ));
+    let o = bw.run(&["env", "list"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(err.contains("error:"), "{err}");
+}
+
+#[test]
+fn config_show_redacts() {
+    let mut bw = Bw::new();
+    bw.ok(&["init"]);
+    bw.extra_env.push((
+        "BLASTWALL_STORE_URL".into(),
+        "postgres://bw:hunter2@db.internal/bw".into(),
+    ));
+    let out = bw
+        .ok(&["config", "show"])
+        .replace(&bw.path().display().to_string(), "[TMP]");
+    assert!(!out.contains("hunter2"));
+    insta::assert_snapshot!("config_show", out);
+}
