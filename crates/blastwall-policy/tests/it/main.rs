@@ -4,3 +4,5 @@
 mod catalog;
 #[cfg(test)]
 mod classify;
+#[cfg(test)]
+mod props;
