@@ -89,6 +89,14 @@ impl Backend {
 }
 
 impl Db {
+    /// The URL as configuration text (`sqlite://…` or `postgres://…`).
+    pub(crate) fn url_text(&self) -> String {
+        match self {
+            Db::Sqlite { path, .. } => format!("sqlite://{}", path.display()),
+            Db::Postgres { url, .. } => url.clone(),
+        }
+    }
+
     pub(crate) fn url(&self) -> StoreUrl {
         match self {
             Db::Sqlite { path, .. } => StoreUrl::Sqlite(path.clone()),

@@ -34,6 +34,7 @@ macro_rules! all_suite_tests {
             verify_catches_reordered_entries,
             verify_catches_a_truncated_tail,
             store_never_receives_a_plaintext_secret,
+            two_processes_share_one_chain,
         );
     };
 }
@@ -41,6 +42,8 @@ macro_rules! all_suite_tests {
 // `cfg(test)` marks the helpers as test code too (clippy allows unwrap there, as in tests).
 #[cfg(test)]
 mod backend;
+#[cfg(test)]
+mod child;
 #[cfg(test)]
 mod postgres;
 #[cfg(test)]

@@ -648,6 +648,54 @@ pub(crate) async fn verify_catches_a_truncated_tail(b: &Backend) {
     assert!(e.to_string().contains("entry 7"), "{e}");
 }
 
+/// Two child processes (this test binary, re-run) and this one append at once: one linear chain.
+pub(crate) async fn two_processes_share_one_chain(b: &Backend) {
+    use crate::child::{CHILD_APPENDS, STORE_VAR};
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args(["--ignored", "--exact", "child::child_appender"])
+                .args(["--test-threads", "1"])
+                .env(STORE_VAR, b.db.url_text())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for i in 0..CHILD_APPENDS {
+        b.store
+            .audit_append(record("request.decide", Some(&format!("parent_{i}"))))
+            .await
+            .unwrap();
+    }
+    for child in children {
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "child failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let report = verify_log(b.store.as_ref(), "").await.unwrap();
+    assert_eq!(report.last_seq, i64::try_from(3 * CHILD_APPENDS).unwrap());
+    let actors: std::collections::BTreeSet<String> = b
+        .store
+        .audit_page(0, i64::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.record.actor)
+        .collect();
+    assert_eq!(actors.len(), 3, "three processes appended: {actors:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // secrets
 
