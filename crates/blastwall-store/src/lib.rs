@@ -33,7 +33,8 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Opens the store at `url`, creating an SQLite file if missing (in an existing folder), and
-/// brings its schema up to date.
+/// brings its schema up to date. Call [`Store::close`] before the process exits.
+#[tracing::instrument(skip_all, fields(store = %url))]
 pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match url {
         StoreUrl::Sqlite(path) => Arc::new(SqliteStore::open(path).await?),
