@@ -1,6 +1,9 @@
 //! The store's errors: what a caller can act on (a name already taken, a missing object, a store
 //! that cannot be reached or migrated, a stored row that no longer parses), each with a one-line
 //! message that never carries a secret. A PostgreSQL URL is only ever shown redacted.
+//!
+//! As in `blastwall-core`, a next step follows the message on a line of its own (`hint: …`), and
+//! a variant with a source does not repeat it: print the chain with `{:#}`.
 
 use blastwall_core::ChainError;
 use thiserror::Error;
@@ -22,7 +25,7 @@ pub enum StoreError {
         what: String,
     },
     /// The store could not be opened or reached.
-    #[error("cannot open the store `{url}`: {reason}; hint: {hint}")]
+    #[error("cannot open the store `{url}`: {reason}\nhint: {hint}")]
     Unreachable {
         /// The store's URL, its password redacted.
         url: String,
@@ -32,7 +35,7 @@ pub enum StoreError {
         hint: String,
     },
     /// The store's schema could not be brought up to date.
-    #[error("cannot migrate the store `{url}`: {source}")]
+    #[error("cannot bring the store `{url}` up to date")]
     Migration {
         /// The store's URL, its password redacted.
         url: String,
@@ -41,7 +44,9 @@ pub enum StoreError {
         source: sqlx::migrate::MigrateError,
     },
     /// A stored row does not parse: the database was edited by hand or by a newer version.
-    #[error("stored {what} is corrupt: {why}")]
+    #[error(
+        "stored {what} is corrupt: {why}\nhint: the database was changed outside Blastwall; run `blastwall log verify`"
+    )]
     Corrupt {
         /// The row, e.g. ``token `tok_…` ``.
         what: String,
@@ -57,7 +62,7 @@ pub enum StoreError {
         why: String,
     },
     /// Any other database error.
-    #[error("store error: {0}")]
+    #[error("store operation failed")]
     Database(#[from] sqlx::Error),
 }
 
@@ -90,7 +95,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn messages_are_one_lowercase_line() {
+    fn messages_are_one_lowercase_line_and_a_hint() {
         let errors = [
             StoreError::Conflict {
                 what: "environment `qa`".into(),
@@ -106,8 +111,11 @@ mod tests {
         ];
         for e in errors {
             let text = e.to_string();
-            assert!(!text.contains('\n'), "{text}");
-            assert!(text.starts_with(|c: char| c.is_lowercase()), "{text}");
+            let mut lines = text.lines();
+            let first = lines.next().unwrap();
+            assert!(first.starts_with(|c: char| c.is_lowercase()), "{text}");
+            assert!(!first.ends_with('.'), "{text}");
+            assert!(lines.all(|l| l.starts_with("hint: ")), "{text}");
         }
     }
 }

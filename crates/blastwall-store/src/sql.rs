@@ -266,7 +266,7 @@ pub(crate) fn next_position(head: Option<(i64, String)>) -> Result<(i64, [u8; 32
             let prev = decode_hash(&hash).ok_or_else(|| {
                 corrupt(
                     format!("audit entry {seq}"),
-                    "its hash is not 64 hex digits; run `blastwall log verify`",
+                    "its hash is not 64 hex digits",
                 )
             })?;
             Ok((seq + 1, prev))
