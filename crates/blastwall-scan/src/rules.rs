@@ -1,0 +1,463 @@
+//! Rules as data: the secret formats the scanner knows, read from `catalog/secrets/*.toml`.
+//!
+//! Each rule has an id, a provider, a regex whose `secret` group (or first group, or whole match)
+//! is the secret, prefilter keywords (one of which must appear in any match: the engine runs a
+//! rule's regex only on text where an Aho-Corasick pass found one of its keywords), an optional
+//! entropy floor, an optional structural [`Validator`], a severity, and positive and negative
+//! examples. The built-in files are embedded at build time and every rule is checked when the set
+//! is loaded, examples included: a bad rule stops the scanner with an error naming the rule.
+
+mod validate;
+
+use std::collections::HashSet;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use regex::bytes::{Regex, RegexBuilder};
+use serde::Deserialize;
+
+use crate::error::ScanError;
+use crate::finding::{Confidence, Severity};
+
+#[cfg(test)]
+pub(crate) use validate::crc32_base62;
+pub(crate) use validate::{Validated, validate};
+pub use validate::{Validator, is_placeholder, shannon_entropy};
+
+/// The built-in rule files, embedded at build time: `(file name, TOML text)`.
+pub const BUILTIN_RULE_FILES: &[(&str, &str)] = &[
+    ("ai.toml", include_str!("../../../catalog/secrets/ai.toml")),
+    (
+        "blastwall.toml",
+        include_str!("../../../catalog/secrets/blastwall.toml"),
+    ),
+    (
+        "cloud.toml",
+        include_str!("../../../catalog/secrets/cloud.toml"),
+    ),
+    (
+        "databases.toml",
+        include_str!("../../../catalog/secrets/databases.toml"),
+    ),
+    (
+        "generic.toml",
+        include_str!("../../../catalog/secrets/generic.toml"),
+    ),
+    (
+        "hosting.toml",
+        include_str!("../../../catalog/secrets/hosting.toml"),
+    ),
+    (
+        "keys.toml",
+        include_str!("../../../catalog/secrets/keys.toml"),
+    ),
+    (
+        "messaging.toml",
+        include_str!("../../../catalog/secrets/messaging.toml"),
+    ),
+    (
+        "payments.toml",
+        include_str!("../../../catalog/secrets/payments.toml"),
+    ),
+    (
+        "source.toml",
+        include_str!("../../../catalog/secrets/source.toml"),
+    ),
+    (
+        "tools.toml",
+        include_str!("../../../catalog/secrets/tools.toml"),
+    ),
+];
+
+/// One rule as written in a rule file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Stable id, `provider.kind` (`github.pat-classic`).
+    pub id: String,
+    /// Who issues the secret (`github`, `aws`).
+    pub provider: String,
+    /// A one-line human description.
+    pub name: String,
+    /// The regex (bytes, ASCII classes; Unicode mode off). The secret is the `secret` group if
+    /// present, else group 1 if present, else the whole match.
+    pub regex: String,
+    /// Prefilter keywords, lowercase; at least one appears in every match.
+    pub keywords: Vec<String>,
+    /// The severity of a finding.
+    pub severity: Severity,
+    /// Minimum Shannon entropy (bits per byte) of the secret.
+    #[serde(default)]
+    pub entropy: Option<f64>,
+    /// A structural check the secret must pass.
+    #[serde(default)]
+    pub validator: Option<Validator>,
+    /// Whether to look for this rule inside base64-encoded values too.
+    #[serde(default)]
+    pub base64: bool,
+    /// Whether the global placeholder list applies (default yes).
+    #[serde(default = "yes")]
+    pub placeholders: bool,
+    /// Texts that must produce a finding of this rule.
+    pub examples: Vec<String>,
+    /// Texts that must not.
+    #[serde(default)]
+    pub negative: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    rule: Vec<RuleSpec>,
+}
+
+/// A checked, compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    spec: RuleSpec,
+    regex: Regex,
+    group: usize,
+}
+
+/// A match of one rule in a text, after placeholder, entropy and validator checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RuleMatch {
+    /// Byte range of the secret in the text.
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) confidence: Confidence,
+    pub(crate) validated: Validated,
+}
+
+impl Rule {
+    /// Checks and compiles a rule.
+    pub fn new(spec: RuleSpec) -> Result<Self, ScanError> {
+        let bad = |message: String| ScanError::Rule {
+            rule: spec.id.clone(),
+            message,
+        };
+        let id_ok = !spec.id.is_empty()
+            && spec
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+        if !id_ok {
+            return Err(bad(
+                "id must be lowercase letters, digits, `.` and `-`".into()
+            ));
+        }
+        if spec.keywords.is_empty() {
+            return Err(bad("needs at least one prefilter keyword".into()));
+        }
+        for k in &spec.keywords {
+            if k.len() < 2 || *k != k.to_ascii_lowercase() {
+                return Err(bad(format!(
+                    "keyword `{k}` must be lowercase and at least 2 bytes"
+                )));
+            }
+        }
+        if let Some(e) = spec.entropy
+            && !(0.0..=8.0).contains(&e)
+        {
+            return Err(bad(format!("entropy floor {e} is outside 0..=8")));
+        }
+        if spec.examples.is_empty() {
+            return Err(bad("needs at least one example".into()));
+        }
+        let regex = RegexBuilder::new(&spec.regex)
+            .unicode(false)
+            .size_limit(64 << 20)
+            .dfa_size_limit(64 << 20)
+            .build()
+            .map_err(|e| bad(format!("regex does not compile: {e}")))?;
+        let group = match regex.capture_names().position(|n| n == Some("secret")) {
+            Some(i) => i,
+            None if regex.captures_len() > 1 => 1,
+            None => 0,
+        };
+        let rule = Self { spec, regex, group };
+        rule.check_examples()?;
+        Ok(rule)
+    }
+
+    /// The rule's id.
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    /// The rule as written.
+    pub fn spec(&self) -> &RuleSpec {
+        &self.spec
+    }
+
+    /// Finds this rule's secrets in `text`, placeholders and low-entropy values excluded.
+    pub(crate) fn find(&self, text: &[u8], out: &mut Vec<RuleMatch>) {
+        for caps in self.regex.captures_iter(text) {
+            let Some(m) = caps.get(self.group).or_else(|| caps.get(0)) else {
+                continue;
+            };
+            if let Some(found) = self.check(m.as_bytes()) {
+                out.push(RuleMatch {
+                    start: m.start(),
+                    end: m.end(),
+                    confidence: found.0,
+                    validated: found.1,
+                });
+            }
+        }
+    }
+
+    fn check(&self, secret: &[u8]) -> Option<(Confidence, Validated)> {
+        if self.spec.placeholders && is_placeholder(secret) {
+            return None;
+        }
+        if let Some(floor) = self.spec.entropy
+            && shannon_entropy(secret) < floor
+        {
+            return None;
+        }
+        match self.spec.validator {
+            Some(v) => {
+                let validated = validate(v, secret)?;
+                let confidence = if v.is_checksum() {
+                    Confidence::Checksum
+                } else if v.is_generic() {
+                    Confidence::Entropy
+                } else {
+                    Confidence::Pattern
+                };
+                Some((confidence, validated))
+            }
+            None if self.spec.provider == "generic" => {
+                Some((Confidence::Entropy, Validated::default()))
+            }
+            None => Some((Confidence::Pattern, Validated::default())),
+        }
+    }
+
+    /// Runs the rule's own examples: each positive must match (and contain a keyword, or the
+    /// prefilter would hide it), no negative may.
+    fn check_examples(&self) -> Result<(), ScanError> {
+        let bad = |message: String| ScanError::Rule {
+            rule: self.spec.id.clone(),
+            message,
+        };
+        for (i, ex) in self.spec.examples.iter().enumerate() {
+            let lower = ex.to_ascii_lowercase();
+            if !self
+                .spec
+                .keywords
+                .iter()
+                .any(|k| lower.contains(k.as_str()))
+            {
+                return Err(bad(format!(
+                    "example {} contains none of the keywords",
+                    i + 1
+                )));
+            }
+            let mut out = Vec::new();
+            self.find(ex.as_bytes(), &mut out);
+            if out.is_empty() {
+                return Err(bad(format!("example {} does not match", i + 1)));
+            }
+        }
+        for (i, ex) in self.spec.negative.iter().enumerate() {
+            let mut out = Vec::new();
+            self.find(ex.as_bytes(), &mut out);
+            if !out.is_empty() {
+                return Err(bad(format!("negative example {} matches", i + 1)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The set of rules a scan uses, with its keyword prefilter.
+#[derive(Debug, Clone)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    prefilter: AhoCorasick,
+    /// For each prefilter pattern, the rules it triggers.
+    keyword_rules: Vec<Vec<usize>>,
+}
+
+impl RuleSet {
+    /// The built-in rules from `catalog/secrets/`, checked.
+    pub fn builtin() -> Result<Self, ScanError> {
+        Self::from_sources(BUILTIN_RULE_FILES.iter().copied())
+    }
+
+    /// Rules from `(file name, TOML text)` pairs, checked; ids must be unique across files.
+    pub fn from_sources<'a>(
+        sources: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, ScanError> {
+        let mut rules = Vec::new();
+        let mut ids = HashSet::new();
+        for (file, text) in sources {
+            let parsed: RuleFile = toml::from_str(text).map_err(|e| ScanError::RuleFile {
+                file: file.to_owned(),
+                message: e.message().to_owned(),
+            })?;
+            for spec in parsed.rule {
+                if !ids.insert(spec.id.clone()) {
+                    return Err(ScanError::Rule {
+                        rule: spec.id,
+                        message: "duplicate id".into(),
+                    });
+                }
+                rules.push(Rule::new(spec)?);
+            }
+        }
+        Self::from_rules(rules)
+    }
+
+    /// A set from already checked rules.
+    pub fn from_rules(rules: Vec<Rule>) -> Result<Self, ScanError> {
+        let mut keywords: Vec<String> = Vec::new();
+        let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            for k in &rule.spec.keywords {
+                match keywords.iter().position(|x| x == k) {
+                    Some(p) => {
+                        if let Some(v) = keyword_rules.get_mut(p) {
+                            v.push(i);
+                        }
+                    }
+                    None => {
+                        keywords.push(k.clone());
+                        keyword_rules.push(vec![i]);
+                    }
+                }
+            }
+        }
+        let prefilter = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(&keywords)
+            .map_err(|e| ScanError::Rule {
+                rule: "prefilter".into(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            rules,
+            prefilter,
+            keyword_rules,
+        })
+    }
+
+    /// The rules, in file order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether the set has no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The rule at `index`.
+    pub(crate) fn get(&self, index: usize) -> Option<&Rule> {
+        self.rules.get(index)
+    }
+
+    /// Which rules have a keyword in `text` (indexes into [`RuleSet::rules`]).
+    pub(crate) fn triggered(&self, text: &[u8]) -> Vec<usize> {
+        let mut seen_kw = vec![false; self.keyword_rules.len()];
+        let mut remaining = seen_kw.len();
+        let mut on = vec![false; self.rules.len()];
+        for m in self.prefilter.find_overlapping_iter(text) {
+            let p = m.pattern().as_usize();
+            if let Some(s) = seen_kw.get_mut(p)
+                && !*s
+            {
+                *s = true;
+                remaining -= 1;
+                for &r in self.keyword_rules.get(p).map(Vec::as_slice).unwrap_or(&[]) {
+                    if let Some(o) = on.get_mut(r) {
+                        *o = true;
+                    }
+                }
+                if remaining == 0 {
+                    break;
+                }
+            }
+        }
+        on.iter()
+            .enumerate()
+            .filter_map(|(i, &o)| o.then_some(i))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_rules_load_and_their_examples_pass() {
+        // Every rule on its own first, so that one run lists every failing rule.
+        let mut failures = Vec::new();
+        for (file, text) in BUILTIN_RULE_FILES {
+            let parsed: RuleFile = toml::from_str(text).unwrap_or_else(|e| panic!("{file}: {e}"));
+            for spec in parsed.rule {
+                if let Err(e) = Rule::new(spec) {
+                    failures.push(e.to_string());
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        let set = RuleSet::builtin().unwrap();
+        assert!(set.len() >= 60, "only {} rules", set.len());
+    }
+
+    #[test]
+    fn a_bad_rule_is_an_error_naming_it() {
+        let text = r#"
+[[rule]]
+id = "bad.regex"
+provider = "x"
+name = "x"
+regex = "(unclosed"
+keywords = ["xx"]
+severity = "high"
+examples = ["xx"]
+"#;
+        let err = RuleSet::from_sources([("t.toml", text)]).unwrap_err();
+        assert!(err.to_string().contains("`bad.regex`"), "{err}");
+    }
+
+    #[test]
+    fn a_failing_example_is_an_error() {
+        let text = r#"
+[[rule]]
+id = "x.y"
+provider = "x"
+name = "x"
+regex = 'xx_[0-9]{4}'
+keywords = ["xx_"]
+severity = "high"
+examples = ["xx_12"]
+"#;
+        let err = RuleSet::from_sources([("t.toml", text)]).unwrap_err();
+        assert!(
+            err.to_string().contains("example 1 does not match"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn prefilter_triggers_only_rules_with_keywords_present() {
+        let set = RuleSet::builtin().unwrap();
+        let on = set.triggered(b"nothing to see here at all");
+        assert!(on.len() < set.len() / 4, "{}", on.len());
+    }
+}

@@ -1,0 +1,114 @@
+//! Environment variables and other processes' environments and command lines.
+//!
+//! Variables are scanned as `NAME=value`, so that rules that need the name (`AWS_SECRET_…=`) see
+//! it, and each value is a fingerprint candidate of its own. The environment is passed in as a
+//! map: this crate never reads or changes its own process environment.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read};
+use std::path::Path;
+
+use crate::finding::Location;
+use crate::scanner::Collector;
+
+/// The most read from one `/proc/<pid>/environ` or `cmdline`.
+const MAX_PROC_FILE: u64 = 4 << 20;
+const ALLOW_MARKER: &str = "blastwall:allow";
+
+pub(super) fn scan_env_vars(col: &Collector<'_>, vars: &BTreeMap<String, String>) {
+    for (name, value) in vars {
+        col.summary(|s| s.env_vars_scanned += 1);
+        let text = format!("{name}={value}");
+        let suppressed = value.contains(ALLOW_MARKER);
+        for hit in col.engine().scan(text.as_bytes()) {
+            col.add(&hit, Location::EnvVar { name: name.clone() }, suppressed);
+        }
+    }
+}
+
+pub(super) fn scan_processes(col: &Collector<'_>, proc_root: &Path) {
+    let entries = match fs::read_dir(proc_root) {
+        Ok(e) => e,
+        Err(e) => return col.unreadable(proc_root.display().to_string(), &e),
+    };
+    let skip = col.options().skip_pid;
+    let mut pids: Vec<u32> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .filter(|&pid| Some(pid) != skip)
+        .collect();
+    pids.sort_unstable();
+    for pid in pids {
+        scan_process(col, proc_root, pid);
+    }
+}
+
+fn scan_process(col: &Collector<'_>, proc_root: &Path, pid: u32) {
+    let dir = proc_root.join(pid.to_string());
+    let command = fs::read_to_string(dir.join("comm"))
+        .map(|c| c.trim().to_owned())
+        .unwrap_or_default();
+    let mut scanned = false;
+    match read_bounded(&dir.join("environ")) {
+        Ok(environ) => {
+            scanned = true;
+            for var in environ.split(|&b| b == 0).filter(|v| !v.is_empty()) {
+                let text = String::from_utf8_lossy(var);
+                let name = text
+                    .split_once('=')
+                    .map_or(text.as_ref(), |(n, _)| n)
+                    .to_owned();
+                let suppressed = text.contains(ALLOW_MARKER);
+                for hit in col.engine().scan(text.as_bytes()) {
+                    let location = Location::Process {
+                        pid,
+                        command: command.clone(),
+                        var: Some(name.clone()),
+                    };
+                    col.add(&hit, location, suppressed);
+                }
+            }
+        }
+        Err(e) if vanished(&e) => return,
+        Err(e) => col.unreadable(dir.join("environ").display().to_string(), &e),
+    }
+    match read_bounded(&dir.join("cmdline")) {
+        Ok(cmdline) => {
+            scanned = true;
+            let args: Vec<String> = cmdline
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let text = args.join(" ");
+            let suppressed = text.contains(ALLOW_MARKER);
+            for hit in col.engine().scan(text.as_bytes()) {
+                let location = Location::Process {
+                    pid,
+                    command: command.clone(),
+                    var: None,
+                };
+                col.add(&hit, location, suppressed);
+            }
+        }
+        Err(e) if vanished(&e) => {}
+        Err(e) => col.unreadable(dir.join("cmdline").display().to_string(), &e),
+    }
+    if scanned {
+        col.summary(|s| s.processes_scanned += 1);
+    }
+}
+
+/// The process exited between listing and reading: nothing was there to miss.
+fn vanished(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
+}
+
+fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    fs::File::open(path)?
+        .take(MAX_PROC_FILE)
+        .read_to_end(&mut out)?;
+    Ok(out)
+}

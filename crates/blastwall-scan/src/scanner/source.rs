@@ -1,0 +1,580 @@
+//! Reading one file or stream: opening it safely, recognising archives, UTF-16 and binary
+//! content, and scanning it chunk by chunk with an overlap so that memory stays bounded and a
+//! secret across a chunk boundary is still seen whole.
+
+use std::cell::Cell;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Cursor, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::finding::Location;
+use crate::scanner::Collector;
+use crate::summary::SkipReason;
+
+/// Bytes looked at to tell what a stream holds.
+const SNIFF_LEN: usize = 8192;
+/// The marker that silences findings on its line.
+const ALLOW_MARKER: &[u8] = b"blastwall:allow";
+/// Printable runs at least this long are scanned in binary files.
+const MIN_STRING_RUN: usize = 8;
+
+/// Where a stream comes from: a file, and the archive members inside it.
+#[derive(Debug, Clone)]
+struct Origin {
+    path: PathBuf,
+    members: Vec<String>,
+}
+
+impl Origin {
+    fn display(&self) -> String {
+        let mut s = self.path.display().to_string();
+        for m in &self.members {
+            s.push('!');
+            s.push_str(m);
+        }
+        s
+    }
+
+    fn child(&self, member: String) -> Self {
+        let mut members = self.members.clone();
+        members.push(member);
+        Self {
+            path: self.path.clone(),
+            members,
+        }
+    }
+}
+
+/// The bytes an archive may still expand to, shared by all its layers.
+struct Budget {
+    left: Cell<u64>,
+    limit: u64,
+}
+
+/// The error a [`Limited`] reader returns past the budget.
+#[derive(Debug)]
+struct BudgetExceeded;
+
+impl std::fmt::Display for BudgetExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("archive expansion bound reached")
+    }
+}
+
+impl std::error::Error for BudgetExceeded {}
+
+fn is_budget_error(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<BudgetExceeded>())
+}
+
+/// A decompressing reader charged against a [`Budget`].
+struct Limited<'b, R> {
+    inner: R,
+    budget: &'b Budget,
+}
+
+impl<R: Read> Read for Limited<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let left = self.budget.left.get();
+        let used = n as u64;
+        if used > left {
+            self.budget.left.set(0);
+            return Err(io::Error::other(BudgetExceeded));
+        }
+        self.budget.left.set(left - used);
+        Ok(n)
+    }
+}
+
+/// Scans the file at `path` (found by the walker or named by the caller).
+pub(super) fn scan_file(col: &Collector<'_>, path: &Path) {
+    let opts = col.options();
+    let shown = path.display().to_string();
+    let meta = if opts.follow_symlinks {
+        fs::metadata(path)
+    } else {
+        fs::symlink_metadata(path)
+    };
+    let meta = match meta {
+        Ok(m) => m,
+        Err(e) => return col.unreadable(shown, &e),
+    };
+    let ft = meta.file_type();
+    let reason = if ft.is_symlink() {
+        Some(SkipReason::Symlink)
+    } else if ft.is_fifo() {
+        Some(SkipReason::Fifo)
+    } else if ft.is_socket() {
+        Some(SkipReason::Socket)
+    } else if ft.is_block_device() || ft.is_char_device() {
+        Some(SkipReason::Device)
+    } else if !ft.is_file() {
+        Some(SkipReason::OtherType)
+    } else if meta.len() > opts.max_file_size {
+        Some(SkipReason::TooLarge {
+            size: meta.len(),
+            limit: opts.max_file_size,
+        })
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        return col.skip(shown, reason);
+    }
+    // O_NONBLOCK: should the file be swapped for a FIFO after the check above, opening it does
+    // not wait for a writer. O_NOFOLLOW: nor for a link.
+    let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+    if !opts.follow_symlinks {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let file = OpenOptions::new().read(true).custom_flags(flags).open(path);
+    let mut file: File = match file {
+        Ok(f) => f,
+        Err(e) => return col.unreadable(shown, &e),
+    };
+    match file.metadata() {
+        Ok(m) if m.is_file() && m.dev() == meta.dev() && m.ino() == meta.ino() => {}
+        Ok(_) => return col.skip(shown, SkipReason::OtherType),
+        Err(e) => return col.unreadable(shown, &e),
+    }
+    col.summary(|s| {
+        s.files_scanned += 1;
+        s.bytes_scanned += meta.len();
+    });
+    scan_reader(col, path.to_owned(), &mut file, meta.len());
+}
+
+/// Scans a top-level stream of `size` bytes that came from `path`.
+pub(super) fn scan_reader(col: &Collector<'_>, path: PathBuf, reader: &mut dyn Read, size: u64) {
+    let opts = col.options();
+    let limit = opts
+        .archive_max_bytes
+        .min(size.saturating_mul(opts.archive_max_ratio).max(1 << 20));
+    let budget = Budget {
+        left: Cell::new(limit),
+        limit,
+    };
+    let origin = Origin {
+        path,
+        members: Vec::new(),
+    };
+    if let Err(e) = scan_stream(col, reader, &origin, 0, &budget) {
+        if is_budget_error(&e) {
+            col.skip(
+                origin.display(),
+                SkipReason::ArchiveExpansion {
+                    limit: budget.limit,
+                },
+            );
+        } else {
+            col.unreadable(origin.display(), &e);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Gzip,
+    Zip,
+    Tar,
+    Utf16 { little_endian: bool, bom: bool },
+    Binary,
+    Text,
+}
+
+fn sniff(head: &[u8]) -> Kind {
+    if head.starts_with(&[0x1f, 0x8b, 0x08]) {
+        return Kind::Gzip;
+    }
+    if head.starts_with(b"PK\x03\x04") {
+        return Kind::Zip;
+    }
+    if head.get(257..262) == Some(b"ustar") {
+        return Kind::Tar;
+    }
+    if head.starts_with(&[0xff, 0xfe]) {
+        return Kind::Utf16 {
+            little_endian: true,
+            bom: true,
+        };
+    }
+    if head.starts_with(&[0xfe, 0xff]) {
+        return Kind::Utf16 {
+            little_endian: false,
+            bom: true,
+        };
+    }
+    if !head.contains(&0) {
+        return Kind::Text;
+    }
+    // UTF-16 without a BOM: ASCII text leaves every other byte zero.
+    let sample = head.get(..head.len().min(1024) & !1).unwrap_or(&[]);
+    if sample.len() >= 16 {
+        let pairs = sample.len() / 2;
+        let zero_odd = sample
+            .chunks_exact(2)
+            .filter(|p| p.get(1) == Some(&0) && p.first() != Some(&0))
+            .count();
+        let zero_even = sample
+            .chunks_exact(2)
+            .filter(|p| p.first() == Some(&0) && p.get(1) != Some(&0))
+            .count();
+        if zero_odd * 10 >= pairs * 9 {
+            return Kind::Utf16 {
+                little_endian: true,
+                bom: false,
+            };
+        }
+        if zero_even * 10 >= pairs * 9 {
+            return Kind::Utf16 {
+                little_endian: false,
+                bom: false,
+            };
+        }
+    }
+    Kind::Binary
+}
+
+fn read_head(reader: &mut dyn Read, want: usize) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(want);
+    reader.take(want as u64).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// Member name for the content of a gzip stream: the file name without `.gz` (`.tgz` → `.tar`).
+fn gunzipped_name(origin: &Origin) -> String {
+    let last = origin
+        .members
+        .last()
+        .cloned()
+        .or_else(|| {
+            origin
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
+    if let Some(stem) = last.strip_suffix(".tgz") {
+        format!("{stem}.tar")
+    } else if let Some(stem) = last.strip_suffix(".gz") {
+        stem.to_owned()
+    } else {
+        format!("{last}~gunzipped")
+    }
+}
+
+fn scan_stream(
+    col: &Collector<'_>,
+    reader: &mut dyn Read,
+    origin: &Origin,
+    depth: u32,
+    budget: &Budget,
+) -> io::Result<()> {
+    let opts = col.options();
+    let head = read_head(reader, SNIFF_LEN)?;
+    let kind = sniff(&head);
+    let archive = matches!(kind, Kind::Gzip | Kind::Zip | Kind::Tar);
+    if archive && depth >= opts.archive_max_depth {
+        col.skip(
+            origin.display(),
+            SkipReason::ArchiveTooDeep {
+                limit: opts.archive_max_depth,
+            },
+        );
+        return Ok(());
+    }
+    let mut rest = Cursor::new(head).chain(reader);
+    let result = match kind {
+        Kind::Gzip => {
+            let gz = flate2::read::MultiGzDecoder::new(&mut rest);
+            let mut limited = Limited { inner: gz, budget };
+            let child = origin.child(gunzipped_name(origin));
+            col.summary(|s| s.archive_members_scanned += 1);
+            scan_stream(col, &mut limited, &child, depth + 1, budget)
+        }
+        Kind::Tar => scan_tar(col, &mut rest, origin, depth, budget),
+        Kind::Zip => scan_zip(col, &mut rest, origin, depth, budget),
+        Kind::Utf16 { little_endian, bom } => {
+            let mut raw = Vec::new();
+            (&mut rest).take(opts.max_file_size).read_to_end(&mut raw)?;
+            let text = decode_utf16(&raw, little_endian, bom);
+            scan_windows(col, &mut io::empty(), text.into_bytes(), origin, false)
+        }
+        Kind::Binary | Kind::Text => {
+            let mut first = Vec::new();
+            (&mut rest)
+                .take(opts.chunk_size as u64)
+                .read_to_end(&mut first)?;
+            scan_windows(col, &mut rest, first, origin, kind == Kind::Binary)
+        }
+    };
+    match result {
+        Err(e) if archive && !is_budget_error(&e) => {
+            col.skip(
+                origin.display(),
+                SkipReason::ArchiveUnreadable {
+                    error: e.to_string(),
+                },
+            );
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn scan_tar(
+    col: &Collector<'_>,
+    reader: &mut dyn Read,
+    origin: &Origin,
+    depth: u32,
+    budget: &Budget,
+) -> io::Result<()> {
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let child = origin.child(name);
+        col.summary(|s| s.archive_members_scanned += 1);
+        scan_stream(col, &mut entry, &child, depth + 1, budget)?;
+    }
+    Ok(())
+}
+
+fn scan_zip(
+    col: &Collector<'_>,
+    reader: &mut dyn Read,
+    origin: &Origin,
+    depth: u32,
+    budget: &Budget,
+) -> io::Result<()> {
+    // The zip directory is at the end: read the archive whole, within the file size bound.
+    let limit = col.options().max_file_size;
+    let mut bytes = Vec::new();
+    reader.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        col.skip(
+            origin.display(),
+            SkipReason::TooLarge {
+                size: bytes.len() as u64,
+                limit,
+            },
+        );
+        return Ok(());
+    }
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(io::Error::other)?;
+    for i in 0..archive.len() {
+        let file = archive.by_index(i).map_err(io::Error::other)?;
+        if !file.is_file() {
+            continue;
+        }
+        let child = origin.child(file.name().to_owned());
+        col.summary(|s| s.archive_members_scanned += 1);
+        let mut limited = Limited {
+            inner: file,
+            budget,
+        };
+        scan_stream(col, &mut limited, &child, depth + 1, budget)?;
+    }
+    Ok(())
+}
+
+fn decode_utf16(raw: &[u8], little_endian: bool, bom: bool) -> String {
+    let body = if bom {
+        raw.get(2..).unwrap_or(&[])
+    } else {
+        raw
+    };
+    let units = body.chunks_exact(2).map(|p| {
+        let (a, b) = (
+            p.first().copied().unwrap_or(0),
+            p.get(1).copied().unwrap_or(0),
+        );
+        if little_endian {
+            u16::from_le_bytes([a, b])
+        } else {
+            u16::from_be_bytes([a, b])
+        }
+    });
+    char::decode_utf16(units)
+        .map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER))
+        .collect()
+}
+
+/// Printable runs of a binary buffer, joined by newlines, with a map from offsets in the result
+/// back to offsets in `raw`: `(start in result, start in raw)` per run.
+fn binary_strings(raw: &[u8]) -> (Vec<u8>, Vec<(usize, usize)>) {
+    let mut out = Vec::new();
+    let mut map = Vec::new();
+    let printable = |b: u8| b.is_ascii_graphic() || b == b' ' || b == b'\t';
+    let mut i = 0;
+    while i < raw.len() {
+        if !raw.get(i).is_some_and(|&b| printable(b)) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while raw.get(i).is_some_and(|&b| printable(b)) {
+            i += 1;
+        }
+        if i - start >= MIN_STRING_RUN {
+            map.push((out.len(), start));
+            out.extend_from_slice(raw.get(start..i).unwrap_or(&[]));
+            out.push(b'\n');
+        }
+    }
+    (out, map)
+}
+
+fn map_back(map: &[(usize, usize)], pos: usize) -> usize {
+    let idx = map.partition_point(|&(s, _)| s <= pos);
+    match idx.checked_sub(1).and_then(|i| map.get(i)) {
+        Some(&(s, raw)) => raw + (pos - s),
+        None => pos,
+    }
+}
+
+/// Line and column bookkeeping across windows.
+struct Position {
+    /// Absolute offset of the window's first byte.
+    base_offset: u64,
+    /// Line number of the window's first byte.
+    base_line: u64,
+    /// Bytes of the window's first line that lie before the window.
+    base_column: u64,
+}
+
+fn scan_windows(
+    col: &Collector<'_>,
+    reader: &mut dyn Read,
+    mut buf: Vec<u8>,
+    origin: &Origin,
+    binary: bool,
+) -> io::Result<()> {
+    let opts = col.options();
+    let (chunk, overlap) = (opts.chunk_size, opts.overlap);
+    let mut pos = Position {
+        base_offset: 0,
+        base_line: 1,
+        base_column: 0,
+    };
+    let mut eof = false;
+    loop {
+        while buf.len() < chunk && !eof {
+            let want = (chunk - buf.len()) as u64;
+            let got = reader.take(want).read_to_end(&mut buf)?;
+            eof = got == 0;
+        }
+        let limit = if eof {
+            buf.len()
+        } else {
+            buf.len().saturating_sub(overlap)
+        };
+        scan_window(col, &buf, limit, &pos, origin, binary);
+        if eof {
+            return Ok(());
+        }
+        let consumed = buf.get(..limit).unwrap_or(&[]);
+        let newlines = memchr::memchr_iter(b'\n', consumed).count() as u64;
+        pos.base_column = match memchr::memrchr(b'\n', consumed) {
+            Some(nl) => (limit - nl - 1) as u64,
+            None => pos.base_column + limit as u64,
+        };
+        pos.base_line += newlines;
+        pos.base_offset += limit as u64;
+        buf.drain(..limit);
+    }
+}
+
+fn scan_window(
+    col: &Collector<'_>,
+    buf: &[u8],
+    limit: usize,
+    pos: &Position,
+    origin: &Origin,
+    binary: bool,
+) {
+    let (hits, map) = if binary {
+        let (strings, map) = binary_strings(buf);
+        (col.engine().scan(&strings), Some(map))
+    } else {
+        (col.engine().scan(buf), None)
+    };
+    // Hits come sorted by offset: count lines incrementally.
+    let mut line = pos.base_line;
+    let mut counted_to = 0;
+    for hit in hits {
+        let start = map.as_deref().map_or(hit.start, |m| map_back(m, hit.start));
+        if start >= limit {
+            continue;
+        }
+        if start > counted_to {
+            let part = buf.get(counted_to..start).unwrap_or(&[]);
+            line += memchr::memchr_iter(b'\n', part).count() as u64;
+            counted_to = start;
+        }
+        let before = buf.get(..start).unwrap_or(&[]);
+        let line_start = memchr::memrchr(b'\n', before).map_or(0, |i| i + 1);
+        let line_end =
+            memchr::memchr(b'\n', buf.get(start..).unwrap_or(&[])).map_or(buf.len(), |i| start + i);
+        let head = buf.get(line_start..start).unwrap_or(&[]);
+        // Characters, not bytes: count the bytes that start a UTF-8 sequence.
+        let mut column = head.iter().filter(|&&b| (b & 0xC0) != 0x80).count() as u64 + 1;
+        if line_start == 0 {
+            column += pos.base_column;
+        }
+        let text_line = buf.get(line_start..line_end).unwrap_or(&[]);
+        let suppressed = memchr::memmem::find(text_line, ALLOW_MARKER).is_some();
+        let location = Location::File {
+            path: origin.path.clone(),
+            members: origin.members.clone(),
+            line,
+            column,
+            offset: pos.base_offset + start as u64,
+        };
+        col.add(&hit, location, suppressed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffing_tells_kinds_apart() {
+        assert_eq!(sniff(b"plain text"), Kind::Text);
+        assert_eq!(sniff(&[0x1f, 0x8b, 0x08, 0]), Kind::Gzip);
+        assert_eq!(sniff(b"PK\x03\x04rest"), Kind::Zip);
+        let utf16: Vec<u8> = "password=hunter2-xyz"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        assert_eq!(
+            sniff(&utf16),
+            Kind::Utf16 {
+                little_endian: true,
+                bom: false
+            }
+        );
+        assert_eq!(
+            sniff(b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x03\x00"),
+            Kind::Binary
+        );
+    }
+
+    #[test]
+    fn binary_strings_map_back_to_raw_offsets() {
+        let raw = b"\x00\x01token=abcdefgh12\x00\x00\x02xy\x00another-string\x00";
+        let (strings, map) = binary_strings(raw);
+        assert_eq!(strings, b"token=abcdefgh12\nanother-string\n");
+        let pos = strings.iter().position(|&b| b == b'a').unwrap();
+        assert_eq!(raw[map_back(&map, pos)], b'a');
+        let second = strings.len() - "another-string\n".len();
+        assert_eq!(map_back(&map, second), 24);
+    }
+}
