@@ -199,10 +199,22 @@ impl Rule {
             let Some(m) = caps.get(self.group).or_else(|| caps.get(0)) else {
                 continue;
             };
-            if let Some(found) = self.check(m.as_bytes()) {
+            // A capture that starts or ends on a line break (a PEM body) is reported from its
+            // first non-blank byte.
+            let (mut start, mut end) = (m.start(), m.end());
+            while start < end && text.get(start).is_some_and(u8::is_ascii_whitespace) {
+                start += 1;
+            }
+            while end > start && text.get(end - 1).is_some_and(u8::is_ascii_whitespace) {
+                end -= 1;
+            }
+            let Some(secret) = text.get(start..end) else {
+                continue;
+            };
+            if let Some(found) = self.check(secret) {
                 out.push(RuleMatch {
-                    start: m.start(),
-                    end: m.end(),
+                    start,
+                    end,
                     confidence: found.0,
                     validated: found.1,
                 });

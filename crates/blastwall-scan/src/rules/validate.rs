@@ -172,7 +172,7 @@ fn generic_value(value: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(value) else {
         return false;
     };
-    if looks_like_code(text) {
+    if looks_like_code(text) || is_uuid(text) {
         return false;
     }
     let digit = text.bytes().any(|b| b.is_ascii_digit());
@@ -182,6 +182,15 @@ fn generic_value(value: &[u8]) -> bool {
         return false;
     }
     digit || (text.len() >= 24 && upper && lower)
+}
+
+/// UUIDs have their own rule (`generic.uuid-secret-assignment`) with a floor fit for hex.
+fn is_uuid(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('-').collect();
+    parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+        && parts
+            .iter()
+            .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn password_value(value: &[u8]) -> bool {

@@ -1,0 +1,125 @@
+//! Inputs other than files: environment variables passed as a map, other processes'
+//! environments and command lines under `/proc`, and in-memory buffers.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::process::{Command, Stdio};
+
+use blastwall_core::{EnvName, Tier};
+use blastwall_scan::{Location, Severity, WallFile};
+
+use crate::support::{Rng, blastwall_token, github_token, scanner};
+
+#[test]
+fn environment_variables_are_scanned_by_name() {
+    let mut rng = Rng::new(11);
+    let prod_secret = "correct-horse-battery-staple-42";
+    let wall = WallFile::build(
+        &EnvName::new("production").unwrap(),
+        Tier::Prod,
+        [prod_secret.as_bytes()],
+    )
+    .unwrap();
+    let mut vars = BTreeMap::new();
+    vars.insert("GH_TOKEN".to_owned(), github_token(&mut rng));
+    vars.insert("LEGACY".to_owned(), prod_secret.to_owned());
+    vars.insert("BW".to_owned(), blastwall_token(&mut rng, "staging"));
+    vars.insert("HOME".to_owned(), "/root".to_owned());
+    let report = scanner().with_walls([wall]).scan_env_vars(&vars);
+    let got: Vec<(String, String, Severity)> = report
+        .findings
+        .iter()
+        .map(|f| match &f.location {
+            Location::EnvVar { name } => (name.clone(), f.rule.clone(), f.severity),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "BW".to_owned(),
+                "blastwall.credential".to_owned(),
+                Severity::High
+            ),
+            (
+                "GH_TOKEN".to_owned(),
+                "github.pat-classic".to_owned(),
+                Severity::High
+            ),
+            (
+                "LEGACY".to_owned(),
+                "wall.fingerprint".to_owned(),
+                Severity::Critical
+            ),
+        ]
+    );
+    assert_eq!(report.summary.env_vars_scanned, 4);
+}
+
+#[test]
+fn a_fake_proc_tree_is_scanned() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(12);
+    let token = github_token(&mut rng);
+    let pid = dir.path().join("4242");
+    fs::create_dir(&pid).unwrap();
+    fs::write(pid.join("comm"), "agent\n").unwrap();
+    fs::write(
+        pid.join("environ"),
+        format!("PATH=/usr/bin\0GITHUB_TOKEN={token}\0"),
+    )
+    .unwrap();
+    fs::write(
+        pid.join("cmdline"),
+        format!("git\0clone\0https://x:{token}@github.com/a/b\0"),
+    )
+    .unwrap();
+    fs::create_dir(dir.path().join("self")).unwrap();
+    let report = scanner().scan_processes(dir.path());
+    let places: Vec<String> = report
+        .findings
+        .iter()
+        .map(|f| f.location.to_string())
+        .collect();
+    assert_eq!(
+        places,
+        [
+            "process 4242 (agent) command line",
+            "process 4242 (agent) environment variable GITHUB_TOKEN"
+        ]
+    );
+    assert_eq!(report.summary.processes_scanned, 1);
+}
+
+#[test]
+fn a_real_child_process_environment_is_scanned() {
+    let mut rng = Rng::new(13);
+    let token = github_token(&mut rng);
+    let mut child = Command::new("sleep")
+        .arg("30")
+        .env("LEAKED_TOKEN", &token)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let report = scanner().scan_processes(std::path::Path::new("/proc"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let found = report.findings.iter().any(|f| {
+        matches!(&f.location, Location::Process { pid, var: Some(v), .. }
+            if *pid == child.id() && v == "LEAKED_TOKEN")
+    });
+    assert!(found, "{:#?}", report.findings);
+}
+
+#[test]
+fn bytes_are_scanned_like_a_file() {
+    let mut rng = Rng::new(14);
+    let text = format!("line one\nkey: {}\n", github_token(&mut rng));
+    let report = scanner().scan_bytes("memory.txt", text.as_bytes());
+    assert_eq!(report.findings.len(), 1);
+    let Location::File { line, column, .. } = &report.findings[0].location else {
+        panic!()
+    };
+    assert_eq!((*line, *column), (2, 6));
+}
