@@ -44,6 +44,53 @@ pub enum PolicyError {
         /// Why.
         source: io::Error,
     },
+    /// A Cedar policy file does not parse.
+    #[error(
+        "policy file `{file}` line {line}: {message}\nhint: see https://docs.cedarpolicy.com for the policy syntax"
+    )]
+    PolicySyntax {
+        /// The file.
+        file: String,
+        /// The 1-based line of the problem.
+        line: usize,
+        /// What the Cedar parser said.
+        message: String,
+    },
+    /// A Cedar policy parses but does not validate against the schema generated from the
+    /// catalog (an unknown operation, a context attribute that does not exist, …).
+    #[error(
+        "policy file `{file}` line {line}: {message}\nhint: `blastwall policy schema` prints the schema policies are checked against"
+    )]
+    PolicyInvalid {
+        /// The file.
+        file: String,
+        /// The 1-based line of the policy or the problem.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The policy folder could not be read.
+    #[error("cannot read the policy folder `{}`: {source}\nhint: check `[policy] dir` in the config", dir.display())]
+    PolicyDir {
+        /// The folder.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A policy file could not be read.
+    #[error("cannot read the policy file `{}`: {source}", file.display())]
+    PolicyFile {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The Cedar schema generated from the catalog was refused (a fault of Blastwall's).
+    #[error("internal: the generated Cedar schema is invalid: {message}")]
+    Schema {
+        /// What Cedar said.
+        message: String,
+    },
     /// A catalog file could not be read.
     #[error("cannot read the catalog file `{}`: {source}", file.display())]
     CatalogFile {

@@ -5,11 +5,13 @@
 //! This crate does no network I/O and keeps no state between requests: the gateway calls it with
 //! the parts of a request and acts on the answer; the CLI uses the catalog to check scopes.
 
+pub mod authz;
 pub mod catalog;
 pub mod classify;
 pub mod error;
 pub mod normalize;
 
+pub use authz::{Authorizer, DecideInput, Verdict};
 pub use catalog::{
     Catalog, CredentialTemplate, OperationDef, PathCase, Profile, ProfileKind, Sample, SampleExpect,
 };
