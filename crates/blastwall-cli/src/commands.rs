@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
 pub(crate) mod config;
+pub(crate) mod demo;
 pub(crate) mod env;
 pub(crate) mod init;
 pub(crate) mod log;
+pub(crate) mod serve;
 pub(crate) mod token;
 pub(crate) mod upstream;

@@ -60,6 +60,10 @@ enum Command {
     /// Read and verify the audit log
     #[command(subcommand)]
     Log(commands::log::Cmd),
+    /// Run the gateway: the credential-injecting proxy agents talk to
+    Serve(commands::serve::Args),
+    /// Replay the PocketOS incident through Blastwall on loopback (needs nothing but this binary)
+    Demo(commands::demo::Args),
     /// Show the resolved configuration
     #[command(subcommand)]
     Config(commands::config::Cmd),
@@ -107,6 +111,8 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Upstream(cmd) => commands::upstream::run(cli.config.as_deref(), cmd, &env).await,
         Command::Token(cmd) => commands::token::run(cli.config.as_deref(), cmd, &env).await,
         Command::Log(cmd) => commands::log::run(cli.config.as_deref(), cmd, &env).await,
+        Command::Serve(args) => commands::serve::run(cli.config.as_deref(), args, &env).await,
+        Command::Demo(args) => commands::demo::run(args).await,
         Command::Config(cmd) => commands::config::run(cli.config.as_deref(), cmd, &env).await,
     }
 }

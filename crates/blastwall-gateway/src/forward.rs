@@ -1,0 +1,268 @@
+//! Forwarding to upstreams: the HTTPS client (rustls, the system's roots, optional CA files per
+//! upstream), hop-by-hop header handling, and the scrubbed, streamed response.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::GatewayError;
+use crate::scrub::Scrubber;
+
+/// The client used for one upstream.
+pub(crate) type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Clients: one default (system roots), one per upstream that has its own CA file.
+#[derive(Debug)]
+pub(crate) struct Clients {
+    default: UpstreamClient,
+    by_upstream: HashMap<String, UpstreamClient>,
+}
+
+impl Clients {
+    pub(crate) fn new(
+        connect_timeout: Duration,
+        ca_files: &std::collections::BTreeMap<String, std::path::PathBuf>,
+    ) -> Result<Self, GatewayError> {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs_or_empty();
+        for cert in native {
+            let _ = roots.add(cert);
+        }
+        let default = build(roots.clone(), connect_timeout)?;
+        let mut by_upstream = HashMap::new();
+        for (name, path) in ca_files {
+            let mut r = roots.clone();
+            for cert in read_pem(path).map_err(|why| GatewayError::CaFile {
+                upstream: name.clone(),
+                path: path.display().to_string(),
+                why,
+            })? {
+                r.add(cert).map_err(|e| GatewayError::CaFile {
+                    upstream: name.clone(),
+                    path: path.display().to_string(),
+                    why: e.to_string(),
+                })?;
+            }
+            by_upstream.insert(name.clone(), build(r, connect_timeout)?);
+        }
+        Ok(Self {
+            default,
+            by_upstream,
+        })
+    }
+
+    pub(crate) fn for_upstream(&self, name: &str) -> &UpstreamClient {
+        self.by_upstream.get(name).unwrap_or(&self.default)
+    }
+}
+
+fn rustls_native_certs_or_empty() -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    let loaded = rustls_native_certs::load_native_certs();
+    for e in &loaded.errors {
+        tracing::warn!(error = %e, "could not load a system root certificate");
+    }
+    loaded.certs
+}
+
+fn read_pem(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    let data = std::fs::read(path).map_err(|e| e.to_string())?;
+    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut data.as_slice()).collect();
+    let certs = certs.map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no PEM certificate in the file".into());
+    }
+    Ok(certs)
+}
+
+fn build(
+    roots: rustls::RootCertStore,
+    connect_timeout: Duration,
+) -> Result<UpstreamClient, GatewayError> {
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| GatewayError::Tls(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(https))
+}
+
+/// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1), plus the
+/// ones the gateway sets itself.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Copies request headers for the upstream: drops hop-by-hop headers (and those the
+/// `Connection` header names), the agent's credentials and `Host`, and asks for an unencoded
+/// body so the response can be scrubbed.
+pub(crate) fn upstream_request_headers(incoming: &HeaderMap) -> HeaderMap {
+    let named = connection_named(incoming);
+    let mut out = HeaderMap::with_capacity(incoming.len());
+    for (name, value) in incoming {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n)
+            || named.iter().any(|c| c == n)
+            || n == "authorization"
+            || n == "cookie"
+            || n == "host"
+            || n == "content-length"
+            || n == "accept-encoding"
+            || n.starts_with("x-blastwall-")
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    out
+}
+
+/// Copies response headers for the agent: drops hop-by-hop headers and scrubs every value.
+pub(crate) fn agent_response_headers(upstream: &HeaderMap, scrubber: &Scrubber) -> HeaderMap {
+    let named = connection_named(upstream);
+    let mut out = HeaderMap::with_capacity(upstream.len());
+    for (name, value) in upstream {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n) || named.iter().any(|c| c == n) {
+            continue;
+        }
+        match scrubber.scrub_all(value.as_bytes()) {
+            None => {
+                out.append(name.clone(), value.clone());
+            }
+            Some(clean) => {
+                if let Ok(v) = HeaderValue::from_bytes(&clean) {
+                    out.append(name.clone(), v);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn connection_named(h: &HeaderMap) -> Vec<String> {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The upstream's body, streamed through the scrubber, with an idle time limit per chunk.
+pub(crate) fn scrubbed_body(
+    body: hyper::body::Incoming,
+    scrubber: Scrubber,
+    idle: Duration,
+) -> Body {
+    let frames = futures_util::stream::unfold(Some(body), move |body| async move {
+        let mut body = body?;
+        loop {
+            match tokio::time::timeout(idle, body.frame()).await {
+                Err(_) => {
+                    let e =
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream body stalled");
+                    return Some((Err(e), None));
+                }
+                Ok(None) => return Some((Ok(Frame::End), None)),
+                Ok(Some(Err(e))) => return Some((Err(std::io::Error::other(e)), None)),
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Some((Ok(Frame::Data(data)), Some(body)));
+                    }
+                    // Trailers are not passed on.
+                }
+            }
+        }
+    });
+    Body::from_stream(ScrubStream {
+        inner: Box::pin(frames),
+        scrubber,
+        done: false,
+    })
+}
+
+enum Frame {
+    Data(Bytes),
+    End,
+}
+
+struct ScrubStream<S> {
+    inner: std::pin::Pin<Box<S>>,
+    scrubber: Scrubber,
+    done: bool,
+}
+
+impl<S> futures_util::Stream for ScrubStream<S>
+where
+    S: futures_util::Stream<Item = Result<Frame, std::io::Error>>,
+{
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            match self.inner.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) | Poll::Ready(Some(Ok(Frame::End))) => {
+                    self.done = true;
+                    let rest = self.scrubber.finish();
+                    if !rest.is_empty() {
+                        return Poll::Ready(Some(Ok(rest)));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Some(Ok(Frame::Data(d)))) => {
+                    let out = self.scrubber.push(&d);
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(out)));
+                    }
+                }
+            }
+        }
+    }
+}

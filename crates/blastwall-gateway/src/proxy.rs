@@ -1,0 +1,593 @@
+//! The request path: authenticate, wall, classify, authorize, forward (DESIGN.md, "Request path").
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use blastwall_core::EnvName;
+use blastwall_core::audit::AuditRecord;
+use blastwall_core::record::{TokenRecord, UpstreamRecord};
+use blastwall_policy::Classification;
+use bytes::Bytes;
+use http::{HeaderValue, Request, StatusCode, Uri};
+use http_body_util::Full;
+use secrecy::{ExposeSecret, SecretBox};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+
+use crate::authorize::Verdict;
+use crate::error::ApiError;
+use crate::forward::{agent_response_headers, scrubbed_body, upstream_request_headers};
+use crate::scrub::Scrubber;
+use crate::server::Gateway;
+
+/// Handles every request that is not `/healthz` or `/metrics`.
+pub(crate) async fn handle(State(gw): State<Gateway>, req: Request<Body>) -> Response {
+    let request_id = new_request_id();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        env = tracing::field::Empty,
+        upstream = tracing::field::Empty,
+        token_id = tracing::field::Empty,
+        operation = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    match proxy(&gw, req, &request_id, started).instrument(span).await {
+        Ok(r) => r,
+        Err(e) => e.with_request_id(&request_id).into_response(),
+    }
+}
+
+/// What the audit entry of a request says.
+struct Outcome<'a> {
+    token: Option<&'a TokenRecord>,
+    upstream: &'a str,
+    operations: Vec<String>,
+    class: &'static str,
+    decision: &'static str,
+    reason: Option<String>,
+    digest: Option<String>,
+    status: u16,
+}
+
+async fn proxy(
+    gw: &Gateway,
+    req: Request<Body>,
+    request_id: &str,
+    started: Instant,
+) -> Result<Response, ApiError> {
+    let inner = &gw.inner;
+    let (parts, body) = req.into_parts();
+    let Some((upstream_name, target)) = split_proxy_path(&parts.uri) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this gateway serves /proxy/<upstream>/<path>, /healthz and /metrics",
+            "send the request to /proxy/<upstream>/<path>, e.g. /proxy/railway/graphql/v2",
+        ));
+    };
+    let span = tracing::Span::current();
+    span.record("upstream", upstream_name.as_str());
+
+    // 1. authenticate
+    let auth = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    let token = match inner.tokens.authenticate(auth).await {
+        Ok(t) => t,
+        Err(e) => {
+            gw.audit(record(
+                request_id,
+                Outcome {
+                    token: None,
+                    upstream: &upstream_name,
+                    operations: vec![],
+                    class: "-",
+                    decision: "deny",
+                    reason: Some(e.error.to_owned()),
+                    digest: None,
+                    status: e.status.as_u16(),
+                },
+                started,
+            ))
+            .await;
+            inner.metrics.count(&upstream_name, "-", "unauthenticated");
+            return Err(e);
+        }
+    };
+    span.record("token_id", token.id.as_str());
+    span.record("env", token.env.as_str());
+
+    let refuse = |e: ApiError, ops: Vec<String>, class: &'static str, digest: Option<String>| {
+        let rec = record(
+            request_id,
+            Outcome {
+                token: Some(&token),
+                upstream: &upstream_name,
+                operations: ops,
+                class,
+                decision: "deny",
+                reason: Some(e.reason.clone().unwrap_or_else(|| e.error.to_owned())),
+                digest,
+                status: e.status.as_u16(),
+            },
+            started,
+        );
+        (e, rec)
+    };
+
+    // 2. the wall: the token's own environment, and only it.
+    let upstream = match lookup_upstream(gw, &upstream_name).await {
+        Ok(u) => u,
+        Err(e) => {
+            let (e, rec) = refuse(e, vec![], "-", None);
+            gw.audit(rec).await;
+            return Err(e);
+        }
+    };
+    let environment = match lookup_env(gw, &token.env).await {
+        Ok(e) => e,
+        Err(e) => {
+            let (e, rec) = refuse(e, vec![], "-", None);
+            gw.audit(rec).await;
+            return Err(e);
+        }
+    };
+    let credential = match credential_for(gw, &upstream, &token.env).await {
+        Ok(c) => c,
+        Err(e) => {
+            let (e, rec) = refuse(e, vec![], "-", None);
+            gw.audit(rec).await;
+            return Err(e);
+        }
+    };
+
+    // 3. classify (the body is buffered up to the limit)
+    let limit = inner.config.max_body_bytes;
+    let body = match to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            let e = ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is over this gateway's limit of {limit} bytes"),
+                "send a smaller request; the operator can raise `[gateway] max_body_bytes`",
+            );
+            let (e, rec) = refuse(e, vec![], "-", None);
+            gw.audit(rec).await;
+            return Err(e);
+        }
+    };
+    let digest = request_digest(
+        parts.method.as_str(),
+        &upstream_name,
+        &target,
+        &parts.headers,
+        &body,
+    );
+    let Some(profile) = inner.catalog.profile(&upstream.profile) else {
+        tracing::error!(profile = %upstream.profile, "upstream names a profile missing from the catalog");
+        let (e, rec) = refuse(ApiError::internal(), vec![], "-", Some(digest));
+        gw.audit(rec).await;
+        return Err(e);
+    };
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()));
+    let classification = match blastwall_policy::classify(
+        profile,
+        parts.method.as_str(),
+        &target,
+        headers,
+        &body,
+    ) {
+        Ok(c) => c,
+        Err(err) => {
+            let e = ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unparseable_request",
+                format!(
+                    "the gateway cannot tell what this request does, so it was not forwarded: {err}"
+                ),
+                "send a well-formed request; for GraphQL a JSON body {\"query\": …} or a batch of them",
+            );
+            let (e, rec) = refuse(e, vec![], "-", Some(digest));
+            gw.audit(rec).await;
+            inner.metrics.count(&upstream_name, "-", "unparseable");
+            return Err(e);
+        }
+    };
+    let ops: Vec<String> = classification.names().map(ToString::to_string).collect();
+    let class = classification.strictest.as_str();
+    span.record("operation", ops.join(",").as_str());
+
+    // 4. authorize
+    let verdict = inner
+        .authorize
+        .decide(&token, &environment, &upstream, &classification);
+    inner
+        .metrics
+        .decision_seconds
+        .observe(started.elapsed().as_secs_f64());
+    match verdict {
+        Verdict::Allow => {}
+        Verdict::Deny {
+            operation,
+            reason,
+            hint,
+        } => {
+            let e = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "denied",
+                format!("`{operation}` was refused: {reason}"),
+                hint,
+            )
+            .with_decision(&operation, &reason);
+            let (e, rec) = refuse(e, ops, class, Some(digest));
+            gw.audit(rec).await;
+            inner.metrics.count(&upstream_name, class, "deny");
+            return Err(e);
+        }
+        Verdict::Hold {
+            operation,
+            reason,
+            hint,
+        } => {
+            let e = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "approval_required",
+                format!("`{operation}` needs a human's approval: {reason}"),
+                hint,
+            )
+            .with_decision(&operation, &reason);
+            let (e, rec) = refuse(e, ops, class, Some(digest));
+            gw.audit(rec).await;
+            inner.metrics.count(&upstream_name, class, "hold");
+            return Err(e);
+        }
+    }
+
+    // 5. forward with the sealed credential, never the agent's
+    let response = forward(
+        gw,
+        &upstream,
+        &classification,
+        parts.headers,
+        body,
+        &credential,
+    )
+    .await;
+    let status = match &response {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.status.as_u16(),
+    };
+    gw.audit(record(
+        request_id,
+        Outcome {
+            token: Some(&token),
+            upstream: &upstream_name,
+            operations: ops,
+            class,
+            decision: "allow",
+            reason: None,
+            digest: Some(digest),
+            status,
+        },
+        started,
+    ))
+    .await;
+    inner.metrics.count(&upstream_name, class, "allow");
+    response
+}
+
+async fn forward(
+    gw: &Gateway,
+    upstream: &UpstreamRecord,
+    c: &Classification,
+    incoming: http::HeaderMap,
+    body: Bytes,
+    credential: &SecretBox<Vec<u8>>,
+) -> Result<Response, ApiError> {
+    let inner = &gw.inner;
+    let profile = inner
+        .catalog
+        .profile(&upstream.profile)
+        .ok_or_else(ApiError::internal)?;
+    let template = profile.credential();
+    let cred_text = std::str::from_utf8(credential.expose_secret()).map_err(|_| {
+        tracing::error!("the sealed credential is not UTF-8 text and cannot go in a header");
+        ApiError::internal()
+    })?;
+    let injected = template.render(cred_text);
+    let mut value = HeaderValue::from_str(injected.expose_secret()).map_err(|_| {
+        tracing::error!("the sealed credential cannot be sent as a header value");
+        ApiError::internal()
+    })?;
+    value.set_sensitive(true);
+    let header_name = http::HeaderName::from_bytes(template.header().as_bytes())
+        .map_err(|_| ApiError::internal())?;
+
+    let uri: Uri = format!("{}{}", upstream.base_url, c.target)
+        .parse()
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unparseable_request",
+                "the request path cannot be forwarded",
+                "check the path for characters that are not allowed in a URL",
+            )
+        })?;
+    let method = http::Method::from_bytes(c.method.as_bytes()).map_err(|_| ApiError::internal())?;
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Full::new(body))
+        .map_err(|_| ApiError::internal())?;
+    *req.headers_mut() = upstream_request_headers(&incoming);
+    req.headers_mut().insert(header_name, value);
+
+    let client = inner.clients.for_upstream(upstream.name.as_str());
+    let t0 = Instant::now();
+    let resp = match tokio::time::timeout(inner.config.response_timeout, client.request(req)).await
+    {
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!(
+                    "`{}` did not answer within {}",
+                    upstream.name,
+                    blastwall_core::format_duration(inner.config.response_timeout)
+                ),
+                "retry later; the request may or may not have been carried out upstream",
+            ));
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "upstream request failed");
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                format!("cannot reach `{}`", upstream.name),
+                "retry later; the operator should check the upstream's base URL and network",
+            ));
+        }
+        Ok(Ok(r)) => r,
+    };
+    inner
+        .metrics
+        .upstream_seconds
+        .get_or_create(&crate::metrics::LatencyLabels {
+            upstream: upstream.name.to_string(),
+        })
+        .observe(t0.elapsed().as_secs_f64());
+    let scrubber = Scrubber::new(vec![
+        credential.expose_secret().clone(),
+        injected.expose_secret().as_bytes().to_vec(),
+    ]);
+    let (parts, body) = resp.into_parts();
+    let headers = agent_response_headers(&parts.headers, &scrubber);
+    let mut out = Response::new(scrubbed_body(body, scrubber, inner.config.response_timeout));
+    *out.status_mut() = parts.status;
+    *out.headers_mut() = headers;
+    Ok(out)
+}
+
+/// `/proxy/<upstream><target>` → (upstream, target); the target keeps its raw bytes (the policy
+/// normalizes it, and what is forwarded is the normalized form).
+fn split_proxy_path(uri: &Uri) -> Option<(String, String)> {
+    let path = uri.path();
+    let rest = path.strip_prefix("/proxy/")?;
+    let (name, tail) = match rest.find('/') {
+        Some(i) => (rest.get(..i)?, rest.get(i..)?),
+        None => (rest, "/"),
+    };
+    EnvName::new(name).ok()?;
+    let target = match uri.query() {
+        Some(q) => format!("{tail}?{q}"),
+        None => tail.to_owned(),
+    };
+    Some((name.to_owned(), target))
+}
+
+async fn lookup_upstream(gw: &Gateway, name: &str) -> Result<Arc<UpstreamRecord>, ApiError> {
+    if let Some(u) = gw.inner.upstreams.read().await.get(name) {
+        return Ok(u.clone());
+    }
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_upstream",
+            format!("this gateway has no upstream `{name}`"),
+            "use one of the upstreams your operator configured (`blastwall upstream list`)",
+        )
+    };
+    let key = EnvName::new(name).map_err(|_| not_found())?;
+    let found = gw
+        .inner
+        .store
+        .upstream_get(&key)
+        .await
+        .map_err(store_down)?;
+    let up = Arc::new(found.ok_or_else(not_found)?);
+    gw.inner
+        .upstreams
+        .write()
+        .await
+        .insert(name.to_owned(), up.clone());
+    Ok(up)
+}
+
+async fn lookup_env(gw: &Gateway, name: &EnvName) -> Result<blastwall_core::Environment, ApiError> {
+    if let Some(e) = gw.inner.envs.read().await.get(name) {
+        return Ok(e.clone());
+    }
+    let found = gw.inner.store.env_get(name).await.map_err(store_down)?;
+    let e = found.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unknown_environment",
+            format!("this token's environment `{name}` does not exist"),
+            "ask the token's owner for a new token",
+        )
+    })?;
+    gw.inner.envs.write().await.insert(name.clone(), e.clone());
+    Ok(e)
+}
+
+/// The upstream's credential for the token's environment: the wall. Only the token's own
+/// environment is ever looked at; an environment whose key this process lacks is sealed.
+async fn credential_for(
+    gw: &Gateway,
+    upstream: &UpstreamRecord,
+    env: &EnvName,
+) -> Result<Arc<SecretBox<Vec<u8>>>, ApiError> {
+    let key = (upstream.name.to_string(), env.clone());
+    if let Some(c) = gw.inner.credentials.read().await.get(&key) {
+        return Ok(c.clone());
+    }
+    let Some(identity) = gw.inner.keys.get(env) else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "environment_sealed",
+            format!(
+                "environment `{env}` is sealed on this gateway: it does not hold that environment's key"
+            ),
+            "send the request to the gateway that serves this token's environment",
+        ));
+    };
+    let sealed = gw
+        .inner
+        .store
+        .credential_get(&upstream.name, env)
+        .await
+        .map_err(store_down)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_credential",
+                format!("upstream `{}` has no credential for environment `{env}`", upstream.name),
+                format!("ask the operator to run `blastwall upstream add {} --env {env} --secret-stdin`", upstream.name),
+            )
+        })?;
+    let opened = identity.unseal(&sealed.sealed).map_err(|e| {
+        tracing::error!(error = %e, "a sealed credential does not open with this environment's key");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "credential_unusable",
+            format!("the `{}` credential for `{env}` cannot be opened on this gateway", upstream.name),
+            "ask the operator to re-seal it (`blastwall upstream check`)",
+        )
+    })?;
+    let opened = Arc::new(opened);
+    gw.inner
+        .credentials
+        .write()
+        .await
+        .insert(key, opened.clone());
+    Ok(opened)
+}
+
+fn store_down(e: blastwall_store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "store lookup failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unreachable",
+        "the gateway cannot reach its store",
+        "retry in a few seconds; the operator should check the gateway's store",
+    )
+}
+
+/// SHA-256 over the parts of a request that decide what it does (method, upstream, target,
+/// content type, body), length-prefixed. Approvals bind to this digest.
+pub(crate) fn request_digest(
+    method: &str,
+    upstream: &str,
+    target: &str,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> String {
+    let mut h = Sha256::new();
+    let ct = headers
+        .get(http::header::CONTENT_TYPE)
+        .map(HeaderValue::as_bytes)
+        .unwrap_or_default();
+    for part in [
+        b"blastwall-request-v1".as_slice(),
+        method.as_bytes(),
+        upstream.as_bytes(),
+        target.as_bytes(),
+        ct,
+        body,
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    hex::encode(h.finalize())
+}
+
+fn new_request_id() -> String {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        // Ids need not be secret; a clock-based one still tells requests apart.
+        b = jiff::Timestamp::now().as_nanosecond().to_le_bytes()[..8]
+            .try_into()
+            .unwrap_or([0; 8]);
+    }
+    format!("req_{}", hex::encode(b))
+}
+
+fn record(request_id: &str, o: Outcome<'_>, started: Instant) -> AuditRecord {
+    AuditRecord {
+        at: jiff::Timestamp::now().to_string(),
+        actor: o
+            .token
+            .map_or_else(|| "anonymous".to_owned(), |t| format!("token:{}", t.id)),
+        action: "request.decide".to_owned(),
+        env: o.token.map(|t| t.env.to_string()),
+        target: Some(o.upstream.to_owned()),
+        detail: json!({
+            "request_id": request_id,
+            "holder": o.token.map(|t| t.holder.to_string()),
+            "owner": o.token.map(|t| t.owner.to_string()),
+            "operations": o.operations,
+            "class": o.class,
+            "decision": o.decision,
+            "reason": o.reason,
+            "request_digest": o.digest,
+            "status": o.status,
+            "latency_us": u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        })
+        .to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_paths() {
+        let u: Uri = "/proxy/railway/graphql/v2?x=1".parse().unwrap();
+        assert_eq!(
+            split_proxy_path(&u),
+            Some(("railway".into(), "/graphql/v2?x=1".into()))
+        );
+        let u: Uri = "/proxy/railway".parse().unwrap();
+        assert_eq!(split_proxy_path(&u), Some(("railway".into(), "/".into())));
+        for bad in [
+            "/proxy/",
+            "/proxy/Rail%77ay/x",
+            "/other/railway/x",
+            "/proxy//x",
+        ] {
+            let u: Uri = bad.parse().unwrap();
+            assert_eq!(split_proxy_path(&u), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The gateway's state, router and server loop.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use blastwall_core::audit::AuditRecord;
+use blastwall_core::config::GatewayConfig;
+use blastwall_core::record::UpstreamRecord;
+use blastwall_core::seal::EnvIdentity;
+use blastwall_core::{EnvName, Environment};
+use blastwall_policy::Catalog;
+use blastwall_store::{Auditor, Store};
+use http::StatusCode;
+use secrecy::SecretBox;
+use tokio::sync::{RwLock, mpsc};
+
+use crate::auth::Tokens;
+use crate::authorize::Authorize;
+use crate::error::GatewayError;
+use crate::forward::Clients;
+use crate::metrics::Metrics;
+
+/// Everything `blastwall serve` needs to start a gateway.
+pub struct GatewaySetup {
+    /// The shared store.
+    pub store: Arc<dyn Store>,
+    /// Signs checkpoints of what the gateway appends to the audit log.
+    pub auditor: Auditor,
+    /// The operation catalog.
+    pub catalog: Arc<Catalog>,
+    /// Operator Cedar policies folder, if any.
+    pub policy_dir: Option<std::path::PathBuf>,
+    /// The environment keys this process holds; every other environment is sealed here.
+    pub keys: HashMap<EnvName, EnvIdentity>,
+    /// Listen address, limits and time-outs.
+    pub config: GatewayConfig,
+}
+
+impl std::fmt::Debug for GatewaySetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewaySetup")
+            .field("keys", &self.keys.keys().collect::<Vec<_>>())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An upstream credential opened with an environment key this process holds.
+pub(crate) type OpenedCredential = Arc<SecretBox<Vec<u8>>>;
+
+/// The shared state of a running gateway.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) authorize: Authorize,
+    pub(crate) keys: HashMap<EnvName, EnvIdentity>,
+    pub(crate) tokens: Arc<Tokens>,
+    pub(crate) envs: RwLock<HashMap<EnvName, Environment>>,
+    pub(crate) upstreams: RwLock<HashMap<String, Arc<UpstreamRecord>>>,
+    pub(crate) credentials: RwLock<HashMap<(String, EnvName), OpenedCredential>>,
+    pub(crate) clients: Clients,
+    pub(crate) audit: mpsc::Sender<AuditRecord>,
+    pub(crate) metrics: Metrics,
+    pub(crate) config: GatewayConfig,
+}
+
+/// A gateway ready to serve, with its background tasks.
+#[derive(Debug)]
+pub struct Running {
+    /// The gateway's state (for an in-process router, e.g. tests).
+    pub gateway: Gateway,
+    audit_task: tokio::task::JoinHandle<()>,
+    poll_task: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Builds the gateway: validates the policies, loads environments and starts the revocation
+    /// poller and the audit writer. Fails (and so stops start-up) on a bad policy or CA file.
+    pub async fn start(setup: GatewaySetup) -> Result<Running, GatewayError> {
+        let authorize = Authorize::new(&setup.catalog, setup.policy_dir.as_deref())?;
+        let clients = Clients::new(setup.config.connect_timeout, &setup.config.ca_files)?;
+        let envs = setup
+            .store
+            .env_list()
+            .await?
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect();
+        let tokens = Arc::new(Tokens::new(
+            setup.store.clone(),
+            setup.config.revocation_poll,
+        ));
+        tokens
+            .poll_once(jiff::Timestamp::UNIX_EPOCH)
+            .await
+            .map_err(GatewayError::Store)?;
+        let (tx, rx) = mpsc::channel(10_000);
+        let audit_task = tokio::spawn(audit_writer(setup.auditor, rx));
+        let poll_task = tokio::spawn(tokens.clone().run_poller());
+        let inner = Inner {
+            store: setup.store,
+            catalog: setup.catalog,
+            authorize,
+            keys: setup.keys,
+            tokens,
+            envs: RwLock::new(envs),
+            upstreams: RwLock::new(HashMap::new()),
+            credentials: RwLock::new(HashMap::new()),
+            clients,
+            audit: tx,
+            metrics: Metrics::new(),
+            config: setup.config,
+        };
+        Ok(Running {
+            gateway: Gateway {
+                inner: Arc::new(inner),
+            },
+            audit_task,
+            poll_task,
+        })
+    }
+
+    /// The HTTP routes: `/proxy/<upstream>/…`, `/healthz`, `/metrics`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics))
+            .fallback(crate::proxy::handle)
+            .with_state(self.clone())
+    }
+
+    /// Queues an audit entry (written in order by the audit writer, off the request path).
+    pub(crate) async fn audit(&self, record: AuditRecord) {
+        if self.inner.audit.send(record).await.is_err() {
+            tracing::error!("the audit writer has stopped; an audit entry was not written");
+        }
+    }
+}
+
+impl Running {
+    /// Serves on `listener` until `shutdown` resolves, then drains: in-flight requests finish,
+    /// queued audit entries are written and a checkpoint is signed.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), GatewayError> {
+        let app = self.gateway.router();
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        self.stop().await;
+        served.map_err(GatewayError::Serve)
+    }
+
+    /// Stops the background tasks, writing every queued audit entry first.
+    pub async fn stop(self) {
+        self.poll_task.abort();
+        self.gateway.inner.tokens.flush_touched().await;
+        let Running {
+            gateway,
+            audit_task,
+            ..
+        } = self;
+        drop(gateway);
+        // The writer ends once every sender (held by the gateway state) is gone.
+        if tokio::time::timeout(Duration::from_secs(10), audit_task)
+            .await
+            .is_err()
+        {
+            tracing::error!("audit writer did not finish within 10s");
+        }
+    }
+}
+
+async fn audit_writer(auditor: Auditor, mut rx: mpsc::Receiver<AuditRecord>) {
+    while let Some(record) = rx.recv().await {
+        let mut record = Some(record);
+        // Retry a failing store for a while rather than drop an entry.
+        for attempt in 0..50u32 {
+            let Some(r) = record.take() else { break };
+            match auditor.append(r.clone()).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, attempt, "audit append failed; retrying");
+                    record = Some(r);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        if record.is_some() {
+            tracing::error!("an audit entry could not be written after 50 attempts");
+        }
+    }
+    if let Err(e) = auditor.finish().await {
+        tracing::error!(error = %e, "could not sign the closing audit checkpoint");
+    }
+}
+
+async fn healthz(State(gw): State<Gateway>) -> Response {
+    match gw.inner.store.env_list().await {
+        Ok(_) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: store unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n").into_response()
+        }
+    }
+}
+
+async fn metrics(State(gw): State<Gateway>) -> Response {
+    let mut r = Response::new(Body::from(gw.inner.metrics.encode()));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    r
+}
