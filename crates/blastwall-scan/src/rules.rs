@@ -78,8 +78,9 @@ pub struct RuleSpec {
     pub provider: String,
     /// A one-line human description.
     pub name: String,
-    /// The regex (bytes, ASCII classes; Unicode mode off). The secret is the `secret` group if
-    /// present, else group 1 if present, else the whole match.
+    /// The regex (bytes, ASCII classes; Unicode mode off). The secret is the first group whose
+    /// name starts with `secret` that took part in the match (`secret`, `secret2`, … for
+    /// alternatives), else group 1 if present, else the whole match.
     pub regex: String,
     /// Prefilter keywords, lowercase; at least one appears in every match.
     pub keywords: Vec<String>,
@@ -119,7 +120,7 @@ struct RuleFile {
 pub struct Rule {
     spec: RuleSpec,
     regex: Regex,
-    group: usize,
+    groups: Vec<usize>,
 }
 
 /// A match of one rule in a text, after placeholder, entropy and validator checks.
@@ -173,12 +174,20 @@ impl Rule {
             .dfa_size_limit(64 << 20)
             .build()
             .map_err(|e| bad(format!("regex does not compile: {e}")))?;
-        let group = match regex.capture_names().position(|n| n == Some("secret")) {
-            Some(i) => i,
-            None if regex.captures_len() > 1 => 1,
-            None => 0,
+        let mut groups: Vec<usize> = regex
+            .capture_names()
+            .enumerate()
+            .filter(|(_, n)| n.is_some_and(|n| n.starts_with("secret")))
+            .map(|(i, _)| i)
+            .collect();
+        if groups.is_empty() {
+            groups.push(usize::from(regex.captures_len() > 1));
+        }
+        let rule = Self {
+            spec,
+            regex,
+            groups,
         };
-        let rule = Self { spec, regex, group };
         rule.check_examples()?;
         Ok(rule)
     }
@@ -196,7 +205,12 @@ impl Rule {
     /// Finds this rule's secrets in `text`, placeholders and low-entropy values excluded.
     pub(crate) fn find(&self, text: &[u8], out: &mut Vec<RuleMatch>) {
         for caps in self.regex.captures_iter(text) {
-            let Some(m) = caps.get(self.group).or_else(|| caps.get(0)) else {
+            let Some(m) = self
+                .groups
+                .iter()
+                .find_map(|&g| caps.get(g))
+                .or_else(|| caps.get(0))
+            else {
                 continue;
             };
             // A capture that starts or ends on a line break (a PEM body) is reported from its

@@ -161,6 +161,10 @@ fn looks_like_code(text: &str) -> bool {
     let call = text.contains('(') && text.ends_with(')');
     dotted
         || call
+        || text.contains("::")
+        || text.contains("->")
+        || text.contains("=>")
+        || text.starts_with(':')
         || text.contains("://")
         || text.starts_with('/')
         || text.starts_with("./")
@@ -168,11 +172,83 @@ fn looks_like_code(text: &str) -> bool {
         || text.starts_with(['$', '%', '{', '[', '@', '&', '*'])
 }
 
+/// Placeholder parts that only generic values are checked for: a generated secret never holds
+/// them, an example in documentation or a test often does.
+const STRICT_PLACEHOLDER_PARTS: &[&str] = &[
+    "secret",
+    "passw",
+    "foobar",
+    "hunter2",
+    "correct horse",
+    "correct%20horse",
+    "correcthorse",
+    "qwerty",
+    "letmein",
+    "test",
+];
+
+/// Values that are only the usual example words.
+const STRICT_PLACEHOLDER_VALUES: &[&str] = &["foo", "bar", "baz", "qux", "user", "pass", "pwd"];
+
+fn strict_placeholder(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    STRICT_PLACEHOLDER_PARTS.iter().any(|p| lower.contains(p))
+        || STRICT_PLACEHOLDER_VALUES.contains(&lower.as_str())
+}
+
+/// A name in code rather than a value: `CONSTANT_CASE` or `snake_case` of words; with `camel`,
+/// also `CamelCase` made mostly of word runs (random base62 has short same-case runs).
+fn looks_like_identifier(text: &str, camel: bool) -> bool {
+    let bytes = text.as_bytes();
+    if !bytes
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+    {
+        return false;
+    }
+    let has_underscore = bytes.contains(&b'_');
+    let constant = has_underscore && !bytes.iter().any(u8::is_ascii_lowercase);
+    let snake = has_underscore
+        && text
+            .split('_')
+            .filter(|p| !p.is_empty())
+            .all(|p| p.len() >= 2 && p.bytes().all(|b| b.is_ascii_lowercase()));
+    constant || snake || (camel && word_runs(text) >= 0.75)
+}
+
+/// The share of letters in runs of at least 3 lowercase or 4 uppercase letters.
+fn word_runs(text: &str) -> f64 {
+    let letters = text.bytes().filter(u8::is_ascii_alphabetic).count();
+    if letters == 0 || text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return 0.0;
+    }
+    let mut in_runs = 0;
+    let mut run = 0;
+    let mut upper = false;
+    for b in text.bytes().chain(std::iter::once(b' ')) {
+        let (letter, is_upper) = (b.is_ascii_alphabetic(), b.is_ascii_uppercase());
+        if letter && run > 0 && is_upper == upper {
+            run += 1;
+            continue;
+        }
+        if (!upper && run >= 3) || (upper && run >= 4) {
+            in_runs += run;
+        }
+        run = usize::from(letter);
+        upper = is_upper;
+    }
+    in_runs as f64 / letters as f64
+}
+
 fn generic_value(value: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(value) else {
         return false;
     };
-    if looks_like_code(text) || is_uuid(text) {
+    if looks_like_code(text)
+        || is_uuid(text)
+        || strict_placeholder(text)
+        || looks_like_identifier(text, true)
+    {
         return false;
     }
     let digit = text.bytes().any(|b| b.is_ascii_digit());
@@ -195,18 +271,15 @@ fn is_uuid(text: &str) -> bool {
 
 fn password_value(value: &[u8]) -> bool {
     let text = String::from_utf8_lossy(value);
-    if text.chars().count() < 6 || looks_like_code(&text) {
+    if text.chars().count() < 6 || looks_like_code(&text) || strict_placeholder(&text) {
         return false;
     }
+    // Letters only is a type or a word (`String`, `SecretString`, `required`) far more often
+    // than a password; so is an identifier in CONSTANT_CASE or snake_case.
     let letters_only = text
         .chars()
         .all(|c| c.is_alphabetic() || c == '_' || c == '-');
-    if letters_only {
-        let upper = text.chars().any(char::is_uppercase);
-        let lower = text.chars().any(char::is_lowercase);
-        return text.len() >= 10 && upper && lower;
-    }
-    true
+    !letters_only && !looks_like_identifier(&text, false)
 }
 
 /// Shannon entropy of `value` in bits per byte.
@@ -372,6 +445,28 @@ mod tests {
         for s in ["Qx7Lm2Rb9TcV4nW8pZ1sK6dF3hJ5gY", "hunter2-Vq9z"] {
             assert!(!is_placeholder(s.as_bytes()), "{s}");
         }
+    }
+
+    #[test]
+    fn identifiers_are_told_from_random_values() {
+        for id in [
+            "X509CertificateTemplatePrivateKeyFlag",
+            "TLS13_CHACHA20_POLY1305_SHA256_INTERNAL",
+            "FTS5_MAX_TOKEN_SIZE",
+            "settings_key_value",
+            "SecretString",
+        ] {
+            assert!(looks_like_identifier(id, true), "{id}");
+        }
+        for random in [
+            "Qx7Lm2Rb9TcV4nW8pZ1sK6dF3hJ5gY",
+            "d41d8cd98f00b204e9800998ecf8427e",
+        ] {
+            assert!(!looks_like_identifier(random, true), "{random}");
+        }
+        assert!(validate(Validator::Password, b"Summer2024!").is_some());
+        assert!(validate(Validator::Password, b"SecretString").is_none());
+        assert!(validate(Validator::Password, b"DB_PASSWORD_VALUE").is_none());
     }
 
     #[test]
