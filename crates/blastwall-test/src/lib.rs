@@ -9,8 +9,10 @@ use std::path::Path;
 use anyhow::Context;
 use tempfile::TempDir;
 
+pub mod fake;
 pub mod pg;
 
+pub use fake::{FakeUpstream, Seen};
 pub use pg::PgCluster;
 
 /// A fresh temporary folder, removed when dropped.

@@ -36,6 +36,7 @@ pub(crate) async fn run(
     } else {
         let mut lines = Vec::new();
         flatten("", &shown, &mut lines);
+        lines.sort();
         for l in lines {
             output::line(&l);
         }

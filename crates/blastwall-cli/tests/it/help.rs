@@ -20,6 +20,8 @@ fn every_subcommand_has_help_with_examples() {
         &["log", "tail"],
         &["log", "verify"],
         &["config", "show"],
+        &["serve"],
+        &["demo"],
     ];
     for cmd in commands {
         let mut args = cmd.to_vec();

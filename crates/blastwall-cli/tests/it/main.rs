@@ -10,6 +10,7 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 mod errors;
+mod gateway;
 mod help;
 mod session;
 mod support;

@@ -354,3 +354,15 @@ fn credential_kinds_have_their_own_prefixes() {
     }
     let _: Value = bw.json(&["token", "list"]);
 }
+
+#[test]
+fn the_demo_replays_the_incident_and_every_step_behaves() {
+    let bw = Bw::new();
+    let o = bw.run(&["demo"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(!out.contains('✗'), "{out}");
+    assert!(out.contains("railway:volume.delete"), "{out}");
+    assert!(out.contains("every step behaved"), "{out}");
+    assert!(out.matches('✓').count() >= 12, "{out}");
+}

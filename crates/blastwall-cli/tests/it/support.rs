@@ -39,6 +39,22 @@ impl Bw {
         c
     }
 
+    /// A plain `std::process::Command` with the same environment, for long-running children.
+    pub fn std_cmd(&self) -> std::process::Command {
+        let bin = std::env::var_os("BLASTWALL_TEST_BIN")
+            .map_or_else(|| assert_cmd::cargo::cargo_bin("blastwall"), PathBuf::from);
+        let mut c = std::process::Command::new(bin);
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("USER", "tester")
+            .env("BLASTWALL_LOG", "debug")
+            .current_dir(self.path());
+        for (k, v) in &self.extra_env {
+            c.env(k, v);
+        }
+        c
+    }
+
     /// Runs and returns the output, whatever the exit code.
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().unwrap()

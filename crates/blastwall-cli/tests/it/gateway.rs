@@ -1,0 +1,708 @@
+//! `blastwall serve`: the real binary in front of fake upstreams speaking real HTTP on loopback.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use blastwall_test::FakeUpstream;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use crate::support::{Bw, all_files, contains};
+
+const PROD_SECRET: &str = "rw_PROD_gw_canary_9d8c7b6a5f4e3d2c";
+const STAGING_SECRET: &str = "rw_STAGING_gw_canary_1a2b3c4d5e6f7a8b";
+const REST_SECRET: &str = "rest_STAGING_gw_canary_0f1e2d3c4b5a";
+
+/// A running `blastwall serve`; killed when dropped. Its stderr is collected.
+pub struct Served {
+    child: Child,
+    pub base: String,
+    pub log: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Served {
+    /// Stops with SIGTERM and waits, so the audit log is drained.
+    pub fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("blastwall serve did not stop on SIGTERM");
+    }
+}
+
+pub fn serve(bw: &Bw) -> Served {
+    let mut child = bw
+        .std_cmd()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.split("listening on ").nth(1)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+            let mut l = sink.lock().unwrap();
+            l.extend_from_slice(line.as_bytes());
+            l.push(b'\n');
+        }
+    });
+    let base = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(b) => b,
+        Err(_) => {
+            let _ = child.kill();
+            panic!(
+                "gateway did not start: {}",
+                String::from_utf8_lossy(&log.lock().unwrap())
+            );
+        }
+    };
+    Served { child, base, log }
+}
+
+/// The setup: fake Railway and a fake REST API, both environments with their own credentials.
+pub struct Setup {
+    pub bw: Bw,
+    pub railway: FakeUpstream,
+    pub rest: FakeUpstream,
+}
+
+pub async fn setup() -> Setup {
+    let railway = FakeUpstream::start().await.unwrap();
+    let rest = FakeUpstream::start().await.unwrap();
+    let bw = Bw::new();
+    bw.ok(&["init"]);
+    let o = bw.run_stdin(
+        &[
+            "upstream",
+            "add",
+            "railway",
+            "--profile",
+            "railway",
+            "--base-url",
+            &railway.url(),
+            "--env",
+            "production",
+            "--secret-stdin",
+        ],
+        PROD_SECRET,
+    );
+    assert!(o.status.success());
+    let o = bw.run_stdin(
+        &[
+            "upstream",
+            "add",
+            "railway",
+            "--env",
+            "staging",
+            "--secret-stdin",
+        ],
+        STAGING_SECRET,
+    );
+    assert!(o.status.success());
+    let o = bw.run_stdin(
+        &[
+            "upstream",
+            "add",
+            "api",
+            "--profile",
+            "rest",
+            "--base-url",
+            &rest.url(),
+            "--env",
+            "staging",
+            "--secret-stdin",
+        ],
+        REST_SECRET,
+    );
+    assert!(o.status.success());
+    Setup { bw, railway, rest }
+}
+
+pub fn issue(bw: &Bw, env: &str, scope: &str, ttl: &str) -> (String, String) {
+    let t = bw.json(&[
+        "token",
+        "issue",
+        "--env",
+        env,
+        "--owner",
+        "jer@pocketos.com",
+        "--holder",
+        "cursor-agent",
+        "--scope",
+        scope,
+        "--ttl",
+        ttl,
+    ]);
+    (
+        t["token"].as_str().unwrap().to_owned(),
+        t["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub async fn call(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut b = http::Request::builder().method(method).uri(url);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = client
+        .request(b.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub async fn gql(base: &str, token: &str, body: &str) -> Reply {
+    call(
+        "POST",
+        &format!("{base}/proxy/railway/graphql/v2"),
+        Some(token),
+        &[("content-type", "application/json")],
+        body,
+    )
+    .await
+}
+
+const CREATE: &str =
+    r#"{"query":"mutation { customDomainCreate(input: {domain: \"a.example\"}) { id } }"}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_calls_carry_the_sealed_credential_not_the_token() {
+    let s = setup().await;
+    let (token, _) = issue(&s.bw, "staging", "railway:domain.*", "1h");
+    let gw = serve(&s.bw);
+    let r = gql(&gw.base, &token, CREATE).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["data"]["ok"], true);
+    let seen = s.railway.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].target, "/graphql/v2");
+    assert_eq!(
+        seen[0].authorization().as_deref(),
+        Some(format!("Bearer {STAGING_SECRET}").as_str())
+    );
+    for (name, value) in &seen[0].headers {
+        assert!(
+            !contains(value.as_bytes(), token.as_bytes()),
+            "the agent's token reached the upstream in `{name}`"
+        );
+    }
+    assert!(!contains(&seen[0].body, token.as_bytes()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_delete_is_denied_however_it_is_dressed() {
+    let s = setup().await;
+    let (token, _) = issue(&s.bw, "staging", "railway:domain.*", "1h");
+    let gw = serve(&s.bw);
+    let cases = [
+        (
+            "plain",
+            r#"{"query":"mutation { volumeDelete(volumeId: \"v1\") }"}"#,
+        ),
+        (
+            "aliased",
+            r#"{"query":"mutation { tidy: volumeDelete(volumeId: \"v1\") }"}"#,
+        ),
+        (
+            "fragment",
+            r#"{"query":"mutation M { ...F } fragment F on Mutation { volumeDelete(volumeId: \"v1\") }"}"#,
+        ),
+        (
+            "inline fragment",
+            r#"{"query":"mutation { ... on Mutation { volumeDelete(volumeId: \"v1\") } }"}"#,
+        ),
+        (
+            "directive",
+            r#"{"query":"mutation { volumeDelete(volumeId: \"v1\") @include(if: true) }"}"#,
+        ),
+        (
+            "batch",
+            r#"[{"query":"mutation { customDomainCreate(input: {}) { id } }"},{"query":"mutation { volumeDelete(volumeId: \"v1\") }"}]"#,
+        ),
+        (
+            "mixed with an allowed mutation",
+            r#"{"query":"mutation { customDomainCreate(input: {}) { id } volumeDelete(volumeId: \"v1\") }"}"#,
+        ),
+        (
+            "operationName picks it",
+            r#"{"query":"mutation A { customDomainCreate(input: {}) { id } } mutation B { volumeDelete(volumeId: \"v1\") }","operationName":"B"}"#,
+        ),
+    ];
+    for (what, body) in cases {
+        let r = gql(&gw.base, &token, body).await;
+        assert_eq!(r.status, 403, "{what}: {}", r.text());
+        let j = r.json();
+        assert_eq!(j["error"], "denied", "{what}");
+        assert_eq!(j["operation"], "railway:volume.delete", "{what}");
+        assert!(
+            j["reason"]
+                .as_str()
+                .unwrap()
+                .contains("outside this token's scope (railway:domain.*)"),
+            "{what}"
+        );
+        assert!(j["hint"].as_str().is_some_and(|h| !h.is_empty()), "{what}");
+        assert!(
+            j["request_id"].as_str().unwrap().starts_with("req_"),
+            "{what}"
+        );
+    }
+    // Via GET with the query in the URL.
+    let q = "mutation%20%7B%20volumeDelete(volumeId%3A%20%22v1%22)%20%7D";
+    let r = call(
+        "GET",
+        &format!("{}/proxy/railway/graphql/v2?query={q}", gw.base),
+        Some(&token),
+        &[],
+        "",
+    )
+    .await;
+    assert!(
+        r.status == 403 || r.status == 400,
+        "GET mutation: {} {}",
+        r.status,
+        r.text()
+    );
+    assert!(
+        s.railway.seen().is_empty(),
+        "a destructive request reached the upstream"
+    );
+    let snap = r#"{"query":"mutation { volumeDelete(volumeId: \"v1\") }"}"#;
+    let mut j = gql(&gw.base, &token, snap).await.json();
+    j["request_id"] = Value::String("[ID]".into());
+    insta::assert_json_snapshot!("denied_volume_delete", j);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_refused_not_forwarded() {
+    let s = setup().await;
+    let (token, _) = issue(&s.bw, "staging", "railway:*", "1h");
+    let gw = serve(&s.bw);
+    for (what, body) in [
+        ("not json", "mutation { volumeDelete }"),
+        (
+            "not graphql",
+            r#"{"query":"mutation { volumeDelete(volumeId: "}"#,
+        ),
+        (
+            "unknown operationName",
+            r#"{"query":"mutation A { customDomainCreate(input: {}) { id } }","operationName":"B"}"#,
+        ),
+        ("no query", r#"{"variables":{}}"#),
+    ] {
+        let r = gql(&gw.base, &token, body).await;
+        assert_eq!(r.status, 400, "{what}: {}", r.text());
+        assert_eq!(r.json()["error"], "unparseable_request", "{what}");
+    }
+    let r = call(
+        "POST",
+        &format!("{}/proxy/railway/graphql/v2", gw.base),
+        Some(&token),
+        &[
+            ("content-type", "application/json"),
+            ("x-http-method-override", "DELETE"),
+        ],
+        CREATE,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let big = format!(
+        r#"{{"query":"mutation {{ customDomainCreate(input: {{}}) {{ id }} }}","pad":"{}"}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let r = gql(&gw.base, &token, &big).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(s.railway.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wall_holds() {
+    let s = setup().await;
+    let (staging, _) = issue(&s.bw, "staging", "railway:*", "1h");
+    let (prod, _) = issue(&s.bw, "production", "railway:domain.*", "30m");
+    // This gateway holds the staging key only, as a staging host would.
+    std::fs::rename(
+        s.bw.data().join("keys/production.key"),
+        s.bw.path().join("prod.key"),
+    )
+    .unwrap();
+    let gw = serve(&s.bw);
+    let r = gql(&gw.base, &staging, CREATE).await;
+    assert_eq!(r.status, 200);
+    let r = gql(&gw.base, &prod, CREATE).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"], "environment_sealed");
+    let forged = staging.replacen("bwt_staging_", "bwt_production_", 1);
+    let r = gql(&gw.base, &forged, CREATE).await;
+    assert_eq!(r.status, 401);
+    for seen in s.railway.seen() {
+        assert_ne!(
+            seen.authorization().as_deref(),
+            Some(format!("Bearer {PROD_SECRET}").as_str())
+        );
+    }
+    // A staging token has no credential for an upstream that has none in staging.
+    let o = s.bw.run_stdin(
+        &[
+            "upstream",
+            "add",
+            "prodonly",
+            "--profile",
+            "rest",
+            "--base-url",
+            &s.rest.url(),
+            "--env",
+            "production",
+            "--secret-stdin",
+        ],
+        PROD_SECRET,
+    );
+    assert!(o.status.success());
+    let r = call(
+        "GET",
+        &format!("{}/proxy/prodonly/x", gw.base),
+        Some(&staging),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"], "no_credential");
+    assert!(s.rest.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_destructive_operations_are_held() {
+    let s = setup().await;
+    let (prod, _) = issue(&s.bw, "production", "railway:*", "30m");
+    let gw = serve(&s.bw);
+    let r = gql(
+        &gw.base,
+        &prod,
+        r#"{"query":"mutation { volumeDelete(volumeId: \"v1\") }"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"], "approval_required");
+    let r = gql(&gw.base, &prod, CREATE).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        s.railway.seen()[0].authorization().as_deref(),
+        Some(format!("Bearer {PROD_SECRET}").as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_revoked_tokens_are_refused() {
+    let s = setup().await;
+    let (short, _) = issue(&s.bw, "staging", "railway:*", "2s");
+    let (revoked, id) = issue(&s.bw, "staging", "railway:*", "1h");
+    let gw = serve(&s.bw);
+    assert_eq!(gql(&gw.base, &short, CREATE).await.status, 200);
+    assert_eq!(gql(&gw.base, &revoked, CREATE).await.status, 200);
+    // Revoked by another process: refused within a second.
+    s.bw.ok(&["token", "revoke", &id]);
+    let revoked_at = Instant::now();
+    let mut refused = false;
+    while revoked_at.elapsed() < Duration::from_secs(1) {
+        let r = gql(&gw.base, &revoked, CREATE).await;
+        if r.status == 401 {
+            assert_eq!(r.json()["error"], "token_revoked");
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "a revoked token still worked a second later");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = gql(&gw.base, &short, CREATE).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "token_expired");
+    let r = gql(&gw.base, "bwt_staging_notatoken", CREATE).await;
+    assert_eq!(r.status, 401);
+    let r = call(
+        "POST",
+        &format!("{}/proxy/railway/graphql/v2", gw.base),
+        None,
+        &[],
+        CREATE,
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "missing_token");
+    let a = s.bw.json(&[
+        "token", "issue", "--env", "staging", "--owner", "o@x.io", "--holder", "h", "--kind",
+        "approver", "--ttl", "1h",
+    ]);
+    let r = gql(&gw.base, a["token"].as_str().unwrap(), CREATE).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"], "wrong_credential_kind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echoing_upstream_never_returns_the_credential() {
+    let s = setup().await;
+    let (token, _) = issue(&s.bw, "staging", "rest:*", "1h");
+    let gw = serve(&s.bw);
+    let r = call(
+        "GET",
+        &format!("{}/proxy/api/echo", gw.base),
+        Some(&token),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().starts_with("you sent: "), "{}", r.text());
+    assert!(!contains(&r.body, REST_SECRET.as_bytes()), "{}", r.text());
+    for (name, v) in &r.headers {
+        assert!(
+            !contains(v.as_bytes(), REST_SECRET.as_bytes()),
+            "credential echoed in `{name}`"
+        );
+    }
+    assert_eq!(
+        s.rest.seen()[0].authorization().as_deref(),
+        Some(format!("Bearer {REST_SECRET}").as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_classification_redirects_and_upstream_failures() {
+    let s = setup().await;
+    let (reader, _) = issue(&s.bw, "staging", "rest:request.read", "1h");
+    let gw = serve(&s.bw);
+    let r = call(
+        "GET",
+        &format!("{}/proxy/api/v1/items/3", gw.base),
+        Some(&reader),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = call(
+        "DELETE",
+        &format!("{}/proxy/api/v1/items/3", gw.base),
+        Some(&reader),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["operation"], "rest:request.delete");
+    // Dot segments and duplicate slashes are normalized before classification and forwarding.
+    let r = call(
+        "GET",
+        &format!("{}/proxy/api/v1//items/./4/../5", gw.base),
+        Some(&reader),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(s.rest.seen().last().unwrap().target, "/v1/items/5");
+    let r = call(
+        "GET",
+        &format!("{}/proxy/api/v1/items%2F5", gw.base),
+        Some(&reader),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    // A redirect is passed back, never followed with the credential.
+    let before = s.rest.seen().len();
+    let r = call(
+        "GET",
+        &format!("{}/proxy/api/redirect", gw.base),
+        Some(&reader),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 302);
+    assert_eq!(r.headers["location"], "http://127.0.0.1:9/stolen");
+    assert_eq!(s.rest.seen().len(), before + 1);
+    let r = call(
+        "GET",
+        &format!("{}/proxy/nosuch/x", gw.base),
+        Some(&reader),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "unknown_upstream");
+    let r = call("GET", &format!("{}/healthz", gw.base), None, &[], "").await;
+    assert_eq!(r.status, 200);
+    let r = call("GET", &format!("{}/metrics", gw.base), None, &[], "").await;
+    assert!(
+        r.text().contains("blastwall_requests_total"),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("decision=\"deny\""), "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_upstream_is_a_clear_502() {
+    let bw = Bw::new();
+    bw.ok(&["init"]);
+    let o = bw.run_stdin(
+        &[
+            "upstream",
+            "add",
+            "dead",
+            "--profile",
+            "rest",
+            "--base-url",
+            "http://127.0.0.1:9",
+            "--env",
+            "staging",
+            "--secret-stdin",
+        ],
+        REST_SECRET,
+    );
+    assert!(o.status.success());
+    let (token, _) = issue(&bw, "staging", "rest:*", "1h");
+    let gw = serve(&bw);
+    let r = call(
+        "GET",
+        &format!("{}/proxy/dead/x", gw.base),
+        Some(&token),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"], "upstream_unreachable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_decision_is_audited_and_nothing_secret_leaks() {
+    let s = setup().await;
+    let (token, _) = issue(&s.bw, "staging", "railway:domain.*", "1h");
+    let gw = serve(&s.bw);
+    assert_eq!(gql(&gw.base, &token, CREATE).await.status, 200);
+    assert_eq!(
+        gql(
+            &gw.base,
+            &token,
+            r#"{"query":"mutation { volumeDelete(volumeId: \"v1\") }"}"#
+        )
+        .await
+        .status,
+        403
+    );
+    let log = gw.log.clone();
+    gw.stop();
+    let tail = s.bw.json(&["log", "tail", "-n", "5"]);
+    let decisions: Vec<(String, String)> = tail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "request.decide")
+        .map(|e| {
+            let d: Value = serde_json::from_str(e["detail"].as_str().unwrap()).unwrap();
+            (
+                d["decision"].as_str().unwrap().to_owned(),
+                d["operations"][0].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            ("allow".to_owned(), "railway:domain.create".to_owned()),
+            ("deny".to_owned(), "railway:volume.delete".to_owned())
+        ]
+    );
+    let o = s.bw.run(&["log", "verify"]);
+    assert_eq!(o.status.code(), Some(0));
+    let log = log.lock().unwrap().clone();
+    let random = &token[token.len() - 37..];
+    for secret in [PROD_SECRET, STAGING_SECRET, REST_SECRET, random] {
+        assert!(
+            !contains(&log, secret.as_bytes()),
+            "a secret is in the gateway's log"
+        );
+        for (path, bytes) in all_files(&s.bw.data()) {
+            if path.extension().is_some_and(|e| e == "key") {
+                continue;
+            }
+            assert!(
+                !contains(&bytes, secret.as_bytes()),
+                "a secret is in {}",
+                path.display()
+            );
+        }
+    }
+}

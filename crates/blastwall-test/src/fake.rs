@@ -1,0 +1,140 @@
+//! A fake upstream API that speaks real HTTP on loopback and records what it received.
+//!
+//! Routes (any method):
+//! - `/echo…` answers with the `Authorization` header it received, in the body (split across
+//!   several chunks) and in an `x-echo` header, as a careless upstream might;
+//! - `/redirect` answers 302 to `http://127.0.0.1:9/stolen`;
+//! - `/slow` waits 30 s before answering;
+//! - `/big` streams 4 MiB;
+//! - anything else answers `{"data": {"ok": true}}`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes, to_bytes};
+use axum::extract::{Request, State};
+use axum::response::Response;
+use http::{HeaderMap, StatusCode};
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Seen {
+    /// The `Authorization` header, if any.
+    pub fn authorization(&self) -> Option<String> {
+        self.headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+}
+
+/// A running fake upstream; stops when dropped.
+#[derive(Debug)]
+pub struct FakeUpstream {
+    addr: std::net::SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeUpstream {
+    /// Starts on `127.0.0.1:0` (call inside a tokio runtime).
+    pub async fn start() -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let app = Router::new().fallback(handle).with_state(seen.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, seen, task })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Everything received so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = to_bytes(body, 64 * 1024 * 1024).await.unwrap_or_default();
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+    let auth = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if let Ok(mut s) = seen.lock() {
+        s.push(Seen {
+            method: parts.method.to_string(),
+            target: target.clone(),
+            headers: parts.headers.clone(),
+            body,
+        });
+    }
+    let path = parts.uri.path();
+    let mut r = if path.starts_with("/echo") {
+        let text = format!("you sent: {auth} (end)");
+        let bytes = text.into_bytes();
+        let mid = bytes.len() / 2;
+        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+            Ok(Bytes::copy_from_slice(bytes.get(..mid).unwrap_or_default())),
+            Ok(Bytes::copy_from_slice(bytes.get(mid..).unwrap_or_default())),
+        ];
+        let mut r = Response::new(Body::from_stream(futures_util::stream::iter(chunks)));
+        if let Ok(v) = http::HeaderValue::from_str(&auth) {
+            r.headers_mut().insert("x-echo", v);
+        }
+        r
+    } else if path == "/redirect" {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::FOUND;
+        r.headers_mut().insert(
+            "location",
+            http::HeaderValue::from_static("http://127.0.0.1:9/stolen"),
+        );
+        r
+    } else if path == "/slow" {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Response::new(Body::from("late"))
+    } else if path == "/big" {
+        Response::new(Body::from(vec![b'x'; 4 * 1024 * 1024]))
+    } else {
+        let mut r = Response::new(Body::from(r#"{"data":{"ok":true}}"#));
+        r.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    r.headers_mut()
+        .insert("x-fake-upstream", http::HeaderValue::from_static("1"));
+    r
+}
