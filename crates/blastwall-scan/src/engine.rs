@@ -68,7 +68,10 @@ impl<'a> Engine<'a> {
 
     fn scan_into(&self, text: &[u8], depth: u32, hits: &mut Vec<Hit>) {
         let mut matches: Vec<RuleMatch> = Vec::new();
-        for index in self.rules.triggered(text) {
+        for (index, positions) in self.rules.keyword_hits(text).iter().enumerate() {
+            if positions.is_empty() {
+                continue;
+            }
             let Some(rule) = self.rules.get(index) else {
                 continue;
             };
@@ -76,7 +79,7 @@ impl<'a> Engine<'a> {
                 continue;
             }
             matches.clear();
-            rule.find(text, &mut matches);
+            rule.find_near(text, positions, &mut matches);
             for m in matches.drain(..) {
                 let Some(value) = text.get(m.start..m.end) else {
                     continue;
@@ -89,12 +92,12 @@ impl<'a> Engine<'a> {
         if !want_fp && !want_b64 {
             return;
         }
-        let mut spans = Vec::new();
-        for (start, end) in lines(text) {
-            let Some(line) = text.get(start..end) else {
-                continue;
-            };
-            if want_fp {
+        if want_fp {
+            let mut spans = Vec::new();
+            for (start, end) in lines(text) {
+                let Some(line) = text.get(start..end) else {
+                    continue;
+                };
                 spans.clear();
                 line_candidates(line, &mut spans);
                 spans.sort_unstable();
@@ -105,22 +108,22 @@ impl<'a> Engine<'a> {
                     }
                 }
             }
-            if want_b64 {
-                for (s, e) in base64_runs(line) {
-                    let Some(run) = line.get(s..e) else {
-                        continue;
-                    };
-                    let Some(decoded) = decode_base64_text(run) else {
-                        continue;
-                    };
-                    let mut inner = Vec::new();
-                    self.scan_into(&decoded, depth + 1, &mut inner);
-                    for mut h in inner {
-                        h.start = start + s;
-                        h.end = start + e;
-                        h.encoding = Some("base64");
-                        hits.push(h);
-                    }
+        }
+        if want_b64 {
+            for (s, e) in base64_runs(text) {
+                let Some(run) = text.get(s..e) else {
+                    continue;
+                };
+                let Some(decoded) = decode_base64_text(run) else {
+                    continue;
+                };
+                let mut inner = Vec::new();
+                self.scan_into(&decoded, depth + 1, &mut inner);
+                for mut h in inner {
+                    h.start = s;
+                    h.end = e;
+                    h.encoding = Some("base64");
+                    hits.push(h);
                 }
             }
         }
@@ -408,12 +411,38 @@ const B64URL: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
+/// Which bytes are base64 (standard or URL-safe) characters.
+const BASE64_CHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-');
+        i += 1;
+    }
+    t
+};
+
 /// Runs of base64 (standard or URL-safe) characters long enough to be worth decoding.
-fn base64_runs(line: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
-    runs(line, |b| {
-        b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-')
+fn base64_runs(text: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        loop {
+            let rest = text.get(pos..)?;
+            let skip = rest.iter().position(|&b| BASE64_CHAR[usize::from(b)])?;
+            let start = pos + skip;
+            let len = text
+                .get(start..)
+                .unwrap_or(&[])
+                .iter()
+                .position(|&b| !BASE64_CHAR[usize::from(b)])
+                .unwrap_or(text.len() - start);
+            pos = start + len;
+            if len >= MIN_BASE64_RUN {
+                return Some((start, start + len));
+            }
+        }
     })
-    .filter(|(s, e)| e - s >= MIN_BASE64_RUN)
 }
 
 /// The decoded text of a base64 run, if it decodes to mostly printable text.

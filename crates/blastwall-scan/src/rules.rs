@@ -98,6 +98,10 @@ pub struct RuleSpec {
     /// Whether the global placeholder list applies (default yes).
     #[serde(default = "yes")]
     pub placeholders: bool,
+    /// How far (bytes) from a keyword a match may reach; the regex runs only that close to
+    /// keyword hits. Default 512; key blocks that run for kilobytes set more.
+    #[serde(default = "default_window")]
+    pub window: usize,
     /// Texts that must produce a finding of this rule.
     pub examples: Vec<String>,
     /// Texts that must not.
@@ -107,6 +111,10 @@ pub struct RuleSpec {
 
 fn yes() -> bool {
     true
+}
+
+fn default_window() -> usize {
+    512
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,7 +212,47 @@ impl Rule {
 
     /// Finds this rule's secrets in `text`, placeholders and low-entropy values excluded.
     pub(crate) fn find(&self, text: &[u8], out: &mut Vec<RuleMatch>) {
-        for caps in self.regex.captures_iter(text) {
+        self.find_in(text, 0, text.len(), out);
+    }
+
+    /// Finds this rule's secrets near keyword hits at `positions` (ascending): only the regions
+    /// within [`RuleSpec::window`] bytes of a hit are searched, extended to the end of their line.
+    pub(crate) fn find_near(&self, text: &[u8], positions: &[usize], out: &mut Vec<RuleMatch>) {
+        let w = self.spec.window;
+        let mut regions: Vec<(usize, usize)> = Vec::new();
+        for &p in positions {
+            let start = p.saturating_sub(w);
+            let near_end = p.saturating_add(w).min(text.len());
+            let far_end = near_end.saturating_add(w).min(text.len());
+            let end = memchr::memchr(b'\n', text.get(near_end..far_end).unwrap_or(&[]))
+                .map_or(far_end, |i| near_end + i);
+            match regions.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => regions.push((start, end)),
+            }
+        }
+        for (start, end) in regions {
+            self.find_in(text, start, end, out);
+        }
+    }
+
+    /// Matches starting in `start..end`; the bytes before `start` still count as context for
+    /// `\b` and `^`.
+    fn find_in(&self, text: &[u8], start: usize, end: usize, out: &mut Vec<RuleMatch>) {
+        let hay = text.get(..end).unwrap_or(text);
+        let mut pos = start;
+        while pos <= hay.len() {
+            let Some(caps) = self.regex.captures_at(hay, pos) else {
+                break;
+            };
+            let Some(whole) = caps.get(0) else {
+                break;
+            };
+            pos = if whole.end() > whole.start() {
+                whole.end()
+            } else {
+                whole.end() + 1
+            };
             let Some(m) = self
                 .groups
                 .iter()
@@ -284,8 +332,17 @@ impl Rule {
                     i + 1
                 )));
             }
+            // Through the same path as a scan: only near keyword hits.
+            let mut positions: Vec<usize> = self
+                .spec
+                .keywords
+                .iter()
+                .flat_map(|k| lower.match_indices(k.as_str()).map(|(p, _)| p))
+                .collect();
+            positions.sort_unstable();
+            positions.dedup();
             let mut out = Vec::new();
-            self.find(ex.as_bytes(), &mut out);
+            self.find_near(ex.as_bytes(), &positions, &mut out);
             if out.is_empty() {
                 return Err(bad(format!("example {} does not match", i + 1)));
             }
@@ -359,9 +416,24 @@ impl RuleSet {
                 }
             }
         }
+        // A keyword found also stands for every keyword it contains ("db_password" for
+        // "password"), because the search reports only the longest keyword at each position.
+        let direct = keyword_rules.clone();
+        for (i, k) in keywords.iter().enumerate() {
+            for (j, other) in keywords.iter().enumerate() {
+                if i != j && k.contains(other.as_str()) {
+                    let extra = direct.get(j).cloned().unwrap_or_default();
+                    if let Some(list) = keyword_rules.get_mut(i) {
+                        list.extend(extra);
+                        list.sort_unstable();
+                        list.dedup();
+                    }
+                }
+            }
+        }
         let prefilter = AhoCorasick::builder()
             .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
+            .match_kind(MatchKind::LeftmostLongest)
             .kind(Some(AhoCorasickKind::DFA))
             .build(&keywords)
             .map_err(|e| ScanError::Rule {
@@ -395,32 +467,33 @@ impl RuleSet {
         self.rules.get(index)
     }
 
-    /// Which rules have a keyword in `text` (indexes into [`RuleSet::rules`]).
-    pub(crate) fn triggered(&self, text: &[u8]) -> Vec<usize> {
-        let mut seen_kw = vec![false; self.keyword_rules.len()];
-        let mut remaining = seen_kw.len();
-        let mut on = vec![false; self.rules.len()];
-        for m in self.prefilter.find_overlapping_iter(text) {
-            let p = m.pattern().as_usize();
-            if let Some(s) = seen_kw.get_mut(p)
-                && !*s
-            {
-                *s = true;
-                remaining -= 1;
-                for &r in self.keyword_rules.get(p).map(Vec::as_slice).unwrap_or(&[]) {
-                    if let Some(o) = on.get_mut(r) {
-                        *o = true;
-                    }
-                }
-                if remaining == 0 {
-                    break;
+    /// For each rule, the offsets in `text` where one of its keywords starts (empty for rules
+    /// whose keywords do not appear).
+    ///
+    /// One leftmost-longest search per start position: every position where a keyword starts is
+    /// visited, and a keyword found there also stands for the shorter keywords it contains.
+    pub(crate) fn keyword_hits(&self, text: &[u8]) -> Vec<Vec<usize>> {
+        let mut hits: Vec<Vec<usize>> = vec![Vec::new(); self.rules.len()];
+        let mut pos = 0;
+        while pos < text.len() {
+            let input = aho_corasick::Input::new(text).span(pos..text.len());
+            let Some(m) = self.prefilter.find(input) else {
+                break;
+            };
+            let rules = self
+                .keyword_rules
+                .get(m.pattern().as_usize())
+                .map_or(&[][..], Vec::as_slice);
+            for &r in rules {
+                if let Some(list) = hits.get_mut(r)
+                    && list.last() != Some(&m.start())
+                {
+                    list.push(m.start());
                 }
             }
+            pos = m.start() + 1;
         }
-        on.iter()
-            .enumerate()
-            .filter_map(|(i, &o)| o.then_some(i))
-            .collect()
+        hits
     }
 }
 
@@ -483,7 +556,24 @@ examples = ["xx_12"]
     #[test]
     fn prefilter_triggers_only_rules_with_keywords_present() {
         let set = RuleSet::builtin().unwrap();
-        let on = set.triggered(b"nothing to see here at all");
-        assert!(on.len() < set.len() / 4, "{}", on.len());
+        let hits = set.keyword_hits(b"nothing to see here at all");
+        let on = hits.iter().filter(|h| !h.is_empty()).count();
+        assert!(on < set.len() / 4, "{on}");
+    }
+
+    #[test]
+    fn a_longer_keyword_also_triggers_the_keywords_it_contains() {
+        let set = RuleSet::builtin().unwrap();
+        let hits = set.keyword_hits(b"DB_PASSWORD=x");
+        let id_of = |i: usize| set.rules()[i].id().to_owned();
+        let on: Vec<String> = (0..set.len())
+            .filter(|&i| !hits[i].is_empty())
+            .map(id_of)
+            .collect();
+        assert!(on.contains(&"db.password-variable".to_owned()), "{on:?}");
+        assert!(
+            on.contains(&"generic.password-assignment".to_owned()),
+            "{on:?}"
+        );
     }
 }
