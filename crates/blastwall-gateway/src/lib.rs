@@ -10,10 +10,12 @@ mod auth;
 mod authorize;
 pub mod error;
 mod forward;
+mod matrix;
 mod metrics;
 mod proxy;
 mod scrub;
 mod server;
 
 pub use error::{ApiError, GatewayError};
+pub use matrix::{MatrixRow, scope_matrix};
 pub use server::{Gateway, GatewaySetup, Running};

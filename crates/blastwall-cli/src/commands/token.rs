@@ -51,6 +51,20 @@ environment's maximum, an unknown environment.")]
         #[arg(long)]
         json: bool,
     },
+    /// Test a token's scope: every operation of every upstream of its environment → allow/hold/deny
+    #[command(after_help = "\
+Examples:
+  blastwall token test tok_3f9c2a7b1d0e4f56
+  blastwall token test tok_3f9c2a7b1d0e4f56 --json
+
+Each operation is decided by the same code path as a live request through the gateway. Exit 0.")]
+    Test {
+        /// The token's id (tok_…)
+        id: String,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
     /// Revoke a token; every gateway sharing the store refuses it within a second
     #[command(after_help = "Examples:\n  blastwall token revoke tok_3f9c2a7b1d0e4f56")]
     Revoke {
@@ -108,6 +122,7 @@ pub(crate) async fn run(
         Cmd::List { env: e, json } => list(&ctx, e, json).await,
         Cmd::Show { id, json } => show(&ctx, &id, json).await,
         Cmd::Revoke { id, json } => revoke(&ctx, env, &id, json).await,
+        Cmd::Test { id, json } => test(&ctx, &id, json).await,
     }
 }
 
@@ -400,6 +415,83 @@ async fn revoke(ctx: &Ctx, env: &dyn EnvSource, id: &str, as_json: bool) -> Resu
         output::line(&format!("revoked {}", t.id));
     } else {
         output::line(&format!("{} was already revoked", t.id));
+    }
+    Ok(Exit::Clean)
+}
+
+async fn test(ctx: &Ctx, id: &str, as_json: bool) -> Result<Exit, Failure> {
+    let t = find(ctx, id).await?;
+    let environment = ctx.store.env_get(&t.env).await?.ok_or_else(|| {
+        Failure::usage(
+            format!("the token's environment `{}` no longer exists", t.env),
+            "issue a new token",
+        )
+    })?;
+    let with_credential: Vec<String> = ctx
+        .store
+        .credential_list()
+        .await?
+        .into_iter()
+        .filter(|c| c.env == t.env)
+        .map(|c| c.upstream.to_string())
+        .collect();
+    let upstreams: Vec<_> = ctx
+        .store
+        .upstream_list()
+        .await?
+        .into_iter()
+        .filter(|u| with_credential.iter().any(|n| n == u.name.as_str()))
+        .collect();
+    let catalog = blastwall_policy::Catalog::load(ctx.config.catalog_dir.as_deref())
+        .map_err(|e| anyhow::Error::from(e).context("cannot load the catalog"))?;
+    let rows = blastwall_gateway::scope_matrix(
+        &catalog,
+        ctx.config.policy_dir.as_deref(),
+        &t,
+        &environment,
+        &upstreams,
+    )
+    .map_err(|e| Failure::usage(format!("{e:#}"), "fix the policy named above"))?;
+    if as_json {
+        output::json(
+            &json!({"token": t.id, "env": t.env, "scope": t.scope, "state": t.state(Timestamp::now()), "operations": rows}),
+        )?;
+    } else {
+        if upstreams.is_empty() {
+            output::line(&format!(
+                "no upstream has a credential in {}: this token can reach nothing",
+                t.env
+            ));
+        }
+        let table: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.upstream.clone(),
+                    r.operation.clone(),
+                    r.class.to_string(),
+                    r.decision.to_owned(),
+                    r.reason.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        output::table(
+            &["UPSTREAM", "OPERATION", "CLASS", "DECISION", "REASON"],
+            &table,
+        );
+        let allowed = rows.iter().filter(|r| r.decision == "allow").count();
+        output::line(&format!(
+            "{} of {} operations allowed for {} ({}); state {}",
+            allowed,
+            rows.len(),
+            t.id,
+            t.scope
+                .iter()
+                .map(OperationPattern::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+            t.state(Timestamp::now())
+        ));
     }
     Ok(Exit::Clean)
 }

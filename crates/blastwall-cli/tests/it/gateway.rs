@@ -706,3 +706,56 @@ async fn every_decision_is_audited_and_nothing_secret_leaks() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_test_matrix_matches_live_decisions() {
+    let s = setup().await;
+    let (staging, sid) = issue(&s.bw, "staging", "railway:domain.*", "1h");
+    let m = s.bw.json(&["token", "test", &sid]);
+    let rows = m["operations"].as_array().unwrap();
+    let decision = |op: &str| -> String {
+        rows.iter()
+            .find(|r| r["operation"] == op)
+            .map(|r| r["decision"].as_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    // Every railway and rest operation is in the matrix (both have a staging credential).
+    assert!(rows.iter().filter(|r| r["upstream"] == "railway").count() >= 100);
+    assert_eq!(rows.iter().filter(|r| r["upstream"] == "api").count(), 4);
+    assert_eq!(decision("railway:domain.create"), "allow");
+    assert_eq!(decision("railway:volume.delete"), "deny");
+    assert_eq!(decision("railway:unknown"), "deny");
+    assert_eq!(decision("rest:request.read"), "deny");
+    let allowed: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["decision"] == "allow")
+        .map(|r| r["operation"].as_str().unwrap())
+        .collect();
+    assert!(
+        allowed.iter().all(|o| o.starts_with("railway:domain.")),
+        "{allowed:?}"
+    );
+
+    let (prod, pid) = issue(&s.bw, "production", "railway:*", "30m");
+    let m = s.bw.json(&["token", "test", &pid]);
+    let rows = m["operations"].as_array().unwrap();
+    let find = |op: &str| rows.iter().find(|r| r["operation"] == op).unwrap().clone();
+    assert_eq!(find("railway:volume.delete")["decision"], "hold");
+    assert_eq!(find("railway:domain.create")["decision"], "allow");
+    assert!(
+        rows.iter().all(|r| r["upstream"] == "railway"),
+        "production has only the railway credential"
+    );
+
+    // The live gateway agrees with the matrix.
+    let gw = serve(&s.bw);
+    assert_eq!(gql(&gw.base, &staging, CREATE).await.status, 200);
+    let del = r#"{"query":"mutation { volumeDelete(volumeId: \"v1\") }"}"#;
+    assert_eq!(gql(&gw.base, &staging, del).await.json()["error"], "denied");
+    assert_eq!(
+        gql(&gw.base, &prod, del).await.json()["error"],
+        "approval_required"
+    );
+    let human = s.bw.ok(&["token", "test", &sid]);
+    assert!(human.contains("railway:volume.delete"), "{human}");
+}

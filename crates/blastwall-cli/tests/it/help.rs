@@ -17,6 +17,7 @@ fn every_subcommand_has_help_with_examples() {
         &["token", "list"],
         &["token", "show"],
         &["token", "revoke"],
+        &["token", "test"],
         &["log", "tail"],
         &["log", "verify"],
         &["config", "show"],
