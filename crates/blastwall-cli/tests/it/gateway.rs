@@ -759,3 +759,40 @@ async fn token_test_matrix_matches_live_decisions() {
     let human = s.bw.ok(&["token", "test", &sid]);
     assert!(human.contains("railway:volume.delete"), "{human}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_and_upstream_time_limits() {
+    let s = setup().await;
+    let cfg = s.bw.path().join("blastwall.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("\n[gateway]\nresponse_timeout = \"1s\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    let (token, _) = issue(&s.bw, "staging", "rest:*", "1h");
+    let gw = serve(&s.bw);
+
+    // HTTP/2 with prior knowledge (h2c).
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let req = http::Request::get(format!("{}/proxy/api/v1/items/1", gw.base))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+
+    // An upstream that does not answer in time: 504, and no hang.
+    let started = Instant::now();
+    let r = call(
+        "GET",
+        &format!("{}/proxy/api/slow", gw.base),
+        Some(&token),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.json()["error"], "upstream_timeout");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
