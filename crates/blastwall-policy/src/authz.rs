@@ -115,6 +115,9 @@ pub struct Authorizer {
     action_type: EntityTypeName,
     env_type: EntityTypeName,
     cache: RwLock<HashMap<String, Arc<PolicySet>>>,
+    /// Verdicts by everything they depend on: policies are pure functions of the request (no
+    /// entity data but the action groups), so a repeated request is a map lookup.
+    verdicts: RwLock<HashMap<String, Verdict>>,
 }
 
 impl Authorizer {
@@ -168,6 +171,7 @@ impl Authorizer {
             action_type: type_name("Action")?,
             env_type: type_name("Environment")?,
             cache: RwLock::new(HashMap::new()),
+            verdicts: RwLock::new(HashMap::new()),
         })
     }
 
@@ -190,6 +194,27 @@ impl Authorizer {
     /// Decides a request that performs `ops` (as classification gives them). Never fails: an
     /// internal problem is a `Deny` with a reason.
     pub fn decide(
+        &self,
+        input: &DecideInput<'_>,
+        ops: &[(OperationName, OperationClass)],
+    ) -> Verdict {
+        let key = verdict_key(input, ops);
+        if let Ok(verdicts) = self.verdicts.read()
+            && let Some(v) = verdicts.get(&key)
+        {
+            return v.clone();
+        }
+        let verdict = self.decide_uncached(input, ops);
+        if let Ok(mut verdicts) = self.verdicts.write() {
+            if verdicts.len() >= CACHE_LIMIT * 4 {
+                verdicts.clear();
+            }
+            verdicts.insert(key, verdict.clone());
+        }
+        verdict
+    }
+
+    fn decide_uncached(
         &self,
         input: &DecideInput<'_>,
         ops: &[(OperationName, OperationClass)],
@@ -375,6 +400,33 @@ impl Authorizer {
             hint,
         }
     }
+}
+
+/// Everything a verdict depends on, as one string; each part is length-prefixed so that no two
+/// different inputs give the same key.
+fn verdict_key(input: &DecideInput<'_>, ops: &[(OperationName, OperationClass)]) -> String {
+    let mut key = String::with_capacity(160);
+    let approved = if input.approved { "1" } else { "0" };
+    let parts = [
+        input.token_id,
+        input.environment,
+        input.tier.as_str(),
+        input.upstream,
+        input.owner,
+        input.holder,
+        approved,
+    ]
+    .into_iter()
+    .chain(input.scope.iter().map(OperationPattern::as_str))
+    .chain(std::iter::once("|"))
+    .chain(
+        ops.iter()
+            .flat_map(|(op, class)| [op.as_str(), class.as_str()]),
+    );
+    for part in parts {
+        let _ = write!(key, "{}:{part}", part.len());
+    }
+    key
 }
 
 /// Why one operation was refused.

@@ -2,10 +2,14 @@
 //! lowers the class, normalizing is transparent, and nothing panics.
 
 use std::collections::BTreeSet;
+use std::sync::LazyLock;
 
 use blastwall_core::operation::OperationClass;
 use blastwall_policy::{Catalog, Classification, ClassifyError, Profile, classify};
 use proptest::prelude::*;
+
+/// Parsed once for all cases.
+static CATALOG: LazyLock<Catalog> = LazyLock::new(|| Catalog::builtin().unwrap());
 
 /// Root fields to draw from: known mutations of each class, and one the catalog does not know.
 const FIELDS: &[&str] = &[
@@ -128,7 +132,7 @@ proptest! {
 
     #[test]
     fn renaming_aliases_and_fragments_never_changes_the_op_set((sels, frags) in document()) {
-        let catalog = Catalog::builtin().unwrap();
+        let catalog = &*CATALOG;
         let railway = catalog.profile("railway").unwrap();
         let a = run(railway, &render(&sels, &frags, "p"));
         let b = run(railway, &render(&sels, &frags, "zz_Other"));
@@ -148,7 +152,7 @@ proptest! {
         (extra, _) in document(),
         extra_is_query in any::<bool>(),
     ) {
-        let catalog = Catalog::builtin().unwrap();
+        let catalog = &*CATALOG;
         let railway = catalog.profile("railway").unwrap();
         let base = render(&sels, &frags, "p");
         let Ok(before) = run(railway, &base) else { return Ok(()) };
@@ -173,7 +177,7 @@ proptest! {
         pieces in prop::collection::vec(path_piece(), 0..8),
         method in prop::sample::select(vec!["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "PURGE"]),
     ) {
-        let catalog = Catalog::builtin().unwrap();
+        let catalog = &*CATALOG;
         let target: String = pieces.concat();
         for profile in catalog.profiles() {
             let Ok(first) = classify(profile, method, &target, [], b"") else { continue };
@@ -189,7 +193,7 @@ proptest! {
         body in prop::collection::vec(any::<u8>(), 0..200),
         header in "[A-Za-z-]{1,24}",
     ) {
-        let catalog = Catalog::builtin().unwrap();
+        let catalog = &*CATALOG;
         for profile in catalog.profiles() {
             let _ = classify(profile, &method, &target, [(header.as_str(), &body[..])], &body);
         }
@@ -197,7 +201,7 @@ proptest! {
 
     #[test]
     fn graphql_classifier_never_panics_on_arbitrary_documents(query in "\\PC{0,120}") {
-        let catalog = Catalog::builtin().unwrap();
+        let catalog = &*CATALOG;
         let railway = catalog.profile("railway").unwrap();
         let _ = run(railway, &query);
         let _ = classify(railway, "POST", "/graphql/v2", [("content-type", &b"application/graphql"[..])], query.as_bytes());
@@ -211,7 +215,7 @@ proptest! {
             "String", "[", "]", "#c\n", ",",
         ]), 0..30),
     ) {
-        let catalog = Catalog::builtin().unwrap();
+        let catalog = &*CATALOG;
         let railway = catalog.profile("railway").unwrap();
         if let Ok(c) = run(railway, &parts.join(" ")) {
             prop_assert!(!c.ops.is_empty());
