@@ -424,24 +424,32 @@ const BASE64_CHAR: [bool; 256] = {
 };
 
 /// Runs of base64 (standard or URL-safe) characters long enough to be worth decoding.
+///
+/// Probes one byte in every [`MIN_BASE64_RUN`]: a long enough run must cover a probe, so only
+/// the neighbourhood of probes that land on a base64 character is looked at byte by byte.
 fn base64_runs(text: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
-    let mut pos = 0;
+    let is_b64 = |i: usize| text.get(i).is_some_and(|&b| BASE64_CHAR[usize::from(b)]);
+    let mut probe = MIN_BASE64_RUN - 1;
     std::iter::from_fn(move || {
-        loop {
-            let rest = text.get(pos..)?;
-            let skip = rest.iter().position(|&b| BASE64_CHAR[usize::from(b)])?;
-            let start = pos + skip;
-            let len = text
-                .get(start..)
-                .unwrap_or(&[])
-                .iter()
-                .position(|&b| !BASE64_CHAR[usize::from(b)])
-                .unwrap_or(text.len() - start);
-            pos = start + len;
-            if len >= MIN_BASE64_RUN {
-                return Some((start, start + len));
+        while probe < text.len() {
+            if !is_b64(probe) {
+                probe += MIN_BASE64_RUN;
+                continue;
+            }
+            let mut start = probe;
+            while start > 0 && is_b64(start - 1) {
+                start -= 1;
+            }
+            let mut end = probe + 1;
+            while is_b64(end) {
+                end += 1;
+            }
+            probe = end + MIN_BASE64_RUN;
+            if end - start >= MIN_BASE64_RUN {
+                return Some((start, end));
             }
         }
+        None
     })
 }
 
@@ -560,6 +568,18 @@ mod tests {
         assert_eq!(prod[0].token_env.as_deref(), Some("production"));
         let staging = engine.scan(make("staging").as_bytes());
         assert_eq!(staging[0].severity, Severity::High);
+    }
+
+    #[test]
+    fn base64_runs_are_found_wherever_they_sit() {
+        let run = "QmFzZTY0IHJ1biBvZiBzb21lIGxlbmd0aA==";
+        for pad in 0..30 {
+            let text = format!("{}{run} tail", " ".repeat(pad));
+            let runs: Vec<(usize, usize)> = base64_runs(text.as_bytes()).collect();
+            assert_eq!(runs, [(pad, pad + run.len())], "pad {pad}");
+        }
+        let short = "a b c QmFzZTY0IHJ1biBvZ short words only";
+        assert_eq!(base64_runs(short.as_bytes()).count(), 0);
     }
 
     #[test]
