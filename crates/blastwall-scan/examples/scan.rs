@@ -4,6 +4,8 @@
 //! ```text
 //! cargo run --release -p blastwall-scan --example scan -- [--format human|json|sarif]
 //!     [--wall FILE]… [--env-vars] [--procs] [--threads N] PATH…
+//! cargo run --release -p blastwall-scan --example scan -- --export-wall ENV FILE < secrets
+//!     (one secret per line on stdin; writes a prod-tier wall file, as `blastwall wall export`)
 //! ```
 
 use std::collections::BTreeMap;
@@ -33,6 +35,18 @@ fn run() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut options = ScanOptions::default();
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--export-wall" => {
+                let env = args.next().ok_or("--export-wall needs ENV FILE")?;
+                let file = args.next().ok_or("--export-wall needs ENV FILE")?;
+                let secrets: Vec<String> = std::io::stdin().lines().collect::<Result<_, _>>()?;
+                let wall = WallFile::build(
+                    &blastwall_core::EnvName::new(&env)?,
+                    blastwall_core::Tier::Prod,
+                    secrets.iter().map(String::as_bytes),
+                )?;
+                wall.save(&PathBuf::from(file))?;
+                return Ok(ExitCode::SUCCESS);
+            }
             "--format" => format = args.next().ok_or("--format needs a value")?,
             "--wall" => walls.push(WallFile::load(&PathBuf::from(
                 args.next().ok_or("--wall needs a file")?,
