@@ -59,7 +59,7 @@ pub enum PolicyError {
     /// A Cedar policy parses but does not validate against the schema generated from the
     /// catalog (an unknown operation, a context attribute that does not exist, …).
     #[error(
-        "policy file `{file}` line {line}: {message}\nhint: `blastwall policy schema` prints the schema policies are checked against"
+        "policy file `{file}` line {line}: {message}\nhint: policies are checked against the schema made from the catalog (see docs/catalog.md, policies): actions are `Action::\"<operation>\"`"
     )]
     PolicyInvalid {
         /// The file.
