@@ -1,12 +1,12 @@
-//! The decision step: the token's scope, the environment's guardrails and the operator's
-//! policies, over every operation of the request; the strictest outcome wins.
+//! The decision step: the gateway's adapter over the Cedar authorizer of `blastwall-policy`
+//! (the token's scope as `permit` policies, the environment's guardrails and the operator's
+//! policies as `forbid`), turning its verdict into what the reply to the agent says.
 
 use std::path::Path;
 
-use blastwall_core::operation::OperationClass;
+use blastwall_core::Environment;
 use blastwall_core::record::{TokenRecord, UpstreamRecord};
-use blastwall_core::{Environment, Tier};
-use blastwall_policy::{Catalog, Classification};
+use blastwall_policy::{Authorizer, Catalog, Classification, DecideInput};
 
 use crate::error::GatewayError;
 
@@ -29,53 +29,67 @@ pub(crate) enum Verdict {
     },
 }
 
-/// The authorizer.
+/// The authorizer, validated at start-up (a bad policy stops the gateway, not a request).
 #[derive(Debug)]
-pub(crate) struct Authorize {}
+pub(crate) struct Authorize {
+    cedar: Authorizer,
+}
 
 impl Authorize {
-    pub(crate) fn new(
-        _catalog: &Catalog,
-        _policy_dir: Option<&Path>,
-    ) -> Result<Self, GatewayError> {
-        Ok(Self {})
+    pub(crate) fn new(catalog: &Catalog, policy_dir: Option<&Path>) -> Result<Self, GatewayError> {
+        Ok(Self {
+            cedar: Authorizer::new(catalog, policy_dir)?,
+        })
     }
 
-    /// Decides on every operation of the request; the first refusal (by strictness) wins.
+    /// Decides on every operation of the request; the strictest outcome wins.
     pub(crate) fn decide(
         &self,
         token: &TokenRecord,
         env: &Environment,
-        _upstream: &UpstreamRecord,
+        upstream: &UpstreamRecord,
         c: &Classification,
     ) -> Verdict {
-        let scope = token
-            .scope
-            .iter()
-            .map(|p| p.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut ops: Vec<_> = c.ops.iter().collect();
-        ops.sort_by_key(|op| std::cmp::Reverse(op.1));
-        for (op, class) in ops {
-            if !token.scope.iter().any(|p| p.matches(op)) {
-                return Verdict::Deny {
-                    operation: op.to_string(),
-                    reason: format!("outside this token's scope ({scope})"),
-                    hint: format!(
-                        "this token may only do {scope}; ask {} for a token whose scope includes `{op}` if the task needs it",
-                        token.owner
+        let input = DecideInput {
+            token_id: token.id.as_str(),
+            scope: &token.scope,
+            environment: env.name.as_str(),
+            tier: env.tier,
+            upstream: upstream.name.as_str(),
+            owner: token.owner.as_str(),
+            holder: token.holder.as_str(),
+            // Approvals (issue: approval gates) are not served by this gateway yet.
+            approved: false,
+        };
+        match self.cedar.decide(&input, &c.ops) {
+            blastwall_policy::Verdict::Allow => Verdict::Allow,
+            blastwall_policy::Verdict::Deny {
+                operation,
+                reason,
+                hint,
+            } => Verdict::Deny {
+                operation: operation.to_string(),
+                reason,
+                // Name the human to ask: the agent can act on that.
+                hint: hint.replace(
+                    "the token's owner",
+                    &format!("the token's owner ({})", token.owner),
+                ),
+            },
+            blastwall_policy::Verdict::Hold { operations } => {
+                let names: Vec<String> = operations.iter().map(ToString::to_string).collect();
+                Verdict::Hold {
+                    operation: names.first().cloned().unwrap_or_default(),
+                    reason: format!(
+                        "{} is destructive and `{}` is a production environment",
+                        names.join(", "),
+                        env.name
                     ),
-                };
-            }
-            if env.tier == Tier::Prod && *class == OperationClass::Destructive {
-                return Verdict::Hold {
-                    operation: op.to_string(),
-                    reason: format!("`{op}` is destructive and `{}` is a production environment", env.name),
-                    hint: "a human approver must approve this exact request; approvals are not available on this gateway yet, so it is refused".to_owned(),
-                };
+                    hint: "a human approver must approve this exact request; approvals are not \
+                           available on this gateway yet, so it is refused"
+                        .to_owned(),
+                }
             }
         }
-        Verdict::Allow
     }
 }

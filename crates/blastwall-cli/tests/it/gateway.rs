@@ -796,3 +796,45 @@ async fn http2_clients_and_upstream_time_limits() {
     assert_eq!(r.json()["error"], "upstream_timeout");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_policies_apply_and_a_bad_one_stops_the_start() {
+    let s = setup().await;
+    let dir = s.bw.path().join("policies");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("freeze.cedar"),
+        "@id(\"code-freeze\")\nforbid (principal, action == Action::\"railway:domain.create\", resource)\nwhen { context.holder == \"cursor-agent\" };\n",
+    )
+    .unwrap();
+    let cfg = s.bw.path().join("blastwall.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("\n[policy]\ndir = \"policies\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    let (token, _) = issue(&s.bw, "staging", "railway:domain.*", "1h");
+    let gw = serve(&s.bw);
+    let r = gql(&gw.base, &token, CREATE).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.json()["reason"].as_str().unwrap().contains("code-freeze"),
+        "{}",
+        r.text()
+    );
+    drop(gw);
+    assert!(s.railway.seen().is_empty());
+
+    std::fs::write(
+        dir.join("broken.cedar"),
+        "permit (principal, action == Action::\"railway:nosuch.op\", resource);\n",
+    )
+    .unwrap();
+    let o = s.bw.run(&["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a bad policy did not stop the start"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("broken.cedar"), "{err}");
+    assert!(err.contains("line 1"), "{err}");
+}
