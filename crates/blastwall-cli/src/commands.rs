@@ -5,6 +5,8 @@ pub(crate) mod demo;
 pub(crate) mod env;
 pub(crate) mod init;
 pub(crate) mod log;
+pub(crate) mod scan;
 pub(crate) mod serve;
 pub(crate) mod token;
 pub(crate) mod upstream;
+pub(crate) mod wall;

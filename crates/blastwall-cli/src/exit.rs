@@ -10,10 +10,6 @@ pub(crate) enum Exit {
     /// Bad usage or configuration, or the command could not do what was asked.
     Usage = 2,
     /// A production secret was found outside production.
-    #[expect(
-        dead_code,
-        reason = "returned by `blastwall scan`, which lands with the scanner"
-    )]
     ProductionSecret = 3,
 }
 

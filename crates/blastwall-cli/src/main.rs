@@ -64,6 +64,11 @@ enum Command {
     Serve(commands::serve::Args),
     /// Replay the PocketOS incident through Blastwall on loopback (needs nothing but this binary)
     Demo(commands::demo::Args),
+    /// Search files, environments and processes for secrets, above all production secrets
+    Scan(commands::scan::Args),
+    /// Export an environment's secret fingerprints for scans elsewhere
+    #[command(subcommand)]
+    Wall(commands::wall::Cmd),
     /// Show the resolved configuration
     #[command(subcommand)]
     Config(commands::config::Cmd),
@@ -113,6 +118,8 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Log(cmd) => commands::log::run(cli.config.as_deref(), cmd, &env).await,
         Command::Serve(args) => commands::serve::run(cli.config.as_deref(), args, &env).await,
         Command::Demo(args) => commands::demo::run(args).await,
+        Command::Scan(args) => commands::scan::run(args, cli.verbose > 0),
+        Command::Wall(cmd) => commands::wall::run(cli.config.as_deref(), cmd, &env).await,
         Command::Config(cmd) => commands::config::run(cli.config.as_deref(), cmd, &env).await,
     }
 }

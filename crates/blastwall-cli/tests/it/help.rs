@@ -23,6 +23,8 @@ fn every_subcommand_has_help_with_examples() {
         &["config", "show"],
         &["serve"],
         &["demo"],
+        &["scan"],
+        &["wall", "export"],
     ];
     for cmd in commands {
         let mut args = cmd.to_vec();

@@ -12,6 +12,7 @@
 mod errors;
 mod gateway;
 mod help;
+mod scan;
 mod session;
 mod support;
 mod tamper;

@@ -1,0 +1,170 @@
+//! `blastwall scan` and `blastwall wall export` through the real binary.
+
+use crate::support::{Bw, contains, stderr, stdout};
+
+const PROD_SECRET: &str = "Zq8vN3kLp0Xw7RtY2mBc5HsJ9dFg4aUe";
+
+#[test]
+fn a_production_secret_with_no_known_format_is_found_by_fingerprint() {
+    let bw = Bw::new();
+    bw.ok(&["init"]);
+    let o = bw.run_stdin(
+        &[
+            "upstream",
+            "add",
+            "railway",
+            "--profile",
+            "railway",
+            "--base-url",
+            "https://backboard.railway.com",
+            "--env",
+            "production",
+            "--secret-stdin",
+        ],
+        PROD_SECRET,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, prod_token) = {
+        let t = bw.json(&[
+            "token",
+            "issue",
+            "--env",
+            "production",
+            "--owner",
+            "o@x.io",
+            "--holder",
+            "ci",
+            "--scope",
+            "railway:domain.read",
+            "--ttl",
+            "30m",
+        ]);
+        ((), t["token"].as_str().unwrap().to_owned())
+    };
+    let wall = bw.path().join("production.wall");
+    let out = bw.json(&[
+        "wall",
+        "export",
+        "--env",
+        "production",
+        "-o",
+        wall.to_str().unwrap(),
+    ]);
+    assert_eq!(out["credentials"], 1);
+    assert_eq!(out["tokens"], 1);
+    let wall_bytes = std::fs::read(&wall).unwrap();
+    assert!(
+        !contains(&wall_bytes, PROD_SECRET.as_bytes()),
+        "the wall file holds a secret"
+    );
+    assert!(!contains(&wall_bytes, prod_token.as_bytes()));
+
+    // A staging host where the production credential leaked into an unrelated file.
+    let host = bw.path().join("staging-host");
+    std::fs::create_dir_all(host.join("app/scripts")).unwrap();
+    std::fs::write(host.join("app/README.md"), "nothing to see\n").unwrap();
+    std::fs::write(
+        host.join("app/scripts/.env.old"),
+        format!("DEPLOY_KEY={PROD_SECRET}\n"),
+    )
+    .unwrap();
+    let o = bw.run(&[
+        "scan",
+        "--wall",
+        wall.to_str().unwrap(),
+        "--format",
+        "json",
+        host.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains(".env.old"), "{text}");
+    assert!(text.contains("critical"), "{text}");
+    assert!(!text.contains(PROD_SECRET), "the report printed the secret");
+    assert!(!contains(&o.stderr, PROD_SECRET.as_bytes()));
+
+    // The same host, clean.
+    std::fs::remove_file(host.join("app/scripts/.env.old")).unwrap();
+    let o = bw.run(&[
+        "scan",
+        "--wall",
+        wall.to_str().unwrap(),
+        host.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+}
+
+#[test]
+fn known_formats_fail_the_scan_and_sarif_is_written() {
+    let bw = Bw::new();
+    let dir = bw.path().join("repo");
+    std::fs::create_dir(&dir).unwrap();
+    // A GitHub classic token with a valid checksum, made up for the test.
+    std::fs::write(
+        dir.join("deploy.sh"),
+        "export GITHUB_TOKEN=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\n",
+    )
+    .unwrap();
+    let o = bw.run(&["scan", "--format", "sarif", dir.to_str().unwrap()]);
+    let sarif: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let results = sarif["runs"][0]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{sarif}");
+    assert!(!contains(
+        &o.stdout,
+        b"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"
+    ));
+    // A GitHub token is high, not critical: --fail-on critical passes, --fail-on high fails.
+    let o = bw.run(&["scan", dir.to_str().unwrap(), "--fail-on", "critical"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = bw.run(&["scan", dir.to_str().unwrap(), "--fail-on", "high"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    // Accepted through a baseline.
+    let base = bw.path().join("baseline.json");
+    let _ = bw.run(&[
+        "scan",
+        dir.to_str().unwrap(),
+        "--write-baseline",
+        base.to_str().unwrap(),
+    ]);
+    let o = bw.run(&[
+        "scan",
+        dir.to_str().unwrap(),
+        "--baseline",
+        base.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+}
+
+#[test]
+fn wall_export_needs_the_environment_key() {
+    let bw = Bw::new();
+    bw.ok(&["init"]);
+    std::fs::rename(
+        bw.data().join("keys/production.key"),
+        bw.path().join("away.key"),
+    )
+    .unwrap();
+    let wall = bw.path().join("p.wall");
+    let o = bw.run(&[
+        "wall",
+        "export",
+        "--env",
+        "production",
+        "-o",
+        wall.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("sealed"), "{}", stderr(&o));
+    assert!(!wall.exists());
+}
+
+#[test]
+fn scan_refuses_a_bad_wall_file() {
+    let bw = Bw::new();
+    std::fs::write(bw.path().join("bad.wall"), "not a wall file").unwrap();
+    let o = bw.run(&["scan", "--wall", "bad.wall", "."]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("bad.wall"));
+}
