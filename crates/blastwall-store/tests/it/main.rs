@@ -43,7 +43,6 @@ macro_rules! all_suite_tests {
 #[cfg(test)]
 mod backend;
 #[cfg(test)]
-mod child;
 #[cfg(test)]
 mod postgres;
 #[cfg(test)]
