@@ -23,7 +23,7 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "blastwall")
+BIN = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release", "blastwall")
 UPSTREAM_PORT, BW_PORT, HAPROXY_PORT, NGINX_PORT = 18080, 17070, 17071, 17072
 CREDENTIAL = "upstream-credential-0123456789abcdef"
 TICK = os.sysconf("SC_CLK_TCK")
