@@ -46,6 +46,7 @@ pub struct FakeUpstream {
     addr: std::net::SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     task: tokio::task::JoinHandle<()>,
+    tls: bool,
 }
 
 impl FakeUpstream {
@@ -58,12 +59,73 @@ impl FakeUpstream {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { addr, seen, task })
+        Ok(Self {
+            addr,
+            seen,
+            task,
+            tls: false,
+        })
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// Starts with TLS on `127.0.0.1:0`, with a fresh self-signed certificate for `localhost`
+    /// and `127.0.0.1`; returns the upstream and the certificate (PEM) to trust.
+    pub async fn start_tls() -> anyhow::Result<(Self, String)> {
+        let rcgen::CertifiedKey { cert, signing_key } = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ])?;
+        let cert_pem = cert.pem();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(signing_key.serialize_der())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let app = Router::new().fallback(handle).with_state(seen.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    break;
+                };
+                let acceptor = acceptor.clone();
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+                });
+            }
+        });
+        Ok((
+            Self {
+                addr,
+                seen,
+                task,
+                tls: true,
+            },
+            cert_pem,
+        ))
+    }
+
+    /// `http://127.0.0.1:PORT` (`https://localhost:PORT` with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.tls {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
     }
 
     /// Everything received so far.

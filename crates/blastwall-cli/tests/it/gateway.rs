@@ -838,3 +838,62 @@ async fn operator_policies_apply_and_a_bad_one_stops_the_start() {
     assert!(err.contains("broken.cedar"), "{err}");
     assert!(err.contains("line 1"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_are_verified_against_the_system_roots_or_a_ca_file() {
+    let (tls, ca_pem) = FakeUpstream::start_tls().await.unwrap();
+    let bw = Bw::new();
+    bw.ok(&["init"]);
+    let o = bw.run_stdin(
+        &[
+            "upstream",
+            "add",
+            "secure",
+            "--profile",
+            "rest",
+            "--base-url",
+            &tls.url(),
+            "--env",
+            "staging",
+            "--secret-stdin",
+        ],
+        REST_SECRET,
+    );
+    assert!(o.status.success(), "{}", crate::support::stderr(&o));
+    let (token, _) = issue(&bw, "staging", "rest:*", "1h");
+
+    // A self-signed upstream is not trusted by default: refused, nothing sent.
+    let gw = serve(&bw);
+    let r = call(
+        "GET",
+        &format!("{}/proxy/secure/v1/items/1", gw.base),
+        Some(&token),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    drop(gw);
+    assert!(tls.seen().is_empty());
+
+    // With its CA file configured for that upstream, the request goes through over TLS.
+    std::fs::write(bw.path().join("secure-ca.pem"), ca_pem).unwrap();
+    let cfg = bw.path().join("blastwall.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("\n[gateway]\nca_files = { secure = \"secure-ca.pem\" }\n");
+    std::fs::write(&cfg, text).unwrap();
+    let gw = serve(&bw);
+    let r = call(
+        "GET",
+        &format!("{}/proxy/secure/v1/items/1", gw.base),
+        Some(&token),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        tls.seen()[0].authorization().as_deref(),
+        Some(format!("Bearer {REST_SECRET}").as_str())
+    );
+}
