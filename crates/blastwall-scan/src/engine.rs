@@ -8,7 +8,7 @@
 //! ask for it, and the fingerprints. Offsets in hits are offsets in the buffer; the callers map
 //! them to lines, variables or processes.
 
-use std::borrow::Cow;
+use std::cell::RefCell;
 
 use base64::Engine as _;
 use base64::alphabet;
@@ -47,15 +47,22 @@ pub(crate) struct Engine<'a> {
     rules: &'a RuleSet,
     walls: &'a [WallFile],
     any_base64_rule: bool,
+    /// The candidate lengths worth testing: the union of the wall files' lengths.
+    lengths: LengthSet,
 }
 
 impl<'a> Engine<'a> {
     pub(crate) fn new(rules: &'a RuleSet, walls: &'a [WallFile]) -> Self {
         let any_base64_rule = rules.rules().iter().any(|r| r.spec().base64);
+        let mut lengths = LengthSet::default();
+        for wall in walls {
+            lengths.extend(wall);
+        }
         Self {
             rules,
             walls,
             any_base64_rule,
+            lengths,
         }
     }
 
@@ -93,30 +100,17 @@ impl<'a> Engine<'a> {
             return;
         }
         if want_fp {
-            let mut spans = Vec::new();
-            for (start, end) in lines(text) {
-                let Some(line) = text.get(start..end) else {
-                    continue;
-                };
-                spans.clear();
-                line_candidates(line, &mut spans);
-                spans.sort_unstable();
-                spans.dedup();
-                for &(s, e) in &spans {
-                    if let Some(value) = line.get(s..e) {
-                        self.test_fingerprints(value, start + s, start + e, hits);
-                    }
-                }
-            }
+            self.scan_fingerprints(text, hits);
         }
         if want_b64 {
-            for (s, e) in base64_runs(text) {
+            let mut decoded = Vec::new();
+            for (s, e) in base64_runs(text).flat_map(|(s, e)| base64_values(text, s, e)) {
                 let Some(run) = text.get(s..e) else {
                     continue;
                 };
-                let Some(decoded) = decode_base64_text(run) else {
+                if !decode_base64_text(run, &mut decoded) {
                     continue;
-                };
+                }
                 let mut inner = Vec::new();
                 self.scan_into(&decoded, depth + 1, &mut inner);
                 for mut h in inner {
@@ -163,12 +157,56 @@ impl<'a> Engine<'a> {
         hit
     }
 
-    fn test_fingerprints(&self, value: &[u8], start: usize, end: usize, hits: &mut Vec<Hit>) {
+    /// Tests the fingerprint candidates of every line of `text` against the wall files.
+    fn scan_fingerprints(&self, text: &[u8], hits: &mut Vec<Hit>) {
+        let min = self.lengths.min();
+        SEEN.with_borrow_mut(|seen| {
+            let mut spans = Vec::new();
+            for (start, end) in lines(text) {
+                // A line shorter than the shortest listed secret holds no candidate.
+                if end - start < min {
+                    continue;
+                }
+                let Some(line) = text.get(start..end) else {
+                    continue;
+                };
+                spans.clear();
+                line_candidates(line, &self.lengths, &mut spans);
+                // Duplicate spans are caught by `seen`, and duplicate hits merged.
+                for &(s, e) in &spans {
+                    let Some(value) = line.get(s..e) else {
+                        continue;
+                    };
+                    // Text repeats (identifiers, keys of a config file): a candidate that
+                    // matched no wall is not hashed again.
+                    if seen.contains(value) {
+                        continue;
+                    }
+
+                    if !self.test_fingerprints(value, start + s, start + e, hits) {
+                        seen.insert(value);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Tests one candidate (and its percent-decoded form) against every wall file; whether any
+    /// matched.
+    fn test_fingerprints(
+        &self,
+        value: &[u8],
+        start: usize,
+        end: usize,
+        hits: &mut Vec<Hit>,
+    ) -> bool {
         let decoded = percent_decode(value);
+        let mut any = false;
         for wall in self.walls {
             let matched = wall.matches_secret(value)
                 || decoded.as_deref().is_some_and(|d| wall.matches_secret(d));
             if matched {
+                any = true;
                 hits.push(Hit {
                     start,
                     end,
@@ -183,7 +221,146 @@ impl<'a> Engine<'a> {
                 });
             }
         }
+        any
     }
+}
+
+/// Candidate lengths worth testing (a bitmap over `0..=MAX_SECRET_LEN`).
+#[derive(Debug, Clone)]
+struct LengthSet {
+    on: Vec<bool>,
+    min: usize,
+}
+
+impl Default for LengthSet {
+    fn default() -> Self {
+        Self {
+            on: vec![false; MAX_SECRET_LEN + 1],
+            min: usize::MAX,
+        }
+    }
+}
+
+impl LengthSet {
+    fn extend(&mut self, wall: &WallFile) {
+        for (len, slot) in self.on.iter_mut().enumerate() {
+            if wall.has_length(len) {
+                *slot = true;
+                self.min = self.min.min(len);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn all() -> Self {
+        Self {
+            on: vec![true; MAX_SECRET_LEN + 1],
+            min: 0,
+        }
+    }
+
+    fn contains(&self, len: usize) -> bool {
+        self.on.get(len).copied().unwrap_or(false)
+    }
+
+    /// The shortest length in the set (`usize::MAX` when empty).
+    fn min(&self) -> usize {
+        self.min
+    }
+}
+
+/// Candidates already tested against every wall without a match, per walker thread: a
+/// direct-mapped table of `SEEN_SLOTS` entries keyed by a fast hash, compared byte for byte (so a
+/// hash collision costs an HMAC, never a miss). Candidates longer than `SEEN_MAX_LEN` are not
+/// remembered. 256 KiB per thread (one cache line per slot, so that it stays in L2), whatever the size of the tree.
+struct Seen {
+    slots: Vec<SeenSlot>,
+}
+
+const SEEN_SLOTS: usize = 1 << 12;
+const SEEN_MAX_LEN: usize = 48;
+
+#[derive(Clone, Copy)]
+#[repr(align(64))]
+struct SeenSlot {
+    hash: u64,
+    len: u8,
+    bytes: [u8; SEEN_MAX_LEN],
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        let empty = SeenSlot {
+            hash: 0,
+            len: 0,
+            bytes: [0; SEEN_MAX_LEN],
+        };
+        Self {
+            slots: vec![empty; SEEN_SLOTS],
+        }
+    }
+}
+
+impl Seen {
+    fn slot(value: &[u8]) -> (u64, usize) {
+        let hash = fx_hash(value);
+        // The high bits of a multiplicative hash are the well-mixed ones.
+        (hash, (hash >> 49) as usize % SEEN_SLOTS)
+    }
+
+    fn contains(&self, value: &[u8]) -> bool {
+        if value.len() > SEEN_MAX_LEN {
+            return false;
+        }
+        let (hash, i) = Self::slot(value);
+        self.slots.get(i).is_some_and(|s| {
+            s.hash == hash
+                && usize::from(s.len) == value.len()
+                && s.bytes.get(..value.len()) == Some(value)
+        })
+    }
+
+    fn insert(&mut self, value: &[u8]) {
+        if value.len() > SEEN_MAX_LEN {
+            return;
+        }
+        let (hash, i) = Self::slot(value);
+        if let Some(s) = self.slots.get_mut(i)
+            && let Some(dst) = s.bytes.get_mut(..value.len())
+        {
+            dst.copy_from_slice(value);
+            s.hash = hash;
+            // INVARIANT: value.len() <= SEEN_MAX_LEN < 256.
+            s.len = value.len() as u8;
+        }
+    }
+}
+
+thread_local! {
+    static SEEN: RefCell<Seen> = RefCell::default();
+}
+
+/// A fast non-cryptographic hash (rustc's Fx hash, a word at a time) for the in-memory cache of
+/// tested candidates; nothing it computes leaves the process.
+fn fx_hash(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let add = |hash: u64, word: u64| (hash.rotate_left(5) ^ word).wrapping_mul(K);
+    let mut hash = add(0, bytes.len() as u64);
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        hash = add(hash, u64::from_le_bytes(w));
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        if let Some(d) = w.get_mut(..rest.len()) {
+            d.copy_from_slice(rest);
+        }
+        hash = add(hash, u64::from_le_bytes(w));
+    }
+    hash
 }
 
 /// A fingerprint of a prod-tier wall is critical; of another tier, high.
@@ -259,20 +436,36 @@ pub(crate) fn lines(text: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
     })
 }
 
-fn is_field_break(b: u8) -> bool {
-    b.is_ascii_whitespace() || matches!(b, b'"' | b'\'' | b'`')
+/// Byte classes of the candidate extractor.
+const FIELD: u8 = 1;
+const TOKEN: u8 = 2;
+const WORD: u8 = 4;
+
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let field = !(b.is_ascii_whitespace() || matches!(b, b'"' | b'\'' | b'`'));
+        let word = b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-');
+        let token = word || matches!(b, b'+' | b'/' | b'=' | b'.' | b'~');
+        t[i] = ((field as u8) * FIELD) | ((token as u8) * TOKEN) | ((word as u8) * WORD);
+        i += 1;
+    }
+    t
+};
+
+fn class(b: u8) -> u8 {
+    CLASS[usize::from(b)]
 }
 
-fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'+' | b'/' | b'=' | b'.' | b'~')
-}
-
-fn is_word_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-')
-}
-
-fn push_span(line: &[u8], s: usize, e: usize, out: &mut Vec<(usize, usize)>) {
-    // Trim punctuation that closes or separates values, but is rarely part of them.
+/// Pushes `line[s..e]`, trimmed of punctuation that closes or separates values, if its length
+/// is one a wall lists (or it holds a `%` escape, whose decoded form may be).
+fn push_span(line: &[u8], s: usize, e: usize, lengths: &LengthSet, out: &mut Vec<(usize, usize)>) {
+    // Trimming only shortens.
+    if e.saturating_sub(s) < lengths.min().max(MIN_SECRET_LEN) {
+        return;
+    }
     let mut s = s;
     let mut e = e;
     while s < e && matches!(line.get(s), Some(b'(' | b'[' | b'{' | b'<')) {
@@ -287,76 +480,120 @@ fn push_span(line: &[u8], s: usize, e: usize, out: &mut Vec<(usize, usize)>) {
         e -= 1;
     }
     let len = e - s;
-    if (MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&len) {
+    if !(MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&len) {
+        return;
+    }
+    // The same span often comes as a field, a token run and a word run in a row.
+    if out.last() == Some(&(s, e)) {
+        return;
+    }
+    if lengths.contains(len) || line.get(s..e).is_some_and(|v| v.contains(&b'%')) {
         out.push((s, e));
     }
-}
-
-/// Runs of bytes in `line` for which `keep` holds, as `(start, end)`.
-fn runs<F: Fn(u8) -> bool>(
-    line: &[u8],
-    keep: F,
-) -> impl Iterator<Item = (usize, usize)> + use<'_, F> {
-    let mut pos = 0;
-    std::iter::from_fn(move || {
-        while pos < line.len() && !line.get(pos).is_some_and(|&b| keep(b)) {
-            pos += 1;
-        }
-        if pos >= line.len() {
-            return None;
-        }
-        let start = pos;
-        while pos < line.len() && line.get(pos).is_some_and(|&b| keep(b)) {
-            pos += 1;
-        }
-        Some((start, pos))
-    })
 }
 
 /// The fingerprint candidates of one line: whitespace- and quote-separated fields; the value after
 /// the first `=` or `:` of a field; the password of a URL's userinfo; runs of token characters and
 /// of word characters; quoted strings; and the value of an assignment up to the end of the line.
-fn line_candidates(line: &[u8], out: &mut Vec<(usize, usize)>) {
-    for (fs, fe) in runs(line, |b| !is_field_break(b)) {
-        push_span(line, fs, fe, out);
-        let field = line.get(fs..fe).unwrap_or(&[]);
-        if let Some(p) = field.iter().position(|&b| b == b'=' || b == b':') {
-            push_span(line, fs + p + 1, fe, out);
+/// Only candidates of a length in `lengths` (or holding a `%` escape) are pushed.
+fn line_candidates(line: &[u8], lengths: &LengthSet, out: &mut Vec<(usize, usize)>) {
+    let n = line.len();
+    let mut i = 0;
+    while i < n {
+        // One field: a run of non-break bytes, with its token and word runs, in one pass.
+        while i < n && line.get(i).is_some_and(|&b| class(b) & FIELD == 0) {
+            i += 1;
         }
+        if i >= n {
+            break;
+        }
+        let fs = i;
+        let field_len = line
+            .get(fs..)
+            .unwrap_or(&[])
+            .iter()
+            .position(|&b| class(b) & FIELD == 0)
+            .unwrap_or(n - fs);
+        // A field shorter than the shortest listed secret holds no candidate (its sub-runs are
+        // shorter still).
+        if field_len < lengths.min() {
+            i = fs + field_len;
+            continue;
+        }
+        let mut token_start = None;
+        let mut word_start = None;
+        let mut sep = None;
+        while i < n {
+            let b = line.get(i).copied().unwrap_or(b' ');
+            let c = class(b);
+            if c & FIELD == 0 {
+                break;
+            }
+            if sep.is_none() && (b == b'=' || b == b':') {
+                sep = Some(i);
+            }
+            match (c & TOKEN != 0, token_start) {
+                (true, None) => token_start = Some(i),
+                (false, Some(t)) => {
+                    push_span(line, t, i, lengths, out);
+                    token_start = None;
+                }
+                _ => {}
+            }
+            match (c & WORD != 0, word_start) {
+                (true, None) => word_start = Some(i),
+                (false, Some(w)) => {
+                    push_span(line, w, i, lengths, out);
+                    word_start = None;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        let fe = i;
+        if let Some(t) = token_start {
+            push_span(line, t, fe, lengths, out);
+        }
+        if let Some(w) = word_start {
+            push_span(line, w, fe, lengths, out);
+        }
+        push_span(line, fs, fe, lengths, out);
+        if let Some(p) = sep {
+            push_span(line, p + 1, fe, lengths, out);
+        }
+        let field = line.get(fs..fe).unwrap_or(&[]);
         if let Some(scheme) = memchr::memmem::find(field, b"://") {
             let after = scheme + 3;
             let rest = field.get(after..).unwrap_or(&[]);
-            if let Some(at) = rest.iter().position(|&b| b == b'@') {
+            if let Some(at) = memchr::memchr(b'@', rest) {
                 let userinfo = rest.get(..at).unwrap_or(&[]);
-                if let Some(colon) = userinfo.iter().position(|&b| b == b':') {
-                    push_span(line, fs + after + colon + 1, fs + after + at, out);
+                if let Some(colon) = memchr::memchr(b':', userinfo) {
+                    push_span(line, fs + after + colon + 1, fs + after + at, lengths, out);
                 }
             }
-        }
-        for (s, e) in runs(field, is_token_char) {
-            push_span(line, fs + s, fs + e, out);
-        }
-        for (s, e) in runs(field, is_word_char) {
-            push_span(line, fs + s, fs + e, out);
         }
     }
     // Quoted strings, which may hold spaces (passphrases).
     let mut i = 0;
-    while i < line.len() {
-        let q = line.get(i).copied().unwrap_or(0);
-        if matches!(q, b'"' | b'\'')
-            && let Some(close) = line
-                .get(i + 1..)
-                .and_then(|rest| rest.iter().position(|&b| b == q))
+    while let Some(q) = line
+        .get(i..)
+        .and_then(|rest| memchr::memchr2(b'"', b'\'', rest))
+    {
+        let open = i + q;
+        let quote = line.get(open).copied().unwrap_or(b'"');
+        match line
+            .get(open + 1..)
+            .and_then(|rest| memchr::memchr(quote, rest))
         {
-            push_span(line, i + 1, i + 1 + close, out);
-            i += close + 2;
-            continue;
+            Some(close) => {
+                push_span(line, open + 1, open + 1 + close, lengths, out);
+                i = open + close + 2;
+            }
+            None => i = open + 1,
         }
-        i += 1;
     }
     // The value of `key = value with spaces` / `key: value` to the end of the line.
-    if let Some(p) = line.iter().position(|&b| b == b'=' || b == b':') {
+    if let Some(p) = memchr::memchr2(b'=', b':', line) {
         let mut s = p + 1;
         let mut e = line.len();
         while s < e
@@ -373,7 +610,7 @@ fn line_candidates(line: &[u8], out: &mut Vec<(usize, usize)>) {
         {
             e -= 1;
         }
-        push_span(line, s, e, out);
+        push_span(line, s, e, lengths, out);
     }
 }
 
@@ -453,35 +690,78 @@ fn base64_runs(text: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
     })
 }
 
-/// The decoded text of a base64 run, if it decodes to mostly printable text.
-fn decode_base64_text(run: &[u8]) -> Option<Vec<u8>> {
-    let url = run.iter().any(|&b| b == b'-' || b == b'_');
-    let run: Cow<'_, [u8]> = if run.contains(&b'=') {
-        // Padding only at the end; a `=` inside means this is not one base64 value.
-        let trimmed = run
-            .iter()
-            .rposition(|&b| b != b'=')
-            .map_or(&run[..0], |p| run.get(..=p).unwrap_or(&[]));
-        if trimmed.contains(&b'=') {
-            return None;
+/// The base64 values of the run `start..end`: split after a `=` that is followed by more base64
+/// characters (`KEY=c2VjcmV0…` is a name and a value; `…==` at the end is padding), keeping the
+/// parts of at least [`MIN_BASE64_RUN`] bytes.
+fn base64_values(
+    text: &[u8],
+    start: usize,
+    end: usize,
+) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut pos = start;
+    std::iter::from_fn(move || {
+        while pos < end {
+            let s = pos;
+            let run = text.get(s..end).unwrap_or(&[]);
+            let split = run
+                .windows(2)
+                .position(|w| w.first() == Some(&b'=') && w.get(1) != Some(&b'='));
+            let e = split.map_or(end, |i| s + i + 1);
+            pos = e;
+            if e - s >= MIN_BASE64_RUN {
+                return Some((s, e));
+            }
         }
-        Cow::Borrowed(trimmed)
-    } else {
-        Cow::Borrowed(run)
-    };
-    let decoded = if url {
-        B64URL.decode(run.as_ref()).ok()?
-    } else {
-        B64.decode(run.as_ref()).ok()?
-    };
-    if decoded.len() < 12 {
-        return None;
+        None
+    })
+}
+
+/// Whether a base64 value can decode to mostly printable text, judged without decoding: the first
+/// character of each 4-character group holds the top 6 bits of a decoded byte, and those of a
+/// printable byte (`\t`, `\n`, `\r`, `0x20..=0x7e`) are 2, 3 or 8..=31 (`C`, `D`, `I`..`Z`,
+/// `a`..`f` in both alphabets). At most 5% of the decoded bytes may be unprintable (see
+/// [`decode_base64_text`]), so at most 15% of the groups may start otherwise: this test never
+/// refuses a value that decoding would accept, and refuses nearly every identifier.
+fn plausible_base64_text(run: &[u8]) -> bool {
+    let mut groups = 0usize;
+    let mut bad = 0usize;
+    for &c in run.iter().step_by(4) {
+        if c == b'=' {
+            break;
+        }
+        groups += 1;
+        if !matches!(c, b'C' | b'D' | b'I'..=b'Z' | b'a'..=b'f') {
+            bad += 1;
+        }
     }
-    let printable = decoded
+    bad * 100 <= groups * 15
+}
+
+/// Decodes a base64 run into `out` (cleared first); whether it decoded to mostly printable text.
+fn decode_base64_text(run: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    // Padding only at the end; a `=` inside means this is not one base64 value.
+    let run = match run.iter().rposition(|&b| b != b'=') {
+        Some(p) => run.get(..=p).unwrap_or(&[]),
+        None => return false,
+    };
+    if run.contains(&b'=') || !plausible_base64_text(run) {
+        return false;
+    }
+    let url = run.iter().any(|&b| b == b'-' || b == b'_');
+    let ok = if url {
+        B64URL.decode_vec(run, out).is_ok()
+    } else {
+        B64.decode_vec(run, out).is_ok()
+    };
+    if !ok || out.len() < 12 {
+        return false;
+    }
+    let printable = out
         .iter()
         .filter(|&&b| b.is_ascii_graphic() || matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
         .count();
-    (printable * 100 >= decoded.len() * 95).then_some(decoded)
+    printable * 100 >= out.len() * 95
 }
 
 #[cfg(test)]
@@ -586,9 +866,102 @@ mod tests {
     fn candidates_include_url_passwords_and_quoted_phrases() {
         let mut spans = Vec::new();
         let line = br#"url = "https://u:p4ssw0rd-xyz@h/x"; say 'correct horse battery'"#;
-        line_candidates(line, &mut spans);
+        line_candidates(line, &LengthSet::all(), &mut spans);
         let texts: Vec<&[u8]> = spans.iter().map(|&(s, e)| &line[s..e]).collect();
         assert!(texts.contains(&&b"p4ssw0rd-xyz"[..]), "{texts:?}");
         assert!(texts.contains(&&b"correct horse battery"[..]));
+    }
+
+    #[test]
+    fn a_base64_value_after_a_name_is_decoded() {
+        let rules = RuleSet::builtin().unwrap();
+        let engine = Engine::new(&rules, &[]);
+        let wrapped = STANDARD.encode(format!("token={}", gh_token()));
+        let text = format!("CONFIG_B64={wrapped}\n");
+        let hits = engine.scan(text.as_bytes());
+        let h = hits.iter().find(|h| h.encoding == Some("base64")).unwrap();
+        assert_eq!(&text.as_bytes()[h.start..h.end], wrapped.as_bytes());
+        let values: Vec<(usize, usize)> = base64_values(b"a=bb==", 0, 6).collect();
+        assert!(values.is_empty(), "{values:?}");
+    }
+
+    #[test]
+    fn the_base64_precheck_never_refuses_what_decoding_accepts() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut buf = Vec::new();
+        for round in 0..2000 {
+            let len = 12 + (next() % 80) as usize;
+            // Printable text, with an unprintable byte now and then.
+            let text: Vec<u8> = (0..len)
+                .map(|_| match next() % 40 {
+                    0 => (next() % 256) as u8,
+                    1 => b'\n',
+                    _ => 0x20 + (next() % 95) as u8,
+                })
+                .collect();
+            for encoded in [
+                STANDARD.encode(&text),
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&text),
+            ] {
+                let printable = text
+                    .iter()
+                    .filter(|&&b| b.is_ascii_graphic() || matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+                    .count();
+                let accepted = printable * 100 >= text.len() * 95;
+                assert_eq!(
+                    decode_base64_text(encoded.as_bytes(), &mut buf),
+                    accepted,
+                    "round {round}: {encoded}"
+                );
+                if accepted {
+                    assert_eq!(buf, text);
+                }
+            }
+        }
+        assert!(!plausible_base64_text(
+            b"some_long_snake_case_identifier_name"
+        ));
+        assert!(!plausible_base64_text(b"SomeLongCamelCaseIdentifierName"));
+    }
+
+    #[test]
+    fn repeated_candidates_are_still_matched_and_only_listed_lengths_are_candidates() {
+        let rules = RuleSet::builtin().unwrap();
+        let env = EnvName::new("production").unwrap();
+        let secret: &[u8] = b"pl41n-pr0d-s3cret-with-no-format";
+        let walls = [WallFile::build(&env, Tier::Prod, [secret]).unwrap()];
+        let engine = Engine::new(&rules, &walls);
+        let mut text = String::new();
+        for i in 0..50 {
+            text.push_str(&format!("let value_{i} = some_repeated_identifier_xy(\"pl41n-pr0d-s3cret-with-no-format\");\n"));
+        }
+        let hits = engine.scan(text.as_bytes());
+        assert_eq!(hits.len(), 50, "{hits:?}");
+        assert!(hits.iter().all(|h| h.confidence == Confidence::Fingerprint));
+        // Only candidates of the one listed length (32), plus those with a `%` escape.
+        let mut spans = Vec::new();
+        let line =
+            b"short words pl41n-pr0d-s3cret-with-no-format x%41yzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz";
+        line_candidates(line, &engine.lengths, &mut spans);
+        let texts: Vec<&[u8]> = spans.iter().map(|&(s, e)| &line[s..e]).collect();
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert!(texts.iter().all(|t| t.len() == 32 || t.contains(&b'%')));
+    }
+
+    #[test]
+    fn the_seen_cache_compares_bytes_not_hashes() {
+        let mut seen = Seen::default();
+        seen.insert(b"candidate-one-xyz");
+        assert!(seen.contains(b"candidate-one-xyz"));
+        assert!(!seen.contains(b"candidate-one-xyZ"));
+        let long = [b'a'; SEEN_MAX_LEN + 1];
+        seen.insert(&long);
+        assert!(!seen.contains(&long));
     }
 }

@@ -241,6 +241,11 @@ impl WallFile {
         self.secrets.contains(&self.fingerprint(candidate))
     }
 
+    /// Whether some fingerprinted secret (or part) is `len` bytes long.
+    pub(crate) fn has_length(&self, len: usize) -> bool {
+        self.lengths.get(len).copied().unwrap_or(false)
+    }
+
     /// Whether `credential` (the text of a Blastwall credential) has a fingerprinted digest.
     pub fn matches_token(&self, credential: &[u8]) -> bool {
         if self.token_digests.is_empty() {
