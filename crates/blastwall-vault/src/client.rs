@@ -1,0 +1,276 @@
+//! The HTTP client of the vault's API, used by `backup run`, `check-immutability`, drills and
+//! restores. One request at a time, each body a part (bounded), never a whole backup.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::error::VaultError;
+use crate::objects::ObjectMeta;
+
+/// Header carrying the SHA-256 (hex) the client declares for an upload's body.
+pub const SHA256_HEADER: &str = "x-blastwall-sha256";
+
+/// Time limit of one request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What `/v1/info` says about a vault.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VaultInfo {
+    /// The vault host's machine id (for the same-volume guard).
+    pub machine_id: String,
+    /// The device id of the filesystem holding the vault's data.
+    pub device: u64,
+    /// The minimum retention, in seconds.
+    pub min_retention_secs: u64,
+    /// The age recipient backups are encrypted to.
+    pub recipient: String,
+    /// The role of the credential that asked.
+    pub role: String,
+}
+
+/// An answer to a create.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PutAnswer {
+    /// The object as stored.
+    #[serde(flatten)]
+    pub meta: ObjectMeta,
+    /// Whether it was new (false: the same bytes were already there).
+    pub created: bool,
+}
+
+/// A client of one vault, with one credential. `Debug` never shows the credential.
+#[derive(Clone)]
+pub struct VaultClient {
+    base: String,
+    credential: SecretString,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for VaultClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VaultClient({}, ***)", self.base)
+    }
+}
+
+impl VaultClient {
+    /// A client of the vault at `base` (`http://host:port`).
+    pub fn new(base: &str, credential: SecretString) -> Result<Self, VaultError> {
+        let base = base.trim_end_matches('/').to_owned();
+        if !base.starts_with("http://") {
+            return Err(VaultError::Unreachable {
+                url: base,
+                why: "only `http://` vault URLs are supported so far".into(),
+            });
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let http = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(Self {
+            base,
+            credential,
+            http,
+        })
+    }
+
+    /// The vault's URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends one request; returns the status and body of a 2xx answer, else the vault's error.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), VaultError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(&url)
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.credential.expose_secret()),
+            )
+            .header(http::header::CONTENT_LENGTH, body.len());
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| VaultError::Unreachable {
+                url: self.base.clone(),
+                why: e.to_string(),
+            })?;
+        let unreachable = |why: String| VaultError::Unreachable {
+            url: self.base.clone(),
+            why,
+        };
+        let resp = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(req))
+            .await
+            .map_err(|_| unreachable("no answer in time".into()))?
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .to_bytes();
+        if status.is_success() {
+            return Ok((status, bytes));
+        }
+        #[derive(Deserialize)]
+        struct Body {
+            error: String,
+            message: String,
+        }
+        let (code, message) = serde_json::from_slice::<Body>(&bytes).map_or_else(
+            |_| {
+                (
+                    "error".to_owned(),
+                    String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+                )
+            },
+            |b| (b.error, b.message),
+        );
+        Err(VaultError::Remote {
+            status: status.as_u16(),
+            code,
+            message,
+        })
+    }
+
+    /// Creates `name` with `bytes` (create-only; the same bytes again is a no-op).
+    pub async fn put(&self, name: &str, bytes: Bytes) -> Result<PutAnswer, VaultError> {
+        let sha = crate::sha256_hex(&bytes);
+        let (_, body) = self
+            .send(
+                Method::PUT,
+                &format!("/v1/objects/{name}"),
+                &[(SHA256_HEADER, sha)],
+                bytes,
+            )
+            .await?;
+        json(&body)
+    }
+
+    /// Reads `name`.
+    pub async fn get(&self, name: &str) -> Result<Bytes, VaultError> {
+        let (_, body) = self
+            .send(
+                Method::GET,
+                &format!("/v1/objects/{name}"),
+                &[],
+                Bytes::new(),
+            )
+            .await?;
+        Ok(body)
+    }
+
+    /// Asks to delete `name` (only an admin, only once its retention has ended).
+    pub async fn delete(&self, name: &str) -> Result<(), VaultError> {
+        self.send(
+            Method::DELETE,
+            &format!("/v1/objects/{name}"),
+            &[],
+            Bytes::new(),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Lists the objects whose names start with `prefix`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, VaultError> {
+        let (_, body) = self
+            .send(
+                Method::GET,
+                &format!("/v1/list?prefix={prefix}"),
+                &[],
+                Bytes::new(),
+            )
+            .await?;
+        json(&body)
+    }
+
+    /// Asks to set `name`'s retain-until (only an admin, only later).
+    pub async fn set_retention(&self, name: &str, retain_until: &str) -> Result<(), VaultError> {
+        let body = serde_json::json!({ "retain_until": retain_until }).to_string();
+        self.send(
+            Method::PUT,
+            &format!("/v1/retention/{name}"),
+            &[("content-type", "application/json".into())],
+            Bytes::from(body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Asks to set the minimum retention (only an admin, only longer).
+    pub async fn set_policy(&self, min_retention_secs: u64) -> Result<(), VaultError> {
+        let body = serde_json::json!({ "min_retention_secs": min_retention_secs }).to_string();
+        self.send(
+            Method::PUT,
+            "/v1/policy",
+            &[("content-type", "application/json".into())],
+            Bytes::from(body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The vault's identity and policy.
+    pub async fn info(&self) -> Result<VaultInfo, VaultError> {
+        let (_, body) = self
+            .send(Method::GET, "/v1/info", &[], Bytes::new())
+            .await?;
+        json(&body)
+    }
+
+    /// Records a drill's result in the vault.
+    pub async fn record_drill(&self, drill: &crate::drill::DrillRecord) -> Result<(), VaultError> {
+        let body = serde_json::to_vec(drill)
+            .map_err(|e| VaultError::Other(format!("cannot encode a drill: {e}")))?;
+        self.send(
+            Method::POST,
+            "/v1/drills",
+            &[("content-type", "application/json".into())],
+            Bytes::from(body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Every drill recorded in the vault.
+    pub async fn drills(&self) -> Result<Vec<crate::drill::DrillRecord>, VaultError> {
+        let (_, body) = self
+            .send(Method::GET, "/v1/drills", &[], Bytes::new())
+            .await?;
+        json(&body)
+    }
+}
+
+fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, VaultError> {
+    serde_json::from_slice(body)
+        .map_err(|e| VaultError::Other(format!("the vault's answer is not understood: {e}")))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}

@@ -1,0 +1,180 @@
+//! The vault's own credentials: a role each, stored as digests, compared in constant time.
+//!
+//! They use core's credential format (`bwt_vault_…` for writers and readers, `bwm_vault_…` for
+//! admins), so the scanner recognises a leaked one. Roles: a *writer* creates objects (and lists
+//! them, so `backup list` works in production) and nothing else; a *reader* gets and lists, and
+//! records drills; an *admin* lengthens retention and deletes what has expired. No role deletes
+//! anything before its retain-until.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use blastwall_core::{Credential, CredentialKind, EnvName, TokenDigest};
+use serde::{Deserialize, Serialize};
+
+use crate::error::VaultError;
+use crate::objects::write_atomic;
+
+/// What a vault credential may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Create objects; list them. Never delete, overwrite, or change retention.
+    Writer,
+    /// Get and list objects; record drills.
+    Reader,
+    /// Lengthen retention and the policy; delete what has expired.
+    Admin,
+}
+
+impl Role {
+    /// Parses `writer`, `reader` or `admin`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "writer" => Some(Self::Writer),
+            "reader" => Some(Self::Reader),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Writer => "writer",
+            Self::Reader => "reader",
+            Self::Admin => "admin",
+        })
+    }
+}
+
+/// A stored credential: never the secret, only its digest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CredentialEntry {
+    /// Its name (`prod-writer`), recorded as the writer of what it creates.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// SHA-256 of the credential text, hex.
+    pub digest: String,
+    /// When it was made.
+    pub created: String,
+    /// Bytes this writer may store in all (`None`: no quota).
+    #[serde(default)]
+    pub quota_bytes: Option<u64>,
+}
+
+/// The credentials file.
+#[derive(Debug)]
+pub struct Credentials {
+    path: PathBuf,
+    entries: Vec<CredentialEntry>,
+}
+
+impl Credentials {
+    /// Reads `path` (empty when it does not exist).
+    pub fn open(path: &Path) -> Result<Self, VaultError> {
+        let entries = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| VaultError::Corrupt {
+                path: path.to_path_buf(),
+                why: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(VaultError::io("read", path, e)),
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            entries,
+        })
+    }
+
+    /// Every stored credential.
+    pub fn entries(&self) -> &[CredentialEntry] {
+        &self.entries
+    }
+
+    /// Makes and stores a new credential; the returned text is shown once and never stored.
+    pub fn add(
+        &mut self,
+        name: &str,
+        role: Role,
+        quota_bytes: Option<u64>,
+    ) -> Result<Credential, VaultError> {
+        if self.entries.iter().any(|e| e.name == name) {
+            return Err(VaultError::CredentialExists(name.to_owned()));
+        }
+        let cred = generate(role)?;
+        self.entries.push(CredentialEntry {
+            name: name.to_owned(),
+            role,
+            digest: cred.digest().to_hex(),
+            created: crate::now().to_string(),
+            quota_bytes,
+        });
+        let text = serde_json::to_vec_pretty(&self.entries)
+            .map_err(|e| VaultError::Other(format!("cannot encode credentials: {e}")))?;
+        write_atomic(&self.path, &text)?;
+        Ok(cred)
+    }
+
+    /// The entry whose digest matches `presented`, comparing with every entry in constant time.
+    pub fn authenticate(&self, presented: &str) -> Option<&CredentialEntry> {
+        let digest = Credential::parse(presented).ok()?.digest();
+        let mut found = None;
+        for e in &self.entries {
+            if let Some(d) = TokenDigest::from_hex(&e.digest)
+                && d.ct_eq(&digest)
+                && found.is_none()
+            {
+                found = Some(e);
+            }
+        }
+        found
+    }
+}
+
+/// A fresh credential for `role`, in core's format.
+pub fn generate(role: Role) -> Result<Credential, VaultError> {
+    let env = EnvName::new(crate::CREDENTIAL_ENV)
+        .map_err(|e| VaultError::Other(format!("vault credential environment: {e}")))?;
+    let kind = match role {
+        Role::Admin => CredentialKind::Admin,
+        Role::Writer | Role::Reader => CredentialKind::Agent,
+    };
+    Credential::generate(kind, &env)
+        .map_err(|e| VaultError::Other(format!("no randomness from the OS: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_and_authenticate() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("credentials.json");
+        let mut c = Credentials::open(&p).unwrap();
+        let w = c.add("prod-writer", Role::Writer, Some(10)).unwrap();
+        let a = c.add("ops", Role::Admin, None).unwrap();
+        assert!(w.expose().starts_with("bwt_vault_"));
+        assert!(a.expose().starts_with("bwm_vault_"));
+        let c = Credentials::open(&p).unwrap();
+        assert_eq!(c.authenticate(w.expose()).unwrap().role, Role::Writer);
+        assert_eq!(c.authenticate(a.expose()).unwrap().name, "ops");
+        assert!(c.authenticate("bwt_vault_nope").is_none());
+        let stored = std::fs::read_to_string(&p).unwrap();
+        assert!(!stored.contains(w.expose()));
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Credentials::open(&dir.path().join("c.json")).unwrap();
+        c.add("x", Role::Reader, None).unwrap();
+        assert!(matches!(
+            c.add("x", Role::Writer, None),
+            Err(VaultError::CredentialExists(_))
+        ));
+    }
+}

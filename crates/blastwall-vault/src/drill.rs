@@ -1,0 +1,628 @@
+//! Drills and restores: fetch a backup, check every part against the manifest, decrypt and
+//! decompress it, restore it into a scratch target (or the real one), recompute the facts and
+//! compare them with those recorded at dump time.
+//!
+//! A drill that could not run is a failed drill, never a skip: every error becomes a
+//! [`DrillRecord`] with `passed: false` and the reason, recorded in the vault like a pass. The
+//! drill runner lives with the vault (it needs the age identity), never in production.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use crate::client::VaultClient;
+use crate::error::VaultError;
+use crate::facts::{Facts, compare};
+use crate::keys::BackupIdentity;
+use crate::manifest::{Manifest, id_time, manifest_name};
+use crate::scratch::{ScratchPostgres, pg_bin};
+use crate::source::postgres::split_password;
+
+/// The result of one drill, as recorded in the vault.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillRecord {
+    /// The backup drilled.
+    pub backup: String,
+    /// Its source.
+    pub source: String,
+    /// When the drill ran (RFC 3339).
+    pub at: String,
+    /// Whether everything matched.
+    pub passed: bool,
+    /// Why it failed.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// When the backup's snapshot was taken.
+    #[serde(default)]
+    pub taken_at: Option<String>,
+    /// The backup's age at the drill (recovery point), in seconds.
+    #[serde(default)]
+    pub rpo_secs: Option<i64>,
+    /// Milliseconds to fetch and check the parts.
+    pub fetch_ms: u64,
+    /// Milliseconds to decrypt and decompress.
+    pub decrypt_ms: u64,
+    /// Milliseconds to restore into the scratch target.
+    pub restore_ms: u64,
+    /// Milliseconds to recompute and compare the facts.
+    pub verify_ms: u64,
+    /// `pg_amcheck`'s verdict, where it ran.
+    #[serde(default)]
+    pub amcheck: Option<String>,
+    /// Who ran it.
+    pub actor: String,
+}
+
+/// A complete backup in the vault (its manifest is there).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupEntry {
+    /// The backup's id.
+    pub id: String,
+    /// Its source.
+    pub source: String,
+    /// When it was taken (from its id).
+    pub taken_at: String,
+    /// Bytes stored (parts and manifest).
+    pub size: u64,
+    /// Number of objects (parts and manifest).
+    pub objects: usize,
+    /// The manifest's retain-until.
+    pub retain_until: String,
+}
+
+/// Which backups of a source to drill.
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    /// This backup only.
+    pub backup: Option<String>,
+    /// Also one random older backup.
+    pub random_older: bool,
+    /// Who runs the drill.
+    pub actor: String,
+}
+
+/// The complete backups in the vault, oldest first, of one source or all.
+pub async fn list_backups(
+    client: &VaultClient,
+    source: Option<&str>,
+) -> Result<Vec<BackupEntry>, VaultError> {
+    let prefix = source.map_or_else(|| "backups/".to_owned(), crate::manifest::source_prefix);
+    let objects = client.list(&prefix).await?;
+    let mut groups: std::collections::BTreeMap<(String, String), Vec<crate::objects::ObjectMeta>> =
+        std::collections::BTreeMap::new();
+    for o in objects {
+        let mut it = o.name.splitn(4, '/');
+        let (Some("backups"), Some(src), Some(id), Some(_)) =
+            (it.next(), it.next(), it.next(), it.next())
+        else {
+            continue;
+        };
+        groups
+            .entry((src.to_owned(), id.to_owned()))
+            .or_default()
+            .push(o);
+    }
+    let mut out: Vec<BackupEntry> = groups
+        .into_iter()
+        .filter_map(|((source, id), objs)| {
+            let manifest = objs.iter().find(|o| o.name.ends_with("/manifest.age"))?;
+            Some(BackupEntry {
+                taken_at: id_time(&id).map(|t| t.to_string()).unwrap_or_default(),
+                retain_until: manifest.retain_until.clone(),
+                size: objs.iter().map(|o| o.size).sum(),
+                objects: objs.len(),
+                id,
+                source,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// The sources that have at least one complete backup.
+pub async fn sources(client: &VaultClient) -> Result<Vec<String>, VaultError> {
+    let mut s: Vec<String> = list_backups(client, None)
+        .await?
+        .into_iter()
+        .map(|b| b.source)
+        .collect();
+    s.dedup();
+    Ok(s)
+}
+
+/// Drills `source`'s latest backup (or `opts.backup`), plus one random older one when asked;
+/// records each result in the vault.
+pub async fn drill_source(
+    client: &VaultClient,
+    identity: &BackupIdentity,
+    source: &str,
+    opts: &DrillOptions,
+) -> Result<Vec<DrillRecord>, VaultError> {
+    let backups = list_backups(client, Some(source)).await?;
+    let mut chosen = Vec::new();
+    match &opts.backup {
+        Some(id) => match backups.iter().find(|b| &b.id == id) {
+            Some(b) => chosen.push(b.clone()),
+            None => {
+                let r = failed(
+                    source,
+                    id,
+                    &opts.actor,
+                    format!("no backup `{id}` of `{source}` in the vault"),
+                );
+                client.record_drill(&r).await?;
+                return Ok(vec![r]);
+            }
+        },
+        None => {
+            let Some(latest) = backups.last() else {
+                let r = failed(
+                    source,
+                    "-",
+                    &opts.actor,
+                    format!("no backup of `{source}` in the vault"),
+                );
+                client.record_drill(&r).await?;
+                return Ok(vec![r]);
+            };
+            chosen.push(latest.clone());
+            if opts.random_older && backups.len() > 1 {
+                let mut r = [0u8; 4];
+                if getrandom::fill(&mut r).is_ok() {
+                    let i = u32::from_le_bytes(r) as usize % (backups.len() - 1);
+                    if let Some(b) = backups.get(i) {
+                        chosen.push(b.clone());
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for b in chosen {
+        let r = drill_one(client, identity, &b, &opts.actor).await;
+        client.record_drill(&r).await?;
+        out.push(r);
+    }
+    Ok(out)
+}
+
+fn failed(source: &str, backup: &str, actor: &str, reason: String) -> DrillRecord {
+    DrillRecord {
+        backup: backup.to_owned(),
+        source: source.to_owned(),
+        at: crate::now().to_string(),
+        passed: false,
+        reason: Some(reason),
+        taken_at: None,
+        rpo_secs: None,
+        fetch_ms: 0,
+        decrypt_ms: 0,
+        restore_ms: 0,
+        verify_ms: 0,
+        amcheck: None,
+        actor: actor.to_owned(),
+    }
+}
+
+/// Drills one backup; never fails: an error is a failed drill with its reason.
+pub async fn drill_one(
+    client: &VaultClient,
+    identity: &BackupIdentity,
+    backup: &BackupEntry,
+    actor: &str,
+) -> DrillRecord {
+    let span = tracing::info_span!("drill", source = %backup.source, backup = %backup.id);
+    async {
+        let mut rec = failed(&backup.source, &backup.id, actor, String::new());
+        rec.taken_at = Some(backup.taken_at.clone());
+        if let Ok(t) = backup.taken_at.parse::<jiff::Timestamp>() {
+            rec.rpo_secs = Some(crate::now().duration_since(t).as_secs());
+        }
+        match drill_steps(client, identity, backup, &mut rec).await {
+            Ok(differences) if differences.is_empty() => {
+                rec.passed = true;
+                rec.reason = None;
+            }
+            Ok(differences) => {
+                rec.reason = Some(format!(
+                    "the restored data differs from the facts recorded at backup time: {}",
+                    differences.join("; ")
+                ));
+            }
+            Err(e) => rec.reason = Some(one_line(&e)),
+        }
+        tracing::info!(passed = rec.passed, reason = ?rec.reason, "drill done");
+        rec
+    }
+    .instrument(span)
+    .await
+}
+
+async fn drill_steps(
+    client: &VaultClient,
+    identity: &BackupIdentity,
+    backup: &BackupEntry,
+    rec: &mut DrillRecord,
+) -> Result<Vec<String>, VaultError> {
+    let work = tempfile::Builder::new()
+        .prefix("blastwall-drill-")
+        .tempdir()
+        .map_err(|e| VaultError::io("create", "a temporary folder", e))?;
+    let fetched = fetch(client, identity, backup, work.path()).await?;
+    rec.fetch_ms = fetched.fetch_ms;
+    rec.decrypt_ms = fetched.decrypt_ms;
+    let m = &fetched.manifest;
+    let t = Instant::now();
+    let (restored, amcheck) = match m.kind.as_str() {
+        "postgres" => {
+            let scratch = tokio::task::spawn_blocking(ScratchPostgres::start)
+                .await
+                .map_err(|e| {
+                    VaultError::Other(format!("the scratch cluster task failed: {e}"))
+                })??;
+            let admin = scratch.url("postgres");
+            create_database(&admin, "drill").await?;
+            let url = scratch.url("drill");
+            pg_restore(&fetched.artifact, &url).await?;
+            rec.restore_ms = ms(t);
+            let tv = Instant::now();
+            let facts = crate::source::postgres::facts_at(&url).await?;
+            let amcheck = amcheck(scratch.port()).await;
+            rec.verify_ms = ms(tv);
+            let _ = tokio::task::spawn_blocking(move || drop(scratch)).await;
+            (facts, Some(amcheck))
+        }
+        "sqlite" => {
+            rec.restore_ms = ms(t);
+            let tv = Instant::now();
+            let facts = crate::source::sqlite::facts(&fetched.artifact).await?;
+            rec.verify_ms = ms(tv);
+            (facts, None)
+        }
+        "dir" => {
+            let dest = work.path().join("restored");
+            std::fs::create_dir(&dest).map_err(|e| VaultError::io("create", &dest, e))?;
+            crate::source::dir::unpack(&fetched.artifact, &dest)?;
+            rec.restore_ms = ms(t);
+            let tv = Instant::now();
+            let files = crate::facts::dir_facts(&dest)?;
+            rec.verify_ms = ms(tv);
+            (Facts::Files { files }, None)
+        }
+        other => {
+            return Err(VaultError::Manifest {
+                id: backup.id.clone(),
+                why: format!("unknown source kind `{other}`"),
+            });
+        }
+    };
+    let mut differences = compare(&m.facts, &restored);
+    if let Some(a) = &amcheck
+        && a != "ok"
+        && a != "not available"
+    {
+        differences.push(format!("pg_amcheck: {a}"));
+    }
+    rec.amcheck = amcheck;
+    Ok(differences)
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// The backup.
+    pub backup: String,
+    /// Its source.
+    pub source: String,
+    /// Its kind.
+    pub kind: String,
+    /// Where it went (password redacted).
+    pub to: String,
+    /// Differences between the recorded and the restored facts (empty: identical).
+    pub differences: Vec<String>,
+    /// Milliseconds in all.
+    pub ms: u64,
+}
+
+/// Restores backup `id` to `to`: a PostgreSQL URL (an empty database), a new SQLite file path, or
+/// a new (or empty) folder; then compares the facts.
+pub async fn restore(
+    client: &VaultClient,
+    identity: &BackupIdentity,
+    id: &str,
+    to: &str,
+) -> Result<RestoreReport, VaultError> {
+    let span = tracing::info_span!("restore", backup = %id);
+    async {
+        let t = Instant::now();
+        let backup = list_backups(client, None)
+            .await?
+            .into_iter()
+            .find(|b| b.id == id)
+            .ok_or_else(|| VaultError::BackupNotFound(id.to_owned()))?;
+        let target_err = |why: String| VaultError::Target {
+            target: blastwall_core::config::redact_url(to),
+            why,
+        };
+        let work = tempfile::Builder::new()
+            .prefix("blastwall-restore-")
+            .tempdir()
+            .map_err(|e| VaultError::io("create", "a temporary folder", e))?;
+        let fetched = fetch(client, identity, &backup, work.path()).await?;
+        let m = &fetched.manifest;
+        let restored = match m.kind.as_str() {
+            "postgres" => {
+                if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
+                    return Err(target_err(
+                        "a PostgreSQL backup restores to a `postgres://` URL".into(),
+                    ));
+                }
+                pg_restore(&fetched.artifact, to).await?;
+                crate::source::postgres::facts_at(to).await?
+            }
+            "sqlite" => {
+                let dest = Path::new(to);
+                if dest.exists() {
+                    return Err(target_err("the file exists".into()));
+                }
+                std::fs::copy(&fetched.artifact, dest)
+                    .map_err(|e| VaultError::io("write", dest, e))?;
+                crate::source::sqlite::facts(dest).await?
+            }
+            "dir" => {
+                let dest = Path::new(to);
+                if dest.exists()
+                    && std::fs::read_dir(dest)
+                        .map_err(|e| VaultError::io("list", dest, e))?
+                        .next()
+                        .is_some()
+                {
+                    return Err(target_err("the folder is not empty".into()));
+                }
+                std::fs::create_dir_all(dest).map_err(|e| VaultError::io("create", dest, e))?;
+                crate::source::dir::unpack(&fetched.artifact, dest)?;
+                Facts::Files {
+                    files: crate::facts::dir_facts(dest)?,
+                }
+            }
+            other => {
+                return Err(VaultError::Manifest {
+                    id: id.to_owned(),
+                    why: format!("unknown source kind `{other}`"),
+                });
+            }
+        };
+        Ok(RestoreReport {
+            backup: id.to_owned(),
+            source: m.source.clone(),
+            kind: m.kind.clone(),
+            to: blastwall_core::config::redact_url(to),
+            differences: compare(&m.facts, &restored),
+            ms: ms(t),
+        })
+    }
+    .instrument(span)
+    .await
+}
+
+struct Fetched {
+    manifest: Manifest,
+    artifact: PathBuf,
+    fetch_ms: u64,
+    decrypt_ms: u64,
+}
+
+/// Fetches the manifest and every part (checking each against the manifest), then decrypts and
+/// decompresses into `work/artifact`, checking the plain artifact's size and BLAKE3.
+async fn fetch(
+    client: &VaultClient,
+    identity: &BackupIdentity,
+    backup: &BackupEntry,
+    work: &Path,
+) -> Result<Fetched, VaultError> {
+    let t = Instant::now();
+    let sealed = client
+        .get(&manifest_name(&backup.source, &backup.id))
+        .await
+        .map_err(|e| missing(e, format!("the manifest of `{}`", backup.id)))?;
+    let manifest = Manifest::decrypt(&sealed, identity, &backup.id)?;
+    if manifest.id != backup.id || manifest.source != backup.source {
+        return Err(VaultError::Manifest {
+            id: backup.id.clone(),
+            why: format!(
+                "it describes `{}/{}`, not this backup (was it moved?)",
+                manifest.source, manifest.id
+            ),
+        });
+    }
+    let sealed_path = work.join("artifact.age");
+    let mut out = std::fs::File::create(&sealed_path)
+        .map_err(|e| VaultError::io("create", &sealed_path, e))?;
+    let n = manifest.parts.len();
+    for (i, part) in manifest.parts.iter().enumerate() {
+        let bytes = client
+            .get(&part.name)
+            .await
+            .map_err(|e| missing(e, format!("part {} of {n} (`{}`)", i + 1, part.name)))?;
+        let actual = crate::sha256_hex(&bytes);
+        if actual != part.sha256 || bytes.len() as u64 != part.size {
+            return Err(VaultError::Other(format!(
+                "part {} of {n} (`{}`) is damaged: its SHA-256 is {actual}, the manifest records {}",
+                i + 1,
+                part.name,
+                part.sha256
+            )));
+        }
+        out.write_all(&bytes)
+            .map_err(|e| VaultError::io("write", &sealed_path, e))?;
+    }
+    out.sync_all()
+        .map_err(|e| VaultError::io("sync", &sealed_path, e))?;
+    drop(out);
+    let fetch_ms = ms(t);
+    let t = Instant::now();
+    let artifact = work.join("artifact");
+    let (id, from, to, ident) = (
+        backup.id.clone(),
+        sealed_path.clone(),
+        artifact.clone(),
+        identity.clone(),
+    );
+    let (bytes, hash) = tokio::task::spawn_blocking(move || decrypt_file(&from, &to, &ident, &id))
+        .await
+        .map_err(|e| VaultError::Other(format!("the decrypt task failed: {e}")))??;
+    let _ = std::fs::remove_file(&sealed_path);
+    if bytes != manifest.plain_bytes || hash != manifest.plain_blake3 {
+        return Err(VaultError::Other(format!(
+            "the decrypted artifact of `{}` is not the one recorded ({bytes} bytes, BLAKE3 {hash}; the manifest records {} bytes, {})",
+            backup.id, manifest.plain_bytes, manifest.plain_blake3
+        )));
+    }
+    Ok(Fetched {
+        manifest,
+        artifact,
+        fetch_ms,
+        decrypt_ms: ms(t),
+    })
+}
+
+fn decrypt_file(
+    from: &Path,
+    to: &Path,
+    identity: &BackupIdentity,
+    id: &str,
+) -> Result<(u64, String), VaultError> {
+    let what = || format!("backup `{id}`");
+    let f = std::fs::File::open(from).map_err(|e| VaultError::io("open", from, e))?;
+    let dec = age::Decryptor::new_buffered(std::io::BufReader::new(f)).map_err(|e| {
+        VaultError::Decrypt {
+            what: what(),
+            why: e.to_string(),
+        }
+    })?;
+    let reader = dec
+        .decrypt(std::iter::once(identity.as_identity()))
+        .map_err(|e| VaultError::Decrypt {
+            what: what(),
+            why: e.to_string(),
+        })?;
+    let mut z = zstd::stream::read::Decoder::new(reader).map_err(|e| VaultError::Decrypt {
+        what: what(),
+        why: e.to_string(),
+    })?;
+    let mut out = std::fs::File::create(to).map_err(|e| VaultError::io("create", to, e))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0u64;
+    loop {
+        let k = std::io::Read::read(&mut z, &mut buf).map_err(|e| VaultError::Decrypt {
+            what: what(),
+            why: format!("the stream is damaged: {e}"),
+        })?;
+        if k == 0 {
+            break;
+        }
+        let chunk = buf.get(..k).unwrap_or_default();
+        hasher.update(chunk);
+        out.write_all(chunk)
+            .map_err(|e| VaultError::io("write", to, e))?;
+        n += k as u64;
+    }
+    out.sync_all().map_err(|e| VaultError::io("sync", to, e))?;
+    Ok((n, hasher.finalize().to_hex().to_string()))
+}
+
+fn missing(e: VaultError, what: String) -> VaultError {
+    match e {
+        VaultError::Remote { status: 404, .. } => {
+            VaultError::Other(format!("{what} is missing from the vault"))
+        }
+        other => other,
+    }
+}
+
+async fn create_database(admin_url: &str, name: &str) -> Result<(), VaultError> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .map_err(VaultError::db("connecting to the scratch cluster"))?;
+    sqlx::raw_sql(&format!(
+        "CREATE DATABASE {}",
+        crate::source::quote_ident(name)
+    ))
+    .execute(&mut conn)
+    .await
+    .map_err(VaultError::db("creating the scratch database"))?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
+/// `pg_restore --no-owner --no-privileges -d URL FILE` (password in `PGPASSWORD`).
+async fn pg_restore(file: &Path, url: &str) -> Result<(), VaultError> {
+    let (url_np, password) = split_password(url);
+    let mut cmd = tokio::process::Command::new(pg_bin("pg_restore"));
+    cmd.args(["--no-owner", "--no-privileges", "--exit-on-error"])
+        .arg(format!("--dbname={url_np}"))
+        .arg(file)
+        .stdin(std::process::Stdio::null());
+    if let Some(p) = password {
+        cmd.env("PGPASSWORD", p);
+    }
+    let out = cmd.output().await.map_err(|e| VaultError::Tool {
+        tool: "pg_restore".into(),
+        detail: e.to_string(),
+        hint: "install the PostgreSQL client tools".into(),
+    })?;
+    if !out.status.success() {
+        return Err(VaultError::Tool {
+            tool: "pg_restore".into(),
+            detail: crate::source::last_lines(&String::from_utf8_lossy(&out.stderr), 3),
+            hint: "restore into an empty database".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Runs `pg_amcheck` on the scratch database: `ok`, `not available`, or what it reported.
+async fn amcheck(port: u16) -> String {
+    let bin = pg_bin("pg_amcheck");
+    if !bin.is_file() {
+        return "not available".into();
+    }
+    let out = tokio::process::Command::new(bin)
+        .args(["--install-missing", "-h", "127.0.0.1", "-U", "postgres"])
+        .arg(format!("--port={port}"))
+        .arg("drill")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await;
+    match out {
+        Ok(o) if o.status.success() => "ok".into(),
+        Ok(o) => crate::source::last_lines(
+            &format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            3,
+        ),
+        Err(_) => "not available".into(),
+    }
+}
+
+fn ms(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// An error as one line (`hint:` lines dropped).
+pub fn one_line(e: &VaultError) -> String {
+    e.to_string()
+        .lines()
+        .filter(|l| !l.starts_with("hint: "))
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -1,0 +1,139 @@
+//! The vault's own hash-chained audit log: every create, refusal, drill and expiry.
+//!
+//! One JSON line per entry in `audit.jsonl`, chained with core's canonical encoding
+//! ([`blastwall_core::audit`]), appended and fsynced under a lock. The log is checked from the
+//! start when the vault opens, so an edited log stops the vault rather than being extended.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use blastwall_core::audit::{AuditEntry, AuditRecord, ChainVerifier, GENESIS, decode_hash};
+
+use crate::error::VaultError;
+
+/// The append-only audit log of a vault.
+#[derive(Debug)]
+pub struct VaultLog {
+    path: PathBuf,
+    tail: Mutex<(i64, [u8; 32])>,
+}
+
+impl VaultLog {
+    /// Opens (and verifies) the log at `path`; creates it when missing.
+    pub fn open(path: &Path) -> Result<Self, VaultError> {
+        let (seq, hash) = verify(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            tail: Mutex::new((seq, hash)),
+        })
+    }
+
+    /// Appends an entry by `actor`.
+    pub fn append(
+        &self,
+        actor: &str,
+        action: &str,
+        target: Option<&str>,
+        detail: serde_json::Value,
+    ) -> Result<(), VaultError> {
+        let mut tail = self
+            .tail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let record = AuditRecord {
+            at: crate::now().to_string(),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            env: None,
+            target: target.map(str::to_owned),
+            detail: detail.to_string(),
+        };
+        let entry = record.chain(tail.0 + 1, &tail.1);
+        let mut line = serde_json::to_vec(&entry)
+            .map_err(|e| VaultError::Other(format!("cannot encode an audit entry: {e}")))?;
+        line.push(b'\n');
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| VaultError::io("open", &self.path, e))?;
+        f.write_all(&line)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| VaultError::io("append to", &self.path, e))?;
+        let hash = decode_hash(&entry.hash).unwrap_or(GENESIS);
+        *tail = (entry.seq, hash);
+        Ok(())
+    }
+
+    /// Every entry, in order.
+    pub fn entries(&self) -> Result<Vec<AuditEntry>, VaultError> {
+        read_entries(&self.path)
+    }
+}
+
+/// Checks the whole chain; returns the last sequence number and hash.
+pub fn verify(path: &Path) -> Result<(i64, [u8; 32]), VaultError> {
+    let entries = read_entries(path)?;
+    let mut v = ChainVerifier::new([]);
+    for e in &entries {
+        v.push(e).map_err(|e| VaultError::Corrupt {
+            path: path.to_path_buf(),
+            why: format!("the audit chain is broken: {e}"),
+        })?;
+    }
+    Ok(entries.last().map_or((0, GENESIS), |e| {
+        (e.seq, decode_hash(&e.hash).unwrap_or(GENESIS))
+    }))
+}
+
+fn read_entries(path: &Path) -> Result<Vec<AuditEntry>, VaultError> {
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(VaultError::io("open", path, e)),
+    };
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(|e| VaultError::io("read", path, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(
+            serde_json::from_str(&line).map_err(|e| VaultError::Corrupt {
+                path: path.to_path_buf(),
+                why: format!("line {}: {e}", i + 1),
+            })?,
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_chain_and_tampering_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("audit.jsonl");
+        let log = VaultLog::open(&p).unwrap();
+        log.append(
+            "w",
+            "object.create",
+            Some("a"),
+            serde_json::json!({"size": 1}),
+        )
+        .unwrap();
+        log.append("w", "object.refuse", Some("a"), serde_json::json!({}))
+            .unwrap();
+        drop(log);
+        let log = VaultLog::open(&p).unwrap();
+        log.append("r", "drill", None, serde_json::json!({}))
+            .unwrap();
+        assert_eq!(log.entries().unwrap().len(), 3);
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, text.replace("object.refuse", "object.create")).unwrap();
+        assert!(VaultLog::open(&p).is_err());
+    }
+}

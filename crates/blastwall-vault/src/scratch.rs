@@ -1,0 +1,232 @@
+//! Scratch targets for drills: a throwaway PostgreSQL cluster (`initdb` + `pg_ctl` on a free
+//! loopback port, trust auth, in a temporary folder), stopped and removed when dropped.
+//!
+//! `initdb` refuses to run as root; as root the cluster runs as an unprivileged user
+//! (`blastwall-pg`, else `postgres`, else `nobody`) through `runuser`. This is product code (the
+//! drill runner on the vault host uses it), separate from the test harness's copy.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::error::VaultError;
+
+/// Users a root drill runner runs PostgreSQL as, in order of preference.
+pub const RUN_AS: [&str; 3] = ["blastwall-pg", "postgres", "nobody"];
+
+/// The PostgreSQL binary `name`: from `pg_config --bindir`, else the newest
+/// `/usr/lib/postgresql/*/bin`, else `PATH`.
+pub fn pg_bin(name: &str) -> PathBuf {
+    bindir()
+        .map(|d| d.join(name))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn bindir() -> Option<PathBuf> {
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
+        && out.status.success()
+    {
+        let d = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if d.join("initdb").is_file() {
+            return Some(d);
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let v = e
+                .file_name()
+                .to_string_lossy()
+                .split('.')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((v, e.path().join("bin")))
+        })
+        .filter(|(_, d)| d.join("initdb").is_file())
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, d)| d)
+}
+
+/// A running throwaway cluster.
+#[derive(Debug)]
+pub struct ScratchPostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+    run_as: Option<String>,
+}
+
+impl ScratchPostgres {
+    /// Starts a cluster (blocking: a second or two).
+    pub fn start() -> Result<Self, VaultError> {
+        let run_as = if is_root() {
+            Some(unprivileged()?)
+        } else {
+            None
+        };
+        let base = if run_as.is_some() {
+            PathBuf::from("/tmp")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("blastwall-drill-pg-")
+            .tempdir_in(&base)
+            .map_err(|e| VaultError::io("create", &base, e))?;
+        if let Some(user) = &run_as {
+            let (uid, gid) = (id_of(user, "-u"), id_of(user, "-g"));
+            std::os::unix::fs::chown(dir.path(), uid, gid)
+                .map_err(|e| VaultError::io("chown", dir.path(), e))?;
+        }
+        let mut s = Self {
+            dir,
+            port: 0,
+            run_as,
+        };
+        let data = s.data_dir();
+        let out = s
+            .server_command("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .output()
+            .map_err(|e| tool_error("initdb", &e.to_string()))?;
+        if !out.status.success() {
+            return Err(tool_error("initdb", &String::from_utf8_lossy(&out.stderr)));
+        }
+        let conf = data.join("postgresql.conf");
+        let mut text =
+            std::fs::read_to_string(&conf).map_err(|e| VaultError::io("read", &conf, e))?;
+        text.push_str(&format!(
+            "\n# blastwall drill\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n",
+            s.dir.path().display()
+        ));
+        std::fs::write(&conf, text).map_err(|e| VaultError::io("write", &conf, e))?;
+        let mut last = String::new();
+        for _ in 0..5 {
+            s.port = free_port()?;
+            let out = s
+                .server_command("pg_ctl")
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(s.dir.path().join("postgres.log"))
+                .args(["-w", "-t", "60", "-o"])
+                .arg(format!("-p {}", s.port))
+                .arg("start")
+                .stdout(Stdio::null())
+                .output()
+                .map_err(|e| tool_error("pg_ctl", &e.to_string()))?;
+            if out.status.success() {
+                return Ok(s);
+            }
+            last = std::fs::read_to_string(s.dir.path().join("postgres.log")).unwrap_or_default();
+            if !last.contains("could not bind") && !last.contains("already in use") {
+                break;
+            }
+        }
+        Err(tool_error("pg_ctl start", &last))
+    }
+
+    /// The URL of database `db` as the superuser.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn server_command(&self, name: &str) -> Command {
+        let program = pg_bin(name);
+        let mut cmd = match &self.run_as {
+            None => Command::new(program),
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(program);
+                c
+            }
+        };
+        cmd.current_dir(self.dir.path())
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null());
+        cmd
+    }
+}
+
+impl Drop for ScratchPostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .server_command("pg_ctl")
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["stop", "-m", "immediate", "-w"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn tool_error(tool: &str, detail: &str) -> VaultError {
+    VaultError::Tool {
+        tool: tool.to_owned(),
+        detail: crate::source::last_lines(detail, 3),
+        hint: "the drill runner needs the PostgreSQL server binaries (Debian: `apt-get install postgresql`) and, as root, `runuser` and a `blastwall-pg` user".into(),
+    }
+}
+
+fn free_port() -> Result<u16, VaultError> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| VaultError::io("bind", Path::new("127.0.0.1:0"), e))
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn unprivileged() -> Result<String, VaultError> {
+    RUN_AS
+        .iter()
+        .find(|u| id_of(u, "-u").is_some())
+        .map(|u| (*u).to_owned())
+        .ok_or_else(|| {
+            tool_error(
+                "initdb",
+                "running as root and none of the users blastwall-pg, postgres, nobody exists",
+            )
+        })
+}
+
+fn id_of(user: &str, flag: &str) -> Option<u32> {
+    let out = Command::new("id").args([flag, user]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}

@@ -1,0 +1,823 @@
+//! The vault server (axum): create-only uploads, time-locked retention, roles, audit, metrics,
+//! and scheduled drills.
+//!
+//! Routes (all but `/healthz` and `/metrics` need `Authorization: Bearer <vault credential>`):
+//!
+//! | route                          | roles          | what                                         |
+//! |--------------------------------|----------------|----------------------------------------------|
+//! | `PUT /v1/objects/{name}`       | writer         | create (body checked against `x-blastwall-sha256`) |
+//! | `GET /v1/objects/{name}`       | reader, admin  | read                                         |
+//! | `DELETE /v1/objects/{name}`    | admin          | delete, only once retain-until has passed    |
+//! | `GET /v1/list?prefix=`         | any            | list objects (names, sizes, retention)       |
+//! | `PUT /v1/retention/{name}`     | admin          | lengthen one object's retention              |
+//! | `PUT /v1/policy`               | admin          | lengthen the minimum retention               |
+//! | `POST /v1/drills`              | reader, admin  | record a drill result                        |
+//! | `GET /v1/drills`               | any            | drill results                                |
+//! | `GET /v1/info`                 | any            | machine id, device, policy, recipient        |
+//!
+//! Every create, refusal, drill and expiry is appended to the vault's audit log.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use futures_util::StreamExt;
+use jiff::Timestamp;
+use secrecy::SecretString;
+use serde::Deserialize;
+use sha2::Digest;
+use tokio::io::AsyncWriteExt;
+use tracing::Instrument;
+
+use crate::client::{SHA256_HEADER, VaultClient, VaultInfo};
+use crate::clock::TrustedClock;
+use crate::creds::{CredentialEntry, Credentials, Role};
+use crate::data::VaultData;
+use crate::drill::DrillRecord;
+use crate::error::VaultError;
+use crate::log::VaultLog;
+use crate::objects::{Created, ObjectMeta, ObjectStore};
+
+/// Largest single object accepted (a part, or a manifest).
+pub const MAX_OBJECT: u64 = 1 << 30;
+
+/// A vault ready to serve.
+#[derive(Debug)]
+pub struct Vault {
+    state: Arc<AppState>,
+}
+
+#[derive(Debug)]
+struct AppState {
+    data: RwLock<VaultData>,
+    store: ObjectStore,
+    clock: TrustedClock,
+    log: VaultLog,
+    usage: Mutex<HashMap<String, u64>>,
+    internal: CredentialEntry,
+    internal_secret: SecretString,
+    metrics: Metrics,
+}
+
+#[derive(Debug, Default)]
+struct Metrics {
+    created: AtomicU64,
+    bytes: AtomicU64,
+    refused: AtomicU64,
+    drills_passed: AtomicU64,
+    drills_failed: AtomicU64,
+}
+
+impl Vault {
+    /// Opens the vault folder: settings, store (dropping cut-short uploads), clock and audit log.
+    pub fn open(data: VaultData) -> Result<Self, VaultError> {
+        let store = ObjectStore::open(data.root())?;
+        let clock = TrustedClock::open(&data.clock_path())?;
+        let log = VaultLog::open(&data.audit_path())?;
+        let mut usage = HashMap::new();
+        for m in store.list("")? {
+            *usage.entry(m.writer.clone()).or_insert(0) += m.size;
+        }
+        // The scheduled drills read through the same API as everyone, with a reader credential
+        // that lives only in this process's memory.
+        let internal_cred = crate::creds::generate(Role::Reader)?;
+        let internal = CredentialEntry {
+            name: "vault-scheduler".into(),
+            role: Role::Reader,
+            digest: internal_cred.digest().to_hex(),
+            created: crate::now().to_string(),
+            quota_bytes: None,
+        };
+        let internal_secret = SecretString::from(internal_cred.expose().to_owned());
+        Ok(Self {
+            state: Arc::new(AppState {
+                data: RwLock::new(data),
+                store,
+                clock,
+                log,
+                usage: Mutex::new(usage),
+                internal,
+                internal_secret,
+                metrics: Metrics::default(),
+            }),
+        })
+    }
+
+    /// The router.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics))
+            .route("/v1/info", get(info))
+            .route(
+                "/v1/objects/{*name}",
+                put(put_object).get(get_object).delete(delete_object),
+            )
+            .route("/v1/list", get(list))
+            .route("/v1/retention/{*name}", put(set_retention))
+            .route("/v1/policy", put(set_policy))
+            .route("/v1/drills", get(drills).post(record_drill))
+            .layer(DefaultBodyLimit::disable())
+            .with_state(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves; runs scheduled drills when configured.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), VaultError> {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| VaultError::Other(format!("no local address: {e}")))?;
+        let every = self.read_data().settings.drill_every_secs;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Some(secs) = every.filter(|s| *s > 0) {
+            let (state, stop) = (self.state.clone(), stop.clone());
+            let base = format!("http://{addr}");
+            // Drills run on a thread of their own with its own runtime: a long restore never
+            // takes a worker from the server, and the server's shutdown is not held up by one.
+            std::thread::Builder::new()
+                .name("vault-drills".into())
+                .spawn(move || scheduled_drills(&state, &base, Duration::from_secs(secs), &stop))
+                .map_err(|e| VaultError::Other(format!("cannot start the drill scheduler: {e}")))?;
+        }
+        let result = axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| VaultError::Other(format!("the server stopped: {e}")));
+        stop.store(true, Ordering::Relaxed);
+        result
+    }
+
+    fn read_data(&self) -> VaultData {
+        self.state.read_data()
+    }
+}
+
+impl AppState {
+    fn read_data(&self) -> VaultData {
+        self.data
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The credential presented, if it has one of `roles`; a refusal is audited.
+    fn auth(
+        &self,
+        headers: &HeaderMap,
+        roles: &[Role],
+        action: &str,
+        target: Option<&str>,
+    ) -> Result<CredentialEntry, ApiError> {
+        let presented = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let data = self.read_data();
+        let entry = match presented {
+            None => None,
+            Some(p) => {
+                let internal = internal_match(&self.internal, p);
+                match internal {
+                    Some(e) => Some(e),
+                    None => Credentials::open(&data.credentials_path())
+                        .map_err(ApiError::from)?
+                        .authenticate(p)
+                        .cloned(),
+                }
+            }
+        };
+        let Some(entry) = entry else {
+            self.refuse("anonymous", action, target, "unknown credential");
+            return Err(VaultError::Unauthorized.into());
+        };
+        if !roles.contains(&entry.role) {
+            self.refuse(&entry.name, action, target, &format!("role {}", entry.role));
+            return Err(VaultError::Forbidden {
+                role: entry.role.to_string(),
+                action: action.replace('.', " "),
+            }
+            .into());
+        }
+        Ok(entry)
+    }
+
+    fn refuse(&self, actor: &str, action: &str, target: Option<&str>, why: &str) {
+        self.metrics.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(actor, action, target, why, "refused");
+        if let Err(e) = self.log.append(
+            &format!("vault:{actor}"),
+            &format!("{action}.refused"),
+            target,
+            serde_json::json!({ "why": why }),
+        ) {
+            tracing::error!(error = %e, "cannot append to the vault audit log");
+        }
+    }
+
+    fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: Option<&str>,
+        detail: serde_json::Value,
+    ) -> Result<(), ApiError> {
+        self.log
+            .append(&format!("vault:{actor}"), action, target, detail)
+            .map_err(ApiError::from)
+    }
+}
+
+fn internal_match(internal: &CredentialEntry, presented: &str) -> Option<CredentialEntry> {
+    let digest = blastwall_core::Credential::parse(presented).ok()?.digest();
+    let mine = blastwall_core::TokenDigest::from_hex(&internal.digest)?;
+    mine.ct_eq(&digest).then(|| internal.clone())
+}
+
+/// An error answer: a stable code, a message and a hint, never internal detail.
+#[derive(Debug)]
+struct ApiError(VaultError);
+
+impl From<VaultError> for ApiError {
+    fn from(e: VaultError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = &self.0;
+        let status = match e {
+            VaultError::Unauthorized => StatusCode::UNAUTHORIZED,
+            VaultError::Forbidden { .. } | VaultError::Shorten { .. } => StatusCode::FORBIDDEN,
+            VaultError::Retained { .. } => StatusCode::LOCKED,
+            VaultError::Conflict { .. } => StatusCode::CONFLICT,
+            VaultError::NotFound(_) => StatusCode::NOT_FOUND,
+            VaultError::BadName(_) => StatusCode::BAD_REQUEST,
+            VaultError::HashMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            VaultError::Quota { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            VaultError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            VaultError::Other(m) if m.starts_with("bad request") => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let (message, hint) = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %e, "internal error");
+            (
+                "internal error".to_owned(),
+                "see the vault's log".to_owned(),
+            )
+        } else if let VaultError::DiskFull { .. } = e {
+            tracing::error!(error = %e, "disk full");
+            (
+                "the vault's disk is full".to_owned(),
+                "no earlier backup was touched; free space on the vault host and retry".to_owned(),
+            )
+        } else {
+            let text = e.to_string();
+            let mut lines = text.splitn(2, "\nhint: ");
+            (
+                lines.next().unwrap_or_default().to_owned(),
+                lines.next().unwrap_or_default().to_owned(),
+            )
+        };
+        (
+            status,
+            axum::Json(serde_json::json!({
+                "error": e.code(),
+                "message": message,
+                "hint": hint,
+            })),
+        )
+            .into_response()
+    }
+}
+
+fn bad_request(what: &str) -> ApiError {
+    ApiError(VaultError::Other(format!("bad request: {what}")))
+}
+
+async fn put_object(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let span = tracing::info_span!("vault.put", object = %name);
+    async move {
+        let who = s.auth(&headers, &[Role::Writer], "object.create", Some(&name))?;
+        crate::objects::check_name(&name)?;
+        let declared = headers
+            .get(SHA256_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_ascii_lowercase)
+            .ok_or_else(|| bad_request("missing or invalid `x-blastwall-sha256`"))?;
+        let size: u64 = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad_request("a `content-length` is required"))?;
+        if size > MAX_OBJECT {
+            return Err(bad_request("object larger than 1 GiB; send smaller parts"));
+        }
+        let quota = who.quota_bytes.or(s.read_data().settings.default_quota_bytes);
+        if let Some(quota) = quota {
+            let used = s
+                .usage
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&who.name)
+                .copied()
+                .unwrap_or(0);
+            if used.saturating_add(size) > quota {
+                s.refuse(&who.name, "object.create", Some(&name), "quota");
+                return Err(VaultError::Quota {
+                    writer: who.name.clone(),
+                    used,
+                    quota,
+                    size,
+                }
+                .into());
+            }
+        }
+        let tmp = s.store.temp_path()?;
+        let actual = match receive(&tmp, body, size).await {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                if let VaultError::DiskFull { .. } = e {
+                    s.refuse(&who.name, "object.create", Some(&name), "disk full");
+                }
+                return Err(e.into());
+            }
+        };
+        if actual != declared {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            s.refuse(&who.name, "object.create", Some(&name), "hash mismatch");
+            return Err(VaultError::HashMismatch { name, actual }.into());
+        }
+        let received = s.clock.receipt();
+        let retention = s.read_data().min_retention();
+        let retain_until = jiff::SignedDuration::try_from(retention)
+            .ok()
+            .and_then(|d| received.checked_add(d).ok())
+            .ok_or_else(|| VaultError::Other("retention out of range".into()))?;
+        let meta = ObjectMeta {
+            name: name.clone(),
+            size,
+            sha256: actual,
+            received: received.to_string(),
+            retain_until: retain_until.to_string(),
+            writer: who.name.clone(),
+        };
+        match s.store.commit(&tmp, meta).await {
+            Ok(Created::New(meta)) => {
+                *s.usage
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .entry(who.name.clone())
+                    .or_insert(0) += size;
+                s.metrics.created.fetch_add(1, Ordering::Relaxed);
+                s.metrics.bytes.fetch_add(size, Ordering::Relaxed);
+                s.audit(
+                    &who.name,
+                    "object.create",
+                    Some(&name),
+                    serde_json::json!({"size": size, "sha256": meta.sha256, "retain_until": meta.retain_until}),
+                )?;
+                tracing::info!(size, "created");
+                Ok((StatusCode::CREATED, answer(meta, true)).into_response())
+            }
+            Ok(Created::Existing(meta)) => Ok((StatusCode::OK, answer(meta, false)).into_response()),
+            Err(e @ VaultError::Conflict { .. }) => {
+                s.refuse(&who.name, "object.overwrite", Some(&name), "exists with other bytes");
+                Err(e.into())
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                Err(e.into())
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn answer(meta: ObjectMeta, created: bool) -> axum::Json<serde_json::Value> {
+    let mut v = serde_json::to_value(meta).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("created".into(), created.into());
+    }
+    axum::Json(v)
+}
+
+/// Streams `body` into `tmp`, fsyncs it, and returns its SHA-256.
+async fn receive(tmp: &std::path::Path, body: Body, size: u64) -> Result<String, VaultError> {
+    let mut file = tokio::fs::File::create(tmp)
+        .await
+        .map_err(|e| VaultError::io("create", tmp, e))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut n: u64 = 0;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| VaultError::Other(format!("bad request: body cut short: {e}")))?;
+        n += chunk.len() as u64;
+        if n > size {
+            return Err(VaultError::Other(
+                "bad request: body longer than its content-length".into(),
+            ));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| VaultError::io("write", tmp, e))?;
+    }
+    if n != size {
+        return Err(VaultError::Other(
+            "bad request: body shorter than its content-length".into(),
+        ));
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| VaultError::io("sync", tmp, e))?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+async fn get_object(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    s.auth(
+        &headers,
+        &[Role::Reader, Role::Admin],
+        "object.get",
+        Some(&name),
+    )?;
+    let path = s.store.path_of(&name)?;
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| VaultError::io("open", &path, e))?;
+    let stream = tokio_util_stream(file);
+    Ok((StatusCode::OK, Body::from_stream(stream)).into_response())
+}
+
+/// A file as a stream of chunks, without buffering it whole.
+fn tokio_util_stream(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> {
+    futures_util::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 256 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    })
+}
+
+async fn delete_object(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let who = s.auth(&headers, &[Role::Admin], "object.delete", Some(&name))?;
+    let meta = s
+        .store
+        .get(&name)?
+        .ok_or_else(|| VaultError::NotFound(name.clone()))?;
+    let until: Timestamp = meta.retain_until.parse().map_err(|_| VaultError::Corrupt {
+        path: name.clone().into(),
+        why: "bad retain_until".into(),
+    })?;
+    let now = s.clock.expiry_now()?;
+    if now < until {
+        s.refuse(&who.name, "object.delete", Some(&name), "retained");
+        return Err(VaultError::Retained {
+            name,
+            until: meta.retain_until,
+        }
+        .into());
+    }
+    s.store.remove(&name)?;
+    if let Some(u) = s
+        .usage
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get_mut(&meta.writer)
+    {
+        *u = u.saturating_sub(meta.size);
+    }
+    s.audit(
+        &who.name,
+        "object.expire",
+        Some(&name),
+        serde_json::json!({"retain_until": meta.retain_until, "at": now.to_string()}),
+    )?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+}
+
+async fn list(
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    s.auth(
+        &headers,
+        &[Role::Writer, Role::Reader, Role::Admin],
+        "object.list",
+        None,
+    )?;
+    Ok(axum::Json(s.store.list(&q.prefix)?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct RetentionBody {
+    retain_until: String,
+}
+
+async fn set_retention(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<RetentionBody>,
+) -> Result<Response, ApiError> {
+    let who = s.auth(&headers, &[Role::Admin], "retention.change", Some(&name))?;
+    let mut meta = s
+        .store
+        .get(&name)?
+        .ok_or_else(|| VaultError::NotFound(name.clone()))?;
+    let asked: Timestamp = body
+        .retain_until
+        .parse()
+        .map_err(|_| bad_request("`retain_until` must be an RFC 3339 time"))?;
+    let current: Timestamp = meta.retain_until.parse().map_err(|_| VaultError::Corrupt {
+        path: name.clone().into(),
+        why: "bad retain_until".into(),
+    })?;
+    if asked < current {
+        s.refuse(&who.name, "retention.shorten", Some(&name), "shorter");
+        return Err(VaultError::Shorten {
+            what: format!("the retain-until of `{name}`"),
+            current: meta.retain_until,
+            asked: asked.to_string(),
+        }
+        .into());
+    }
+    meta.retain_until = asked.to_string();
+    s.store.write_meta(&meta)?;
+    s.audit(
+        &who.name,
+        "retention.lengthen",
+        Some(&name),
+        serde_json::json!({"retain_until": meta.retain_until}),
+    )?;
+    Ok(axum::Json(meta).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct PolicyBody {
+    min_retention_secs: u64,
+}
+
+async fn set_policy(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<PolicyBody>,
+) -> Result<Response, ApiError> {
+    let who = s.auth(&headers, &[Role::Admin], "policy.change", None)?;
+    let updated = {
+        let mut data = s
+            .data
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = data.settings.min_retention_secs;
+        if body.min_retention_secs < current {
+            drop(data);
+            s.refuse(&who.name, "policy.shorten", None, "shorter");
+            return Err(VaultError::Shorten {
+                what: "the minimum retention".into(),
+                current: blastwall_core::format_duration(Duration::from_secs(current)),
+                asked: blastwall_core::format_duration(Duration::from_secs(
+                    body.min_retention_secs,
+                )),
+            }
+            .into());
+        }
+        data.settings.min_retention_secs = body.min_retention_secs;
+        data.save_settings()?;
+        data.settings.clone()
+    };
+    s.audit(
+        &who.name,
+        "policy.lengthen",
+        None,
+        serde_json::json!({"min_retention_secs": updated.min_retention_secs}),
+    )?;
+    Ok(axum::Json(updated).into_response())
+}
+
+async fn record_drill(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::Json(drill): axum::Json<DrillRecord>,
+) -> Result<Response, ApiError> {
+    let who = s.auth(&headers, &[Role::Reader, Role::Admin], "drill.record", None)?;
+    let path = s.read_data().drills_path();
+    append_line(&path, &drill)?;
+    if drill.passed {
+        s.metrics.drills_passed.fetch_add(1, Ordering::Relaxed);
+    } else {
+        s.metrics.drills_failed.fetch_add(1, Ordering::Relaxed);
+    }
+    s.audit(
+        &who.name,
+        "drill",
+        Some(&drill.backup),
+        serde_json::json!({"passed": drill.passed, "reason": drill.reason, "rpo_secs": drill.rpo_secs}),
+    )?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+async fn drills(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    s.auth(
+        &headers,
+        &[Role::Writer, Role::Reader, Role::Admin],
+        "drill.list",
+        None,
+    )?;
+    Ok(axum::Json(read_drills(&s.read_data().drills_path())?).into_response())
+}
+
+async fn info(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let who = s.auth(
+        &headers,
+        &[Role::Writer, Role::Reader, Role::Admin],
+        "info",
+        None,
+    )?;
+    let data = s.read_data();
+    Ok(axum::Json(VaultInfo {
+        machine_id: crate::data::machine_id(),
+        device: data.device()?,
+        min_retention_secs: data.settings.min_retention_secs,
+        recipient: data.recipient()?.to_string(),
+        role: who.role.to_string(),
+    })
+    .into_response())
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    let m = &s.metrics;
+    let (objects, bytes) = s
+        .store
+        .list("")
+        .map(|l| (l.len(), l.iter().map(|o| o.size).sum::<u64>()))
+        .unwrap_or((0, 0));
+    let text = format!(
+        "# TYPE blastwall_vault_objects_created_total counter\nblastwall_vault_objects_created_total {}\n\
+         # TYPE blastwall_vault_bytes_received_total counter\nblastwall_vault_bytes_received_total {}\n\
+         # TYPE blastwall_vault_refusals_total counter\nblastwall_vault_refusals_total {}\n\
+         # TYPE blastwall_vault_drills_total counter\nblastwall_vault_drills_total{{result=\"pass\"}} {}\nblastwall_vault_drills_total{{result=\"fail\"}} {}\n\
+         # TYPE blastwall_vault_objects gauge\nblastwall_vault_objects {objects}\n\
+         # TYPE blastwall_vault_stored_bytes gauge\nblastwall_vault_stored_bytes {bytes}\n",
+        m.created.load(Ordering::Relaxed),
+        m.bytes.load(Ordering::Relaxed),
+        m.refused.load(Ordering::Relaxed),
+        m.drills_passed.load(Ordering::Relaxed),
+        m.drills_failed.load(Ordering::Relaxed),
+    );
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+        .into_response()
+}
+
+/// Appends one JSON line to `path`, fsynced.
+fn append_line<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Result<(), VaultError> {
+    use std::io::Write;
+    let mut line =
+        serde_json::to_vec(value).map_err(|e| VaultError::Other(format!("cannot encode: {e}")))?;
+    line.push(b'\n');
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| VaultError::io("open", path, e))?;
+    f.write_all(&line)
+        .and_then(|()| f.sync_data())
+        .map_err(|e| VaultError::io("append to", path, e))
+}
+
+/// Every drill in `drills.jsonl`.
+pub fn read_drills(path: &std::path::Path) -> Result<Vec<DrillRecord>, VaultError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(VaultError::io("read", path, e)),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).map_err(|e| VaultError::Corrupt {
+                path: path.to_path_buf(),
+                why: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Every `every`, drills the latest backup of each source found in the vault (plus one random
+/// older one), until `stop` is set.
+fn scheduled_drills(
+    state: &AppState,
+    base: &str,
+    every: Duration,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "the drill scheduler cannot start its runtime");
+            return;
+        }
+    };
+    loop {
+        let deadline = std::time::Instant::now() + every;
+        while std::time::Instant::now() < deadline {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        runtime.block_on(drill_round(state, base));
+    }
+}
+
+async fn drill_round(state: &AppState, base: &str) {
+    let data = state.read_data();
+    let identity = match data.identity() {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "scheduled drills cannot read the backup identity");
+            return;
+        }
+    };
+    let client = match VaultClient::new(base, state.internal_secret.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "scheduled drills cannot reach the vault");
+            return;
+        }
+    };
+    let sources = match crate::drill::sources(&client).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "scheduled drills cannot list the backups");
+            return;
+        }
+    };
+    for source in sources {
+        let opts = crate::drill::DrillOptions {
+            backup: None,
+            random_older: true,
+            actor: "vault serve".into(),
+        };
+        match crate::drill::drill_source(&client, &identity, &source, &opts).await {
+            Ok(records) => {
+                for r in records {
+                    tracing::info!(source = %source, backup = %r.backup, passed = r.passed, reason = ?r.reason, "scheduled drill");
+                }
+            }
+            Err(e) => {
+                tracing::error!(source = %source, error = %e, "scheduled drill could not run")
+            }
+        }
+    }
+}
