@@ -1,7 +1,10 @@
-//! Classifier and decision benchmarks: µs per GraphQL document of about 1 KB and 10 KB, a REST
-//! route lookup, and a Cedar decision with a cached scope.
+//! Classifier and decision benchmarks: µs per GraphQL document of about 1 KB and 10 KB under
+//! each engine (`classify` itself, which answers a repeated request from the profile's memo; a
+//! memo miss; the fast reader alone; apollo-parser alone), a REST route lookup, and a Cedar
+//! decision with and without the verdict memo.
 //!
-//! Run with `cargo bench -p blastwall-policy --bench classify`.
+//! Run with `cargo bench -p blastwall-policy --bench classify`; results are in
+//! `docs/benchmarks.md` (Policy).
 #![allow(
     missing_docs,
     reason = "criterion's macros generate undocumented items"
@@ -15,12 +18,18 @@ use std::hint::black_box;
 
 use blastwall_core::environment::Tier;
 use blastwall_core::operation::OperationPattern;
-use blastwall_policy::{Authorizer, Catalog, DecideInput, classify};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use blastwall_policy::{Authorizer, Catalog, DecideInput, Engine, classify, classify_with};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 /// A JSON body holding a GraphQL mutation of at least `size` bytes: a named operation, aliases,
 /// a fragment, and a selection per custom domain created.
 fn graphql_body(size: usize) -> Vec<u8> {
+    graphql_body_with(size, "env_1")
+}
+
+/// [`graphql_body`] with another value of the `env` variable: the same document in a body the
+/// memo has not seen.
+fn graphql_body_with(size: usize, env: &str) -> Vec<u8> {
     let mut doc = String::from("mutation AddDomains($env: String!) {\n");
     let mut n = 0;
     while doc.len() + 120 < size {
@@ -35,7 +44,7 @@ fn graphql_body(size: usize) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "query": doc,
         "operationName": "AddDomains",
-        "variables": { "env": "env_1" },
+        "variables": { "env": env },
     }))
     .unwrap()
 }
@@ -50,9 +59,37 @@ fn benches(c: &mut Criterion) {
     for (name, size) in [("graphql_1kb", 1024), ("graphql_10kb", 10 * 1024)] {
         let body = graphql_body(size);
         group.throughput(Throughput::Bytes(body.len() as u64));
+        // `classify` as the gateway calls it: the same body again, answered by the memo.
         group.bench_function(name, |b| {
             b.iter(|| classify(railway, "POST", "/graphql/v2", headers, black_box(&body)).unwrap());
         });
+        // A body the memo has not seen: digest, fast reader, remember.
+        let mut n = 0u64;
+        group.bench_function(format!("{name}_memo_miss"), |b| {
+            b.iter_batched(
+                || {
+                    n += 1;
+                    graphql_body_with(size, &format!("env_{n}"))
+                },
+                |body| classify(railway, "POST", "/graphql/v2", headers, &body).unwrap(),
+                BatchSize::SmallInput,
+            );
+        });
+        for (engine, label) in [(Engine::Fast, "fast"), (Engine::Reference, "apollo")] {
+            group.bench_function(format!("{name}_{label}"), |b| {
+                b.iter(|| {
+                    classify_with(
+                        engine,
+                        railway,
+                        "POST",
+                        "/graphql/v2",
+                        headers,
+                        black_box(&body),
+                    )
+                    .unwrap()
+                });
+            });
+        }
     }
     let doc = serde_json::from_slice::<serde_json::Value>(&graphql_body(1024)).unwrap()["query"]
         .as_str()
@@ -96,8 +133,13 @@ fn benches(c: &mut Criterion) {
         holder: "cursor-agent",
         approved: false,
     };
+    // A repeated request: the verdict memo answers.
     c.bench_function("decide/cached_scope", |b| {
         b.iter(|| authorizer.decide(black_box(&input), black_box(&ops)));
+    });
+    // Cedar itself, with the scope's policy set compiled (and cached) once.
+    c.bench_function("decide/uncached", |b| {
+        b.iter(|| authorizer.decide_uncached(black_box(&input), black_box(&ops)));
     });
 }
 

@@ -214,7 +214,9 @@ impl Authorizer {
         verdict
     }
 
-    fn decide_uncached(
+    /// [`Authorizer::decide`] without the verdict memo: asks Cedar every time (the scope's
+    /// compiled policy set is still cached). For benchmarks and tests of the memo.
+    pub fn decide_uncached(
         &self,
         input: &DecideInput<'_>,
         ops: &[(OperationName, OperationClass)],

@@ -8,10 +8,12 @@ pub(crate) mod route;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use blastwall_core::operation::{OperationClass, OperationName, OperationPattern};
 use secrecy::SecretString;
 
+use crate::classify::memo::Memo;
 use crate::error::PolicyError;
 use route::Route;
 
@@ -268,6 +270,8 @@ pub struct Profile {
     operations: Vec<OperationDef>,
     pub(crate) rules: Rules,
     samples: Vec<Sample>,
+    /// Recent GraphQL answers, shared by clones (see [`crate::classify::Engine`]).
+    pub(crate) memo: Arc<Memo>,
 }
 
 /// How requests map to operations (indexes into `Profile::operations`).

@@ -6,9 +6,15 @@
 //! document they carry. What cannot be read with certainty is refused ([`ClassifyError`]); what
 //! the profile does not know is `<profile>:unknown`, destructive unless the method is GET, HEAD
 //! or OPTIONS. Method-override headers are refused (see `docs/catalog.md`).
+//!
+//! GraphQL documents are read by a lexer-level reader that hands whatever it is unsure of to
+//! apollo-parser, and each profile remembers its recent GraphQL answers ([`Engine`]).
 
 mod graphql;
+pub(crate) mod memo;
 mod rest;
+
+use std::sync::Arc;
 
 use blastwall_core::operation::{OperationClass, OperationName};
 
@@ -38,6 +44,22 @@ pub struct Classification {
     pub target: String,
 }
 
+/// How [`classify_with`] reads GraphQL requests; every engine gives the same answers, at
+/// different costs. REST requests are classified the same way under all of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Engine {
+    /// Answer a repeated request from the profile's memo of recent answers (keyed by a digest
+    /// of the request); otherwise as [`Engine::Fast`], and remember the answer. What
+    /// [`classify`] does.
+    #[default]
+    Memoized,
+    /// The lexer-level reader, which hands every document it is not sure of to apollo-parser.
+    Fast,
+    /// apollo-parser alone: the reference the other engines are tested against.
+    Reference,
+}
+
 impl Classification {
     /// The operation names alone.
     pub fn names(&self) -> impl Iterator<Item = &OperationName> {
@@ -50,6 +72,18 @@ impl Classification {
 /// `target` is the path and query as the client sent them, relative to the upstream's base
 /// (`/graphql/v2?x=1`); `headers` are name and value pairs (names in any case).
 pub fn classify<'h>(
+    profile: &Profile,
+    method: &str,
+    target: &str,
+    headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+    body: &[u8],
+) -> Result<Classification, ClassifyError> {
+    classify_with(Engine::Memoized, profile, method, target, headers, body)
+}
+
+/// [`classify`] with a chosen [`Engine`], for benchmarks and for tests that compare engines.
+pub fn classify_with<'h>(
+    engine: Engine,
     profile: &Profile,
     method: &str,
     target: &str,
@@ -96,10 +130,22 @@ pub fn classify<'h>(
                         });
                     }
                 };
-                graphql::classify(profile, rules, &method, &path, content_type, body, &mut out)?;
-            } else {
-                out.unknown(profile, &method);
+                let read = |engine| {
+                    graphql::classify(profile, rules, &method, &path, content_type, body, engine)
+                };
+                if engine != Engine::Memoized {
+                    return Ok(read(engine)?.finish(method, &path));
+                }
+                let target = path.target();
+                let key = memo::Memo::key(&method, &target, content_type, body);
+                if let Some(answer) = profile.memo.get(&key) {
+                    return (*answer).clone();
+                }
+                let answer = read(Engine::Fast).map(|ops| ops.finish_with_target(method, target));
+                profile.memo.insert(key, Arc::new(answer.clone()));
+                return answer;
             }
+            out.unknown(profile, &method);
         }
     }
     Ok(out.finish(method, &path))
@@ -130,6 +176,10 @@ impl Collector {
     }
 
     fn finish(self, method: String, path: &NormalizedPath) -> Classification {
+        self.finish_with_target(method, path.target())
+    }
+
+    fn finish_with_target(self, method: String, target: String) -> Classification {
         let strictest = self
             .ops
             .iter()
@@ -140,7 +190,7 @@ impl Collector {
             ops: self.ops,
             strictest,
             method,
-            target: path.target(),
+            target,
         }
     }
 }

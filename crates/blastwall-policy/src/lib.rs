@@ -2,8 +2,10 @@
 //! and embedded at build time), the classification of HTTP requests into operations, and the
 //! authorization of those operations.
 //!
-//! This crate does no network I/O and keeps no state between requests: the gateway calls it with
-//! the parts of a request and acts on the answer; the CLI uses the catalog to check scopes.
+//! This crate does no network I/O, and the only state it keeps between requests are bounded
+//! memos of answers (GraphQL classifications per profile, verdicts per authorizer) that never
+//! change an answer: the gateway calls it with the parts of a request and acts on the answer;
+//! the CLI uses the catalog to check scopes.
 
 pub mod authz;
 pub mod catalog;
@@ -15,6 +17,6 @@ pub use authz::{Authorizer, DecideInput, Verdict};
 pub use catalog::{
     Catalog, CredentialTemplate, OperationDef, PathCase, Profile, ProfileKind, Sample, SampleExpect,
 };
-pub use classify::{Classification, classify};
+pub use classify::{Classification, Engine, classify, classify_with};
 pub use error::{ClassifyError, PolicyError};
 pub use normalize::{NormalizedPath, normalize_path};

@@ -377,6 +377,7 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Profile, PolicyError> {
             ProfileKind::Rest => Rules::Rest(rest),
         },
         samples,
+        memo: Default::default(),
     })
 }
 

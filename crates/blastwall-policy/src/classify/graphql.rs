@@ -6,6 +6,8 @@
 //! more than runs is safe and classifying less is not. Every operation of a document counts, not
 //! only the one `operationName` picks (which must exist all the same).
 
+mod fast;
+
 use std::collections::HashMap;
 use std::fmt;
 
@@ -16,7 +18,7 @@ use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::catalog::{GraphqlRules, Profile};
-use crate::classify::{Collector, is_safe_method};
+use crate::classify::{Collector, Engine, is_safe_method};
 use crate::error::{ClassifyError, bounded};
 use crate::normalize::NormalizedPath;
 
@@ -35,7 +37,7 @@ struct GqlRequest {
     operation_name: Option<String>,
 }
 
-/// Adds the operations of every document of the request.
+/// The operations of every document of the request.
 pub(super) fn classify(
     profile: &Profile,
     rules: &GraphqlRules,
@@ -43,8 +45,9 @@ pub(super) fn classify(
     path: &NormalizedPath,
     content_type: Option<&[u8]>,
     body: &[u8],
-    out: &mut Collector,
-) -> Result<(), ClassifyError> {
+    engine: Engine,
+) -> Result<Collector, ClassifyError> {
+    let mut out = Collector::default();
     let mut requests = Vec::new();
     if let Some(q) = &path.query
         && let Some(r) = from_query_string(q)?
@@ -74,7 +77,7 @@ pub(super) fn classify(
     if requests.is_empty() {
         if is_safe_method(method) {
             out.unknown(profile, method);
-            return Ok(());
+            return Ok(out);
         }
         return Err(ClassifyError::GraphqlRequest {
             detail: "no GraphQL query in the request".into(),
@@ -92,10 +95,11 @@ pub(super) fn classify(
             method,
             &doc,
             r.operation_name.as_deref(),
-            out,
+            engine,
+            &mut out,
         )?;
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Root operation types.
@@ -105,15 +109,41 @@ enum RootKind {
     Mutation,
 }
 
-/// Adds the operations of one document.
+/// Adds the operations of one document: read by the fast reader when it is sure, else by
+/// apollo-parser.
 fn classify_document(
     profile: &Profile,
     rules: &GraphqlRules,
     method: &str,
     doc: &str,
     operation_name: Option<&str>,
+    engine: Engine,
     out: &mut Collector,
 ) -> Result<(), ClassifyError> {
+    if engine != Engine::Reference
+        && let Some(ops) = fast::root_fields(doc, operation_name)
+    {
+        for (kind, fields) in ops {
+            for field in fields {
+                add_field(profile, rules, method, kind, field, out);
+            }
+        }
+        return Ok(());
+    }
+    for (kind, fields) in reference_root_fields(doc, operation_name)? {
+        for field in &fields {
+            add_field(profile, rules, method, kind, field, out);
+        }
+    }
+    Ok(())
+}
+
+/// The root fields of each operation of `doc`, in document order, read with apollo-parser: the
+/// reference the fast reader is tested against.
+fn reference_root_fields(
+    doc: &str,
+    operation_name: Option<&str>,
+) -> Result<Vec<(RootKind, Vec<String>)>, ClassifyError> {
     let tree = Parser::new(doc)
         .recursion_limit(PARSER_RECURSION)
         .token_limit(PARSER_TOKENS)
@@ -161,6 +191,7 @@ fn classify_document(
         fragments: &fragments,
         memo: HashMap::new(),
     };
+    let mut out = Vec::with_capacity(operations.len());
     for op in &operations {
         let kind = match op.operation_type() {
             None => RootKind::Query,
@@ -173,11 +204,9 @@ fn classify_document(
             .ok_or_else(|| syntax("an operation without a selection set"))?;
         let mut fields = Vec::new();
         walker.root_fields(&set, 0, &mut fields)?;
-        for field in &fields {
-            add_field(profile, rules, method, kind, field, out);
-        }
+        out.push((kind, fields));
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Maps one root field to its operation.

@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
 use blastwall_core::operation::OperationClass;
-use blastwall_policy::{Catalog, Classification, ClassifyError, Profile, classify};
+use blastwall_policy::{
+    Catalog, Classification, ClassifyError, Engine, Profile, classify, classify_with,
+};
 use proptest::prelude::*;
 
 /// Parsed once for all cases.
@@ -91,6 +93,58 @@ fn op_set(c: &Classification) -> BTreeSet<String> {
     c.names().map(ToString::to_string).collect()
 }
 
+/// Every engine's answer for one request to Railway's endpoint.
+fn engines(
+    method: &str,
+    target: &str,
+    content_type: &str,
+    body: &[u8],
+) -> [Result<Classification, ClassifyError>; 3] {
+    let railway = CATALOG.profile("railway").unwrap();
+    let headers = [("content-type", content_type.as_bytes())];
+    [Engine::Memoized, Engine::Fast, Engine::Reference]
+        .map(|e| classify_with(e, railway, method, target, headers, body))
+}
+
+/// Pieces of GraphQL, valid and not.
+fn graphql_piece() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        "mutation",
+        "query",
+        "subscription",
+        "fragment",
+        "F",
+        "on",
+        "Mutation",
+        "{",
+        "}",
+        "{",
+        "}",
+        "(",
+        ")",
+        "...",
+        "volumeDelete",
+        "customDomainCreate",
+        "a:",
+        "a",
+        ",",
+        ":",
+        "@skip(if: true)",
+        "$v",
+        "\"s\"",
+        "\"\"\"b\"\"\"",
+        "[",
+        "]",
+        "1",
+        "#c\n",
+        "=",
+        "!",
+        "Int",
+        "__typename",
+        "x",
+    ])
+}
+
 fn path_piece() -> impl Strategy<Value = String> {
     prop::sample::select(vec![
         "/",
@@ -170,6 +224,50 @@ proptest! {
         let batch = serde_json::json!([{ "query": base }, { "query": second }]).to_string();
         let batched = classify(railway, "POST", "/graphql/v2", [], batch.as_bytes()).unwrap();
         prop_assert!(batched.strictest >= before.strictest);
+    }
+
+    #[test]
+    fn every_engine_gives_the_same_answer_on_generated_documents(
+        (sels, frags) in document(),
+        name in prop::sample::select(vec![None, Some("Op"), Some("Other")]),
+        batch in any::<bool>(),
+    ) {
+        let doc = render(&sels, &frags, "p");
+        let one = serde_json::json!({ "query": doc, "operationName": name });
+        let body = if batch {
+            serde_json::json!([one, { "query": "{ me { id } }" }])
+        } else {
+            one
+        };
+        let body = body.to_string();
+        let [memo, fast, reference] = engines("POST", "/graphql/v2", "application/json", body.as_bytes());
+        prop_assert_eq!(&fast, &reference, "{}", body);
+        prop_assert_eq!(&memo, &reference, "{}", body);
+        // Asked again, the memo answers the same.
+        let [again, ..] = engines("POST", "/graphql/v2", "application/json", body.as_bytes());
+        prop_assert_eq!(&again, &reference);
+    }
+
+    #[test]
+    fn every_engine_gives_the_same_answer_on_token_soup(
+        parts in prop::collection::vec(graphql_piece(), 0..30),
+        form in 0..3u8,
+    ) {
+        let doc = parts.join(" ");
+        let answers = match form {
+            0 => engines("POST", "/graphql/v2", "application/graphql", doc.as_bytes()),
+            1 => {
+                let q: String = doc.bytes().map(|b| format!("%{b:02X}")).collect();
+                engines("GET", &format!("/graphql/v2?query={q}"), "text/plain", b"")
+            }
+            _ => {
+                let body = serde_json::json!({ "query": doc }).to_string();
+                engines("POST", "/graphql/v2", "application/json", body.as_bytes())
+            }
+        };
+        let [memo, fast, reference] = answers;
+        prop_assert_eq!(&fast, &reference, "{}", doc);
+        prop_assert_eq!(&memo, &reference, "{}", doc);
     }
 
     #[test]

@@ -1,0 +1,149 @@
+//! A bounded memo of recent GraphQL classifications, one per profile: agents send the same
+//! documents again and again, and a repeated request costs a digest and a map lookup.
+//!
+//! The key is a BLAKE3 digest of everything the answer depends on besides the profile (the
+//! method, the normalized target, the `content-type`, the body), so two different requests
+//! never share an entry, and the memo holds no request text. Refusals are remembered too.
+//!
+//! Two generations bound it: entries go into the young map; when that is full it becomes the
+//! old one (dropping the previous old map), and a hit in the old map moves the entry back. So at
+//! most `2 × GENERATION` entries are kept, and recently used ones survive (an approximation of
+//! LRU without bookkeeping on every hit).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use crate::classify::Classification;
+use crate::error::ClassifyError;
+
+/// Entries per generation.
+const GENERATION: usize = 2048;
+
+/// A remembered answer.
+pub(crate) type Answer = Arc<Result<Classification, ClassifyError>>;
+
+/// The digest of a request.
+pub(crate) type Key = [u8; 32];
+
+/// Recent answers of one profile. Cloning a profile shares its memo (its rules are the same).
+#[derive(Default)]
+pub(crate) struct Memo {
+    maps: Mutex<Generations>,
+}
+
+#[derive(Default)]
+struct Generations {
+    young: HashMap<Key, Answer>,
+    old: HashMap<Key, Answer>,
+}
+
+impl Memo {
+    /// The digest of a request's parts. Each is length-prefixed, so no two different requests
+    /// give the same input to the hash.
+    pub(crate) fn key(method: &str, target: &str, content_type: Option<&[u8]>, body: &[u8]) -> Key {
+        let mut hasher = blake3::Hasher::new();
+        let mut part = |bytes: &[u8]| {
+            hasher.update(&(bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        };
+        part(method.as_bytes());
+        part(target.as_bytes());
+        match content_type {
+            Some(ct) => {
+                part(b"1");
+                part(ct);
+            }
+            None => part(b"0"),
+        }
+        part(body);
+        *hasher.finalize().as_bytes()
+    }
+
+    /// The remembered answer for `key`, if any.
+    pub(crate) fn get(&self, key: &Key) -> Option<Answer> {
+        let mut maps = self.maps.lock().ok()?;
+        if let Some(answer) = maps.young.get(key) {
+            return Some(Arc::clone(answer));
+        }
+        let answer = maps.old.remove(key)?;
+        maps.insert(*key, Arc::clone(&answer));
+        Some(answer)
+    }
+
+    /// Remembers an answer.
+    pub(crate) fn insert(&self, key: Key, answer: Answer) {
+        if let Ok(mut maps) = self.maps.lock() {
+            maps.insert(key, answer);
+        }
+    }
+
+    /// How many answers are kept.
+    fn len(&self) -> usize {
+        self.maps
+            .lock()
+            .map(|m| m.young.len() + m.old.len())
+            .unwrap_or_default()
+    }
+}
+
+impl Generations {
+    fn insert(&mut self, key: Key, answer: Answer) {
+        if self.young.len() >= GENERATION {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert(key, answer);
+    }
+}
+
+impl fmt::Debug for Memo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Memo")
+            .field("entries", &self.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use blastwall_core::operation::OperationClass;
+
+    use super::*;
+
+    fn answer(target: &str) -> Answer {
+        Arc::new(Ok(Classification {
+            ops: Vec::new(),
+            strictest: OperationClass::Read,
+            method: "POST".into(),
+            target: target.into(),
+        }))
+    }
+
+    #[test]
+    fn keys_separate_every_part() {
+        let k = Memo::key("POST", "/g", Some(b"a"), b"b");
+        assert_ne!(k, Memo::key("POST", "/g", Some(b"ab"), b""));
+        assert_ne!(k, Memo::key("POST", "/g", None, b"b"));
+        assert_ne!(k, Memo::key("POST", "/gx", Some(b"a"), b"b"));
+        assert_ne!(k, Memo::key("GET", "/g", Some(b"a"), b"b"));
+        assert_eq!(k, Memo::key("POST", "/g", Some(b"a"), b"b"));
+    }
+
+    #[test]
+    fn stays_bounded_and_keeps_what_is_used() {
+        let memo = Memo::default();
+        let kept = Memo::key("POST", "/kept", None, b"");
+        memo.insert(kept, answer("/kept"));
+        for i in 0..5 * GENERATION {
+            let k = Memo::key("POST", &format!("/{i}"), None, b"");
+            memo.insert(k, answer("/"));
+            if i % (GENERATION / 2) == 0 {
+                assert!(memo.get(&kept).is_some(), "{i}");
+            }
+            assert!(memo.len() <= 2 * GENERATION);
+        }
+        assert!(memo.get(&kept).is_some());
+        let first = Memo::key("POST", "/0", None, b"");
+        assert!(memo.get(&first).is_none());
+    }
+}
