@@ -492,6 +492,60 @@ fn push_span(line: &[u8], s: usize, e: usize, lengths: &LengthSet, out: &mut Vec
     }
 }
 
+/// Pushes the runs of token characters of `field` (at `offset` in `line`) and, inside each one
+/// long enough to hold a listed secret, its runs of word characters. Short runs are skipped in a
+/// tight loop: they are most of the text, and none of them can be a candidate.
+fn push_runs(
+    field: &[u8],
+    offset: usize,
+    line: &[u8],
+    lengths: &LengthSet,
+    out: &mut Vec<(usize, usize)>,
+) {
+    let min = lengths.min().max(MIN_SECRET_LEN);
+    let mut i = 0;
+    while let Some(start) = field
+        .get(i..)
+        .and_then(|rest| rest.iter().position(|&b| class(b) & TOKEN != 0))
+    {
+        let ts = i + start;
+        let len = field
+            .get(ts..)
+            .unwrap_or(&[])
+            .iter()
+            .position(|&b| class(b) & TOKEN == 0)
+            .unwrap_or(field.len() - ts);
+        let te = ts + len;
+        i = te;
+        if len < min {
+            continue;
+        }
+        push_span(line, offset + ts, offset + te, lengths, out);
+        let run = field.get(ts..te).unwrap_or(&[]);
+        if run.iter().all(|&b| class(b) & WORD != 0) {
+            // The word run is the token run.
+            continue;
+        }
+        let mut j = 0;
+        while let Some(start) = run
+            .get(j..)
+            .and_then(|rest| rest.iter().position(|&b| class(b) & WORD != 0))
+        {
+            let ws = j + start;
+            let wlen = run
+                .get(ws..)
+                .unwrap_or(&[])
+                .iter()
+                .position(|&b| class(b) & WORD == 0)
+                .unwrap_or(run.len() - ws);
+            j = ws + wlen;
+            if wlen >= min {
+                push_span(line, offset + ts + ws, offset + ts + j, lengths, out);
+            }
+        }
+    }
+}
+
 /// The fingerprint candidates of one line: whitespace- and quote-separated fields; the value after
 /// the first `=` or `:` of a field; the password of a URL's userinfo; runs of token characters and
 /// of word characters; quoted strings; and the value of an assignment up to the end of the line.
@@ -520,49 +574,18 @@ fn line_candidates(line: &[u8], lengths: &LengthSet, out: &mut Vec<(usize, usize
             i = fs + field_len;
             continue;
         }
-        let mut token_start = None;
-        let mut word_start = None;
-        let mut sep = None;
-        while i < n {
-            let b = line.get(i).copied().unwrap_or(b' ');
-            let c = class(b);
-            if c & FIELD == 0 {
-                break;
-            }
-            if sep.is_none() && (b == b'=' || b == b':') {
-                sep = Some(i);
-            }
-            match (c & TOKEN != 0, token_start) {
-                (true, None) => token_start = Some(i),
-                (false, Some(t)) => {
-                    push_span(line, t, i, lengths, out);
-                    token_start = None;
-                }
-                _ => {}
-            }
-            match (c & WORD != 0, word_start) {
-                (true, None) => word_start = Some(i),
-                (false, Some(w)) => {
-                    push_span(line, w, i, lengths, out);
-                    word_start = None;
-                }
-                _ => {}
-            }
-            i += 1;
-        }
-        let fe = i;
-        if let Some(t) = token_start {
-            push_span(line, t, fe, lengths, out);
-        }
-        if let Some(w) = word_start {
-            push_span(line, w, fe, lengths, out);
-        }
-        push_span(line, fs, fe, lengths, out);
-        if let Some(p) = sep {
-            push_span(line, p + 1, fe, lengths, out);
-        }
+        let fe = fs + field_len;
+        i = fe;
         let field = line.get(fs..fe).unwrap_or(&[]);
-        if let Some(scheme) = memchr::memmem::find(field, b"://") {
+        push_span(line, fs, fe, lengths, out);
+        if let Some(p) = memchr::memchr2(b'=', b':', field) {
+            push_span(line, fs + p + 1, fe, lengths, out);
+        }
+        push_runs(field, fs, line, lengths, out);
+        // (A `memmem` finder per field would cost more than the rest of the field.)
+        let scheme =
+            memchr::memchr_iter(b':', field).find(|&c| field.get(c + 1..c + 3) == Some(&b"//"[..]));
+        if let Some(scheme) = scheme {
             let after = scheme + 3;
             let rest = field.get(after..).unwrap_or(&[]);
             if let Some(at) = memchr::memchr(b'@', rest) {
