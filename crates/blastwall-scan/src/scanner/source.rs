@@ -161,7 +161,7 @@ pub(super) fn scan_reader(col: &Collector<'_>, path: PathBuf, reader: &mut dyn R
         path,
         members: Vec::new(),
     };
-    if let Err(e) = scan_stream(col, reader, &origin, 0, &budget) {
+    if let Err(e) = scan_stream(col, reader, &origin, 0, &budget, size) {
         if is_budget_error(&e) {
             col.skip(
                 origin.display(),
@@ -266,12 +266,15 @@ fn gunzipped_name(origin: &Origin) -> String {
     }
 }
 
+/// Scans one stream; `size_hint` is its expected length (0 when unknown), so that its first
+/// chunk is read into a buffer of the right size at once rather than grown by doubling.
 fn scan_stream(
     col: &Collector<'_>,
     reader: &mut dyn Read,
     origin: &Origin,
     depth: u32,
     budget: &Budget,
+    size_hint: u64,
 ) -> io::Result<()> {
     let opts = col.options();
     let head = read_head(reader, SNIFF_LEN)?;
@@ -293,7 +296,7 @@ fn scan_stream(
             let mut limited = Limited { inner: gz, budget };
             let child = origin.child(gunzipped_name(origin));
             col.summary(|s| s.archive_members_scanned += 1);
-            scan_stream(col, &mut limited, &child, depth + 1, budget)
+            scan_stream(col, &mut limited, &child, depth + 1, budget, 0)
         }
         Kind::Tar => scan_tar(col, &mut rest, origin, depth, budget),
         Kind::Zip => scan_zip(col, &mut rest, origin, depth, budget),
@@ -304,7 +307,9 @@ fn scan_stream(
             scan_windows(col, &mut io::empty(), text.into_bytes(), origin, false)
         }
         Kind::Binary | Kind::Text => {
-            let mut first = Vec::new();
+            // One byte more than expected, so that the read that finds the end needs no growth.
+            let want = size_hint.min(opts.chunk_size as u64) as usize;
+            let mut first = Vec::with_capacity(want.saturating_add(1).max(SNIFF_LEN));
             (&mut rest)
                 .take(opts.chunk_size as u64)
                 .read_to_end(&mut first)?;
@@ -341,7 +346,8 @@ fn scan_tar(
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let child = origin.child(name);
         col.summary(|s| s.archive_members_scanned += 1);
-        scan_stream(col, &mut entry, &child, depth + 1, budget)?;
+        let size = entry.size();
+        scan_stream(col, &mut entry, &child, depth + 1, budget, size)?;
     }
     Ok(())
 }
@@ -374,12 +380,13 @@ fn scan_zip(
             continue;
         }
         let child = origin.child(file.name().to_owned());
+        let size = file.size();
         col.summary(|s| s.archive_members_scanned += 1);
         let mut limited = Limited {
             inner: file,
             budget,
         };
-        scan_stream(col, &mut limited, &child, depth + 1, budget)?;
+        scan_stream(col, &mut limited, &child, depth + 1, budget, size)?;
     }
     Ok(())
 }
