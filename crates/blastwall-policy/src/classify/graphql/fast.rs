@@ -141,9 +141,7 @@ impl<'a> Lexer<'a> {
                 }
             }
             b'_' | b'A'..=b'Z' | b'a'..=b'z' => {
-                while self.byte(self.pos).is_some_and(is_name_continue) {
-                    self.pos += 1;
-                }
+                self.pos += self.run(is_name_continue);
                 self.src.get(start..self.pos).map(Tok::Name)
             }
             b'-' | b'0'..=b'9' => {
@@ -164,11 +162,20 @@ impl<'a> Lexer<'a> {
         }
     }
 
+    /// How many bytes from the current position satisfy `keep`.
+    fn run(&self, keep: impl Fn(u8) -> bool) -> usize {
+        let rest = self.src.as_bytes().get(self.pos..).unwrap_or_default();
+        rest.iter().position(|&b| !keep(b)).unwrap_or(rest.len())
+    }
+
     fn skip_ignored(&mut self) -> Option<()> {
         self.comma = false;
         loop {
             match self.byte(self.pos) {
-                Some(b' ' | b'\t' | b'\n' | b'\r') => self.pos += 1,
+                Some(b' ' | b'\t' | b'\n' | b'\r') => {
+                    self.pos += 1;
+                    self.pos += self.run(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+                }
                 Some(b',') => {
                     self.comma = true;
                     self.pos += 1;
@@ -236,6 +243,7 @@ impl<'a> Lexer<'a> {
     /// The rest of a `"…"` string, after its opening quote.
     fn string(&mut self) -> Option<()> {
         loop {
+            self.pos += self.run(|b| b != b'"' && b != b'\\' && b >= 0x20 && b != 0x7f);
             match self.byte(self.pos)? {
                 b'"' => {
                     self.pos += 1;
@@ -273,6 +281,7 @@ impl<'a> Lexer<'a> {
     fn block_string(&mut self) -> Option<()> {
         let rest = |l: &Self, at: usize| l.src.as_bytes().get(at..at + 3) == Some(b"\"\"\"");
         loop {
+            self.pos += self.run(|b| b != b'"' && b != b'\\' && b >= 0x20 && b != 0x7f);
             match self.byte(self.pos)? {
                 b'"' if rest(self, self.pos) => {
                     self.pos += 3;
@@ -288,8 +297,20 @@ impl<'a> Lexer<'a> {
 }
 
 fn is_name_continue(b: u8) -> bool {
-    b == b'_' || b.is_ascii_alphanumeric()
+    NAME_CONTINUE.get(usize::from(b)).copied().unwrap_or(false)
 }
+
+/// `[_0-9A-Za-z]`, as a table.
+static NAME_CONTINUE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c == b'_' || c.is_ascii_alphanumeric();
+        b += 1;
+    }
+    table
+};
 
 /// A recursive-descent recogniser of the executable grammar over [`Lexer`]'s tokens. Every
 /// method returns `None` when unsure; `tok` is the current (not yet consumed) token.
