@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod backup;
 pub(crate) mod config;
 pub(crate) mod demo;
 pub(crate) mod env;
@@ -9,4 +10,5 @@ pub(crate) mod scan;
 pub(crate) mod serve;
 pub(crate) mod token;
 pub(crate) mod upstream;
+pub(crate) mod vault;
 pub(crate) mod wall;

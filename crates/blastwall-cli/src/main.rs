@@ -72,6 +72,12 @@ enum Command {
     /// Show the resolved configuration
     #[command(subcommand)]
     Config(commands::config::Cmd),
+    /// Run the backup vault: create-only, time-locked storage under its own credentials
+    #[command(subcommand)]
+    Vault(commands::vault::Cmd),
+    /// Back up sources to a vault, list backups, drill and restore them
+    #[command(subcommand)]
+    Backup(commands::backup::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -121,6 +127,8 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Scan(args) => commands::scan::run(args, cli.verbose > 0),
         Command::Wall(cmd) => commands::wall::run(cli.config.as_deref(), cmd, &env).await,
         Command::Config(cmd) => commands::config::run(cli.config.as_deref(), cmd, &env).await,
+        Command::Vault(cmd) => commands::vault::run(cmd).await,
+        Command::Backup(cmd) => commands::backup::run(cli.config.as_deref(), cmd, &env).await,
     }
 }
 

@@ -109,6 +109,18 @@ pub async fn facts_at(url: &str) -> Result<Facts, VaultError> {
     f
 }
 
+/// Where the server at `url` keeps its data, when it says (superuser or `pg_read_all_settings`)
+/// and that folder is visible here: for the same-volume guard.
+pub async fn data_dir(url: &str) -> Option<std::path::PathBuf> {
+    let mut conn = PgConnection::connect(url).await.ok()?;
+    let dir: Option<String> = sqlx::query_scalar("SHOW data_directory")
+        .fetch_one(&mut conn)
+        .await
+        .ok();
+    let _ = conn.close().await;
+    dir.map(std::path::PathBuf::from).filter(|p| p.exists())
+}
+
 /// The URL without its password, and the password (passed to tools in `PGPASSWORD`, never on
 /// their command line where `ps` shows it).
 pub fn split_password(url: &str) -> (String, Option<String>) {

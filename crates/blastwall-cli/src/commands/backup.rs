@@ -1,0 +1,753 @@
+//! `blastwall backup target add|source add|run|list|check-immutability|drill|restore` (issue 6).
+//!
+//! Production holds a target with a *writer* vault credential and the vault's public age key:
+//! it can add backups and nothing else. The vault host holds a target with a *reader* credential
+//! and the age identity, and runs drills and restores.
+
+mod immutability;
+mod state;
+
+use std::io::{IsTerminal, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use blastwall_core::config::Config;
+use blastwall_core::env::EnvSource;
+use blastwall_vault::client::VaultClient;
+use blastwall_vault::data::read_identity;
+use blastwall_vault::drill::{self, DrillOptions, DrillRecord};
+use blastwall_vault::keys::BackupRecipient;
+use blastwall_vault::source::{SourceKind, SourceSpec};
+use secrecy::SecretString;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::commands::vault::{fail, parse_size};
+use crate::context::{absolute_parent, config_path, load_config};
+use crate::exit::Exit;
+use crate::failure::Failure;
+use crate::output;
+use state::{BackupState, Source, Target};
+
+/// `blastwall backup …`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Cmd {
+    /// Add a vault to send backups to (or, on the vault host, to drill from)
+    #[command(subcommand)]
+    Target(TargetCmd),
+    /// Add something to back up
+    #[command(subcommand)]
+    Source(SourceCmd),
+    /// Take a consistent dump of a source, compress, encrypt and send it to its vault
+    #[command(after_help = "\
+Examples:
+  blastwall backup run appdb
+  blastwall backup run appdb --json
+
+Streams dump → zstd → age → the vault in fixed-size parts, then an encrypted manifest with the
+integrity facts. Memory stays flat whatever the size of the backup.")]
+    Run {
+        /// The source's name
+        source: String,
+        /// Part size (`8M`)
+        #[arg(long, value_name = "SIZE", default_value = "8M")]
+        part_size: String,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the backups in a vault: id, source, taken, size, retain-until, last drill
+    #[command(
+        after_help = "Examples:\n  blastwall backup list\n  blastwall backup list --source appdb --json"
+    )]
+    List {
+        /// Only this source's backups
+        #[arg(long)]
+        source: Option<String>,
+        /// The target to ask (default: the only one)
+        #[arg(long)]
+        target: Option<String>,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try, with the target's credential, to delete, overwrite and shorten retention; pass only
+    /// if every attempt is refused
+    #[command(after_help = "\
+Examples:
+  blastwall backup check-immutability
+
+Exit 0 when every probe was refused, 1 when any got through (or could not be judged).")]
+    CheckImmutability {
+        /// The target to probe (default: the only one)
+        #[arg(long)]
+        target: Option<String>,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a source's latest backup (and one random older one) into a scratch target and
+    /// compare the facts; records the result in the vault
+    #[command(after_help = "\
+Examples:
+  blastwall backup drill appdb
+  blastwall backup drill appdb --backup 20261127T083100Z-1a2b3c --identity /srv/blastwall-vault/keys/backup.key
+
+Runs on the vault host (it needs the age identity), never in production. Exit 1 when a drill
+failed, including one that could not run.")]
+    Drill {
+        /// The source's name
+        source: String,
+        /// This backup only
+        #[arg(long)]
+        backup: Option<String>,
+        /// Drill only the latest backup (no random older one)
+        #[arg(long)]
+        latest_only: bool,
+        /// The target to read from (default: the only one)
+        #[arg(long)]
+        target: Option<String>,
+        /// The age identity file (default: the target's)
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into a real target: an empty PostgreSQL database, a new SQLite file or a
+    /// new folder
+    #[command(after_help = "\
+Examples:
+  blastwall backup restore 20261127T083100Z-1a2b3c --to postgres://app@db/appdb_restored
+  blastwall backup restore 20261127T083100Z-1a2b3c --to /srv/restored/app.sqlite
+
+Break-glass without Blastwall: see docs/backups.md (age -d | zstd -d | pg_restore).")]
+    Restore {
+        /// The backup's id
+        id: String,
+        /// Where to restore
+        #[arg(long, value_name = "URL|PATH")]
+        to: String,
+        /// The target to read from (default: the only one)
+        #[arg(long)]
+        target: Option<String>,
+        /// The age identity file (default: the target's)
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `blastwall backup target …`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum TargetCmd {
+    /// Add a vault target; the credential is read from standard input
+    #[command(after_help = "\
+Examples:
+  blastwall vault credential add prod-writer --role writer | \\
+    blastwall backup target add offsite --url http://vault-host:7171 --recipient age1… --credential-stdin
+  # on the vault host, for drills:
+  blastwall backup target add vault --url http://127.0.0.1:7171 --credential-stdin \\
+      --identity /srv/blastwall-vault/keys/backup.key < reader-credential")]
+    Add {
+        /// The target's name
+        name: String,
+        /// The vault's URL
+        #[arg(long)]
+        url: String,
+        /// The age recipient to encrypt to (default: the one the vault announces)
+        #[arg(long, value_name = "AGE1…")]
+        recipient: Option<String>,
+        /// Read the vault credential from standard input
+        #[arg(long, required = true)]
+        credential_stdin: bool,
+        /// The age identity file, for drills and restores (vault host only)
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `blastwall backup source …`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum SourceCmd {
+    /// Add a source: `--kind postgres --url …`, `--kind sqlite PATH` or `--kind dir PATH`
+    #[command(after_help = "\
+Examples:
+  blastwall backup source add appdb --kind postgres --url postgres://backup@db/app
+  blastwall backup source add state --kind sqlite /srv/app/state.sqlite
+  blastwall backup source add uploads --kind dir /srv/app/uploads
+
+Refuses a vault that stores its data on the same filesystem as the source (same host and
+device): a backup deleted with its source is a copy.")]
+    Add {
+        /// The source's name
+        name: String,
+        /// postgres, sqlite or dir
+        #[arg(long)]
+        kind: String,
+        /// The PostgreSQL URL
+        #[arg(long)]
+        url: Option<String>,
+        /// The SQLite file or the folder
+        path: Option<PathBuf>,
+        /// The target to back up to (default: the only one)
+        #[arg(long)]
+        target: Option<String>,
+        /// Accept a vault on the source's filesystem (demos and tests only)
+        #[arg(long)]
+        allow_same_volume: bool,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) async fn run(
+    flag: Option<&Path>,
+    cmd: Cmd,
+    env: &dyn EnvSource,
+) -> Result<Exit, Failure> {
+    let config = config_or_defaults(flag, env)?;
+    let data_dir = config.data_dir.clone();
+    let mut st = BackupState::load(&data_dir)?;
+    match cmd {
+        Cmd::Target(TargetCmd::Add {
+            name,
+            url,
+            recipient,
+            credential_stdin: _,
+            identity,
+            json,
+        }) => target_add(&data_dir, &mut st, &name, &url, recipient, identity, json).await,
+        Cmd::Source(SourceCmd::Add {
+            name,
+            kind,
+            url,
+            path,
+            target,
+            allow_same_volume,
+            json,
+        }) => {
+            let args = SourceArgs {
+                name,
+                kind,
+                url,
+                path,
+                target,
+                allow_same_volume,
+            };
+            source_add(&data_dir, &mut st, args, json).await
+        }
+        Cmd::Run {
+            source,
+            part_size,
+            json,
+        } => backup_run(&st, &source, &part_size, json).await,
+        Cmd::List {
+            source,
+            target,
+            json,
+        } => list(&st, source.as_deref(), target.as_deref(), json).await,
+        Cmd::CheckImmutability { target, json } => check(&st, target.as_deref(), json).await,
+        Cmd::Drill {
+            source,
+            backup,
+            latest_only,
+            target,
+            identity,
+            json,
+        } => {
+            let (_, t) = st.target(target.as_deref())?;
+            let id = identity_of(&t, identity)?;
+            let client = client(&t)?;
+            let opts = DrillOptions {
+                random_older: !latest_only && backup.is_none(),
+                backup,
+                actor: crate::context::actor(env),
+            };
+            let records = drill::drill_source(&client, &id, &source, &opts)
+                .await
+                .map_err(fail)?;
+            print_drills(&records, json)?;
+            Ok(if records.iter().all(|r| r.passed) {
+                Exit::Clean
+            } else {
+                Exit::Failed
+            })
+        }
+        Cmd::Restore {
+            id,
+            to,
+            target,
+            identity,
+            json,
+        } => {
+            let (_, t) = st.target(target.as_deref())?;
+            let ident = identity_of(&t, identity)?;
+            let client = client(&t)?;
+            let report = drill::restore(&client, &ident, &id, &to)
+                .await
+                .map_err(fail)?;
+            if json {
+                output::json(&report)?;
+            } else if report.differences.is_empty() {
+                output::line(&format!(
+                    "restored {} ({} `{}`) to {}: facts match",
+                    report.backup, report.kind, report.source, report.to
+                ));
+            } else {
+                output::line(&format!(
+                    "restored {} to {}, but the facts differ:",
+                    report.backup, report.to
+                ));
+                for d in &report.differences {
+                    output::line(&format!("  {d}"));
+                }
+            }
+            Ok(if report.differences.is_empty() {
+                Exit::Clean
+            } else {
+                Exit::Failed
+            })
+        }
+    }
+}
+
+/// The config when there is a file; the defaults (data in `./data`) when there is none, so the
+/// vault host needs no `blastwall init`.
+fn config_or_defaults(flag: Option<&Path>, env: &dyn EnvSource) -> Result<Config, Failure> {
+    let path = config_path(flag);
+    if path.exists() || flag.is_some() {
+        return load_config(flag, env);
+    }
+    let base = absolute_parent(&path)?;
+    Ok(Config::parse(None, None, &base, env)?)
+}
+
+fn client(t: &Target) -> Result<VaultClient, Failure> {
+    VaultClient::new(&t.url, SecretString::from(t.credential.clone())).map_err(fail)
+}
+
+fn identity_of(
+    t: &Target,
+    flag: Option<PathBuf>,
+) -> Result<blastwall_vault::keys::BackupIdentity, Failure> {
+    let path = flag.or_else(|| t.identity.clone()).ok_or_else(|| {
+        Failure::usage(
+            "no age identity to open the backups with",
+            "drills and restores run on the vault host: pass `--identity FILE` (the vault's keys/backup.key)",
+        )
+    })?;
+    read_identity(&path).map_err(fail)
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), Failure> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        || name.starts_with('.')
+    {
+        return Err(Failure::usage(
+            format!("invalid {what} name `{name}`"),
+            "use letters, digits, `-`, `_` and `.`",
+        ));
+    }
+    Ok(())
+}
+
+async fn target_add(
+    data_dir: &Path,
+    st: &mut BackupState,
+    name: &str,
+    url: &str,
+    recipient: Option<String>,
+    identity: Option<PathBuf>,
+    as_json: bool,
+) -> Result<Exit, Failure> {
+    check_name("target", name)?;
+    if st.targets.contains_key(name) {
+        return Err(Failure::usage(
+            format!("a backup target `{name}` already exists"),
+            "pick another name",
+        ));
+    }
+    let mut text = Zeroizing::new(String::new());
+    if std::io::stdin().is_terminal() {
+        return Err(Failure::usage(
+            "--credential-stdin reads the credential from a pipe",
+            "pipe it in: `blastwall vault credential add … | blastwall backup target add …`",
+        ));
+    }
+    std::io::stdin().take(4096).read_to_string(&mut text)?;
+    let credential = text.trim().to_owned();
+    blastwall_core::token::check_shape(&credential).map_err(|_| {
+        Failure::usage(
+            "standard input does not hold a vault credential",
+            "pipe in what `blastwall vault credential add` printed",
+        )
+    })?;
+    let identity = identity.map(|p| std::path::absolute(&p)).transpose()?;
+    if let Some(p) = &identity {
+        read_identity(p).map_err(fail)?;
+    }
+    let mut target = Target {
+        url: url.trim_end_matches('/').to_owned(),
+        recipient: None,
+        credential,
+        identity,
+    };
+    let info = client(&target)?.info().await;
+    let recipient = match (recipient, info) {
+        (Some(r), Ok(info)) => {
+            if info.recipient != r.trim() {
+                tracing::warn!(
+                    "the vault announces another recipient than --recipient; keeping --recipient"
+                );
+            }
+            r
+        }
+        (Some(r), Err(e)) => {
+            tracing::warn!(error = %e, "cannot reach the vault now; the target is added anyway");
+            r
+        }
+        (None, Ok(info)) => info.recipient,
+        (None, Err(e)) => return Err(fail(e)),
+    };
+    BackupRecipient::parse(&recipient).map_err(fail)?;
+    target.recipient = Some(recipient.trim().to_owned());
+    st.targets.insert(name.to_owned(), target.clone());
+    st.save(data_dir)?;
+    if as_json {
+        output::json(&json!({"name": name, "url": target.url, "recipient": target.recipient}))?;
+    } else {
+        output::line(&format!("backup target `{name}` added: {}", target.url));
+    }
+    Ok(Exit::Clean)
+}
+
+struct SourceArgs {
+    name: String,
+    kind: String,
+    url: Option<String>,
+    path: Option<PathBuf>,
+    target: Option<String>,
+    allow_same_volume: bool,
+}
+
+async fn source_add(
+    data_dir: &Path,
+    st: &mut BackupState,
+    a: SourceArgs,
+    as_json: bool,
+) -> Result<Exit, Failure> {
+    check_name("source", &a.name)?;
+    if st.sources.contains_key(&a.name) {
+        return Err(Failure::usage(
+            format!("a backup source `{}` already exists", a.name),
+            "pick another name",
+        ));
+    }
+    let kind = SourceKind::parse(&a.kind).ok_or_else(|| {
+        Failure::usage(
+            format!("unknown source kind `{}`", a.kind),
+            "use `postgres`, `sqlite` or `dir`",
+        )
+    })?;
+    let location = match (kind, a.url, a.path) {
+        (SourceKind::Postgres, Some(u), None)
+            if u.starts_with("postgres://") || u.starts_with("postgresql://") =>
+        {
+            u
+        }
+        (SourceKind::Postgres, _, _) => {
+            return Err(Failure::usage(
+                "a postgres source needs `--url postgres://…` and no path",
+                "e.g. `--kind postgres --url postgres://backup@db/app`",
+            ));
+        }
+        (_, None, Some(p)) => {
+            let abs = std::fs::canonicalize(&p).map_err(|e| {
+                Failure::usage(
+                    format!("cannot find `{}`: {e}", p.display()),
+                    "give the path of the SQLite file or the folder to back up",
+                )
+            })?;
+            let ok = match kind {
+                SourceKind::Sqlite => abs.is_file(),
+                _ => abs.is_dir(),
+            };
+            if !ok {
+                return Err(Failure::usage(
+                    format!(
+                        "`{}` is not a {}",
+                        abs.display(),
+                        if kind == SourceKind::Sqlite {
+                            "file"
+                        } else {
+                            "folder"
+                        }
+                    ),
+                    "give the path of the SQLite file or the folder to back up",
+                ));
+            }
+            abs.to_string_lossy().into_owned()
+        }
+        _ => {
+            return Err(Failure::usage(
+                format!("a {kind} source needs a PATH and no `--url`"),
+                "e.g. `--kind sqlite /srv/app/state.sqlite`",
+            ));
+        }
+    };
+    let (target_name, target) = st.target(a.target.as_deref())?;
+    let spec = SourceSpec {
+        name: a.name.clone(),
+        kind,
+        location,
+    };
+    same_volume_guard(&spec, &target, a.allow_same_volume).await?;
+    st.sources.insert(
+        a.name.clone(),
+        Source {
+            spec: spec.clone(),
+            target: target_name.clone(),
+        },
+    );
+    st.save(data_dir)?;
+    if as_json {
+        output::json(
+            &json!({"name": spec.name, "kind": kind.to_string(), "location": spec.display_location(), "target": target_name}),
+        )?;
+    } else {
+        output::line(&format!(
+            "backup source `{}` ({kind}, {}) added, to `{target_name}`",
+            spec.name,
+            spec.display_location()
+        ));
+    }
+    Ok(Exit::Clean)
+}
+
+/// Refuses a vault on the same host and filesystem as the source (issue 6: the incident's
+/// backups lived in the volume they backed up).
+async fn same_volume_guard(spec: &SourceSpec, target: &Target, allow: bool) -> Result<(), Failure> {
+    let info = client(target)?.info().await.map_err(|e| {
+        Failure::usage(
+            format!(
+                "cannot ask the vault where it stores its data: {}",
+                blastwall_vault::drill::one_line(&e)
+            ),
+            "start the vault first: the same-volume guard needs its answer",
+        )
+    })?;
+    if info.machine_id != blastwall_vault::data::machine_id() {
+        return Ok(());
+    }
+    let path = match spec.kind {
+        SourceKind::Sqlite | SourceKind::Dir => Some(PathBuf::from(&spec.location)),
+        SourceKind::Postgres => blastwall_vault::source::postgres::data_dir(&spec.location).await,
+    };
+    let Some(path) = path else {
+        tracing::warn!(
+            "cannot tell where the PostgreSQL source stores its data; same-volume guard not applied"
+        );
+        return Ok(());
+    };
+    let device = std::fs::metadata(&path)?.dev();
+    if device == info.device {
+        let e = blastwall_vault::VaultError::SameVolume {
+            source_path: path.display().to_string(),
+            device,
+        };
+        if allow {
+            tracing::warn!("{}", blastwall_vault::drill::one_line(&e));
+            return Ok(());
+        }
+        return Err(fail(e));
+    }
+    Ok(())
+}
+
+async fn backup_run(
+    st: &BackupState,
+    source: &str,
+    part_size: &str,
+    as_json: bool,
+) -> Result<Exit, Failure> {
+    let s = st.sources.get(source).ok_or_else(|| {
+        Failure::usage(
+            format!("no backup source `{source}`"),
+            "add it with `blastwall backup source add`",
+        )
+    })?;
+    let (_, target) = st.target(Some(&s.target))?;
+    let recipient = target.recipient.as_deref().ok_or_else(|| {
+        Failure::usage(
+            format!("the target `{}` has no recipient", s.target),
+            "add the target again with `--recipient age1…`",
+        )
+    })?;
+    let recipient = BackupRecipient::parse(recipient).map_err(fail)?;
+    let part = usize::try_from(parse_size(part_size)?).unwrap_or(usize::MAX);
+    let summary = blastwall_vault::pipeline::run(&s.spec, &client(&target)?, &recipient, part)
+        .await
+        .map_err(fail)?;
+    if as_json {
+        output::json(&summary)?;
+    } else {
+        output::line(&format!(
+            "backup {} of `{}`: {} parts, {} bytes stored ({} plain) in {:.1}s, retained until {}",
+            summary.id,
+            summary.source,
+            summary.parts,
+            summary.stored_bytes,
+            summary.plain_bytes,
+            summary.seconds,
+            summary.retain_until
+        ));
+    }
+    Ok(Exit::Clean)
+}
+
+async fn list(
+    st: &BackupState,
+    source: Option<&str>,
+    target: Option<&str>,
+    as_json: bool,
+) -> Result<Exit, Failure> {
+    let (_, t) = st.target(target)?;
+    let client = client(&t)?;
+    let backups = drill::list_backups(&client, source).await.map_err(fail)?;
+    let drills = client.drills().await.map_err(fail)?;
+    let last = |pred: &dyn Fn(&DrillRecord) -> bool| {
+        drills.iter().rfind(|d| pred(d)).cloned()
+    };
+    let rows: Vec<serde_json::Value> = backups
+        .iter()
+        .map(|b| {
+            let drill = last(&|d| d.backup == b.id && d.source == b.source);
+            let passed = last(&|d| d.source == b.source && d.passed);
+            json!({
+                "id": b.id,
+                "source": b.source,
+                "taken_at": b.taken_at,
+                "size": b.size,
+                "retain_until": b.retain_until,
+                "last_drill": drill.map(|d| json!({"at": d.at, "passed": d.passed, "reason": d.reason})),
+                "source_last_passed": passed.map(|d| d.at),
+            })
+        })
+        .collect();
+    if as_json {
+        output::json(&rows)?;
+        return Ok(Exit::Clean);
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
+            let drill = match &r["last_drill"] {
+                serde_json::Value::Null => match r["source_last_passed"].as_str() {
+                    Some(at) => format!("source passed {at}"),
+                    None => "never".into(),
+                },
+                d => format!(
+                    "{} {}",
+                    if d["passed"].as_bool() == Some(true) {
+                        "pass"
+                    } else {
+                        "FAIL"
+                    },
+                    d["at"].as_str().unwrap_or("-")
+                ),
+            };
+            vec![
+                s("id"),
+                s("source"),
+                s("taken_at"),
+                r["size"].as_u64().unwrap_or(0).to_string(),
+                s("retain_until"),
+                drill,
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "ID",
+            "SOURCE",
+            "TAKEN",
+            "SIZE",
+            "RETAIN-UNTIL",
+            "LAST DRILL",
+        ],
+        &table,
+    );
+    Ok(Exit::Clean)
+}
+
+async fn check(st: &BackupState, target: Option<&str>, as_json: bool) -> Result<Exit, Failure> {
+    let (name, t) = st.target(target)?;
+    let client = client(&t)?;
+    let probes = immutability::run(&client).await.map_err(fail)?;
+    let pass = probes.iter().all(|p| p.refused);
+    if as_json {
+        output::json(&json!({"target": name, "pass": pass, "probes": probes}))?;
+    } else {
+        let rows: Vec<Vec<String>> = probes
+            .iter()
+            .map(|p| {
+                vec![
+                    p.probe.clone(),
+                    if p.refused {
+                        "refused".into()
+                    } else {
+                        "GOT THROUGH".into()
+                    },
+                    p.answer.clone(),
+                ]
+            })
+            .collect();
+        output::table(&["PROBE", "RESULT", "ANSWER"], &rows);
+        output::line(if pass {
+            "PASS: every attempt was refused"
+        } else {
+            "FAIL: the credential can change or remove backups"
+        });
+    }
+    Ok(if pass { Exit::Clean } else { Exit::Failed })
+}
+
+fn print_drills(records: &[DrillRecord], as_json: bool) -> Result<(), Failure> {
+    if as_json {
+        output::json(&records)?;
+        return Ok(());
+    }
+    for r in records {
+        let verdict = if r.passed { "PASS" } else { "FAIL" };
+        output::line(&format!(
+            "{verdict} {} `{}`: rpo {}s; fetch {}ms, decrypt {}ms, restore {}ms, verify {}ms{}",
+            r.backup,
+            r.source,
+            r.rpo_secs.unwrap_or(-1),
+            r.fetch_ms,
+            r.decrypt_ms,
+            r.restore_ms,
+            r.verify_ms,
+            r.amcheck
+                .as_deref()
+                .map(|a| format!("; pg_amcheck {a}"))
+                .unwrap_or_default()
+        ));
+        if let Some(reason) = &r.reason {
+            output::line(&format!("  reason: {reason}"));
+        }
+    }
+    Ok(())
+}

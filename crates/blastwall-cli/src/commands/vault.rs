@@ -1,0 +1,318 @@
+//! `blastwall vault init|serve|credential add|recipient`: the backup vault, run under its own
+//! credentials on another host or account (issue 6).
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use blastwall_vault::VaultError;
+use blastwall_vault::creds::{Credentials, Role};
+use blastwall_vault::data::{Settings, VaultData};
+use blastwall_vault::server::Vault;
+use serde_json::json;
+
+use crate::exit::Exit;
+use crate::failure::Failure;
+use crate::output;
+
+/// `blastwall vault …`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Cmd {
+    /// Create a vault in a folder: settings and the age key backups are encrypted to
+    #[command(after_help = "\
+Examples:
+  blastwall vault init --data /srv/blastwall-vault --min-retention 30d --drill-every 24h
+
+Every object the vault receives is kept at least --min-retention from its receipt; the policy can
+later be lengthened, never shortened. Run the vault as a user of its own, on a volume (better: a
+host) that production cannot reach but over HTTP.")]
+    Init {
+        #[command(flatten)]
+        data: DataArg,
+        /// Minimum retention of every object, from its receipt (`30d`, `90d`)
+        #[arg(long, value_name = "DURATION", default_value = "30d")]
+        min_retention: String,
+        /// Drill each source on this schedule while `vault serve` runs (`24h`)
+        #[arg(long, value_name = "DURATION")]
+        drill_every: Option<String>,
+        /// Default quota of a writer credential (`50G`, `500M`)
+        #[arg(long, value_name = "SIZE")]
+        quota: Option<String>,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the vault over HTTP: create-only uploads, /healthz, /metrics, scheduled drills
+    #[command(after_help = "\
+Examples:
+  blastwall vault serve --data /srv/blastwall-vault --listen 0.0.0.0:7171
+
+Writes `blastwall vault listening on http://ADDR` on stderr once it listens.")]
+    Serve {
+        #[command(flatten)]
+        data: DataArg,
+        /// Address to listen on
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7171")]
+        listen: SocketAddr,
+    },
+    /// Manage the vault's credentials
+    #[command(subcommand)]
+    Credential(CredentialCmd),
+    /// Print the age public key backups are encrypted to (give it to production)
+    #[command(after_help = "Examples:\n  blastwall vault recipient --data /srv/blastwall-vault")]
+    Recipient {
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+/// `blastwall vault credential …`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum CredentialCmd {
+    /// Make a credential; it is printed once and only its digest is kept
+    #[command(after_help = "\
+Examples:
+  blastwall vault credential add prod-writer --role writer --quota 50G
+  blastwall vault credential add drills --role reader
+  blastwall vault credential add ops --role admin
+
+writer: create backups (and list them); never delete, overwrite or change retention.
+reader: read and list backups, record drills.
+admin:  lengthen retention or the policy, delete what has expired; nothing earlier.")]
+    Add {
+        /// The credential's name (recorded as the writer of what it creates)
+        name: String,
+        /// writer, reader or admin
+        #[arg(long)]
+        role: String,
+        /// Bytes this writer may store (`50G`); default: the vault's default quota
+        #[arg(long, value_name = "SIZE")]
+        quota: Option<String>,
+        #[command(flatten)]
+        data: DataArg,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The vault's folder.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DataArg {
+    /// The vault's data folder
+    #[arg(
+        long = "data",
+        env = "BLASTWALL_VAULT_DATA",
+        value_name = "DIR",
+        default_value = "blastwall-vault"
+    )]
+    dir: PathBuf,
+}
+
+pub(crate) async fn run(cmd: Cmd) -> Result<Exit, Failure> {
+    match cmd {
+        Cmd::Init {
+            data,
+            min_retention,
+            drill_every,
+            quota,
+            json,
+        } => init(
+            &data.dir,
+            &min_retention,
+            drill_every.as_deref(),
+            quota.as_deref(),
+            json,
+        ),
+        Cmd::Serve { data, listen } => serve(&data.dir, listen).await,
+        Cmd::Credential(CredentialCmd::Add {
+            name,
+            role,
+            quota,
+            data,
+            json,
+        }) => credential_add(&data.dir, &name, &role, quota.as_deref(), json),
+        Cmd::Recipient { data } => {
+            let d = open(&data.dir)?;
+            output::line(&d.recipient().map_err(fail)?.to_string());
+            Ok(Exit::Clean)
+        }
+    }
+}
+
+/// A vault error as a command failure (its `hint:` line becomes the hint).
+pub(crate) fn fail(e: VaultError) -> Failure {
+    Failure::from(anyhow::Error::from(e))
+}
+
+fn open(dir: &Path) -> Result<VaultData, Failure> {
+    VaultData::open(dir).map_err(fail)
+}
+
+fn duration(flag: &str, text: &str) -> Result<u64, Failure> {
+    blastwall_core::parse_duration(text)
+        .map(|d| d.as_secs())
+        .ok()
+        .filter(|s| *s > 0)
+        .ok_or_else(|| {
+            Failure::usage(
+                format!("invalid `{flag}` `{text}`"),
+                "write a duration above zero, like `30d`, `24h` or `90m`",
+            )
+        })
+}
+
+/// Parses `500M`, `50G`, `1T` or a plain number of bytes (binary multiples).
+pub(crate) fn parse_size(text: &str) -> Result<u64, Failure> {
+    let t = text.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let mult: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => 0,
+            };
+            (t.get(..i).unwrap_or_default(), mult)
+        }
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            Failure::usage(
+                format!("invalid size `{text}`"),
+                "write a size like `500M`, `50G` or a number of bytes",
+            )
+        })
+}
+
+fn init(
+    dir: &Path,
+    min_retention: &str,
+    drill_every: Option<&str>,
+    quota: Option<&str>,
+    as_json: bool,
+) -> Result<Exit, Failure> {
+    let settings = Settings {
+        min_retention_secs: duration("--min-retention", min_retention)?,
+        drill_every_secs: drill_every
+            .map(|d| duration("--drill-every", d))
+            .transpose()?,
+        default_quota_bytes: quota.map(parse_size).transpose()?,
+    };
+    let (data, recipient) = VaultData::init(dir, settings).map_err(fail)?;
+    if as_json {
+        output::json(&json!({
+            "data": data.root().display().to_string(),
+            "recipient": recipient.to_string(),
+            "min_retention_secs": data.settings.min_retention_secs,
+            "drill_every_secs": data.settings.drill_every_secs,
+        }))?;
+    } else {
+        output::line(&format!("vault created in {}", data.root().display()));
+        output::line(&format!("recipient: {recipient}"));
+        output::line(&format!(
+            "identity: {} (stays on this host, with the drill runner)",
+            data.identity_path().display()
+        ));
+    }
+    Ok(Exit::Clean)
+}
+
+async fn serve(dir: &Path, listen: SocketAddr) -> Result<Exit, Failure> {
+    let data = open(dir)?;
+    let vault = Vault::open(data).map_err(fail)?;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        Failure::usage(
+            format!("cannot listen on `{listen}`: {e}"),
+            "pick a free address with `--listen`",
+        )
+    })?;
+    let local = listener.local_addr()?;
+    // The one line scripts wait for: where the vault listens.
+    eprintln!("blastwall vault listening on http://{local}");
+    tracing::info!(%local, "vault listening");
+    vault
+        .serve(listener, shutdown_signal())
+        .await
+        .map_err(fail)?;
+    Ok(Exit::Clean)
+}
+
+fn credential_add(
+    dir: &Path,
+    name: &str,
+    role: &str,
+    quota: Option<&str>,
+    as_json: bool,
+) -> Result<Exit, Failure> {
+    let data = open(dir)?;
+    let role = Role::parse(role).ok_or_else(|| {
+        Failure::usage(
+            format!("unknown role `{role}`"),
+            "use `writer`, `reader` or `admin`",
+        )
+    })?;
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(Failure::usage(
+            format!("invalid credential name `{name}`"),
+            "use letters, digits, `-` and `_`",
+        ));
+    }
+    let quota = quota.map(parse_size).transpose()?;
+    let mut creds = Credentials::open(&data.credentials_path()).map_err(fail)?;
+    let cred = creds.add(name, role, quota).map_err(fail)?;
+    if as_json {
+        output::json(
+            &json!({ "name": name, "role": role.to_string(), "credential": cred.expose() }),
+        )?;
+    } else {
+        output::line(cred.expose());
+        if std::io::stdout().is_terminal() {
+            eprintln!("this {role} credential is shown once; only its digest is kept");
+        }
+    }
+    Ok(Exit::Clean)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("vault shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("500M").unwrap(), 500 << 20);
+        assert_eq!(parse_size("2g").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1234").unwrap(), 1234);
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("0").is_err());
+    }
+}
