@@ -7,11 +7,11 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use blastwall_core::EnvName;
 use blastwall_core::audit::{AuditRecord, CheckpointSigner};
 use blastwall_core::config::{Config, DEFAULT_FILE, KeySource};
 use blastwall_core::env::{self, EnvSource};
 use blastwall_core::seal::EnvIdentity;
+use blastwall_core::{EnvName, Environment};
 use blastwall_store::{Auditor, Store};
 use jiff::Timestamp;
 use secrecy::{ExposeSecret, SecretString};
@@ -69,6 +69,17 @@ impl Ctx {
             config,
             store,
             actor: actor(env),
+        })
+    }
+
+    /// The environment named `name` (as the user typed it), or a clear refusal.
+    pub(crate) async fn environment(&self, name: &str) -> Result<Environment, Failure> {
+        let name = EnvName::new(name)?;
+        self.store.env_get(&name).await?.ok_or_else(|| {
+            Failure::usage(
+                format!("unknown environment `{name}`"),
+                "`blastwall env list` shows the environments",
+            )
         })
     }
 

@@ -127,13 +127,8 @@ pub(crate) async fn run(
 }
 
 async fn issue(ctx: &Ctx, env: &dyn EnvSource, args: IssueArgs) -> Result<Exit, Failure> {
-    let env_name = EnvName::new(&args.env)?;
-    let environment = ctx.store.env_get(&env_name).await?.ok_or_else(|| {
-        Failure::usage(
-            format!("unknown environment `{env_name}`"),
-            "`blastwall env list` shows the environments",
-        )
-    })?;
+    let environment = ctx.environment(&args.env).await?;
+    let env_name = environment.name.clone();
     let owner = PrincipalName::new("owner", &args.owner)?;
     let holder = PrincipalName::new("holder", &args.holder)?;
     let ttl = args.ttl.unwrap_or(environment.max_token_ttl);

@@ -189,13 +189,8 @@ async fn add(
     let sealed = match &cred_env {
         None => None,
         Some(e) => {
-            let env_name = EnvName::new(e)?;
-            let environment = ctx.store.env_get(&env_name).await?.ok_or_else(|| {
-                Failure::usage(
-                    format!("unknown environment `{env_name}`"),
-                    "`blastwall env list` shows the environments",
-                )
-            })?;
+            let environment = ctx.environment(e).await?;
+            let env_name = environment.name.clone();
             if !secret_stdin {
                 return Err(Failure::usage(
                     "no credential given",
@@ -320,13 +315,7 @@ async fn check(
     as_json: bool,
 ) -> Result<Exit, Failure> {
     let name = EnvName::new(name)?;
-    let env_name = EnvName::new(env_name)?;
-    if ctx.store.env_get(&env_name).await?.is_none() {
-        return Err(Failure::usage(
-            format!("unknown environment `{env_name}`"),
-            "`blastwall env list` shows the environments",
-        ));
-    }
+    let env_name = ctx.environment(env_name).await?.name;
     let (ok, detail) = match ctx.store.credential_get(&name, &env_name).await? {
         None => (
             false,

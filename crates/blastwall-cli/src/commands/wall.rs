@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-use blastwall_core::EnvName;
 use blastwall_core::env::EnvSource;
 use blastwall_scan::WallFile;
 use secrecy::ExposeSecret;
@@ -49,13 +48,8 @@ pub(crate) async fn run(
         json,
     } = cmd;
     let ctx = Ctx::open(flag, env).await?;
-    let name = EnvName::new(&name)?;
-    let environment = ctx.store.env_get(&name).await?.ok_or_else(|| {
-        Failure::usage(
-            format!("unknown environment `{name}`"),
-            "`blastwall env list` shows the environments",
-        )
-    })?;
+    let environment = ctx.environment(&name).await?;
+    let name = environment.name.clone();
     let identity = match load_identity(&ctx.config, &name, env) {
         KeyState::Present(id) => id,
         KeyState::Sealed(why) => {
