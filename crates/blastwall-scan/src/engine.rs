@@ -492,6 +492,45 @@ fn push_span(line: &[u8], s: usize, e: usize, lengths: &LengthSet, out: &mut Vec
     }
 }
 
+/// The length of the field at the start of `rest`: the offset of the first field break
+/// (whitespace or a quote), or `rest.len()`.
+///
+/// Eight bytes at a time: a word with no byte at or below `0x20` and no quote holds no break
+/// (the bytes it flags are then checked one by one, since not every control byte is a break).
+fn field_end(rest: &[u8]) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    // High bit of each byte of `x` that is zero.
+    let zero = |x: u64| !(((x & LOW7).wrapping_add(LOW7)) | x) & HI;
+    let mut i = 0;
+    while let Some(chunk) = rest.get(i..i + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(w);
+        // High bit of each byte below 0x21 (no carry crosses bytes: at most 0x7f + 0x5f).
+        let low = !(((x & LOW7).wrapping_add(0x5f * LO)) | x) & HI;
+        let mask = low
+            | zero(x ^ (u64::from(b'"') * LO))
+            | zero(x ^ (u64::from(b'\'') * LO))
+            | zero(x ^ (u64::from(b'`') * LO));
+        if mask == 0 {
+            i += 8;
+            continue;
+        }
+        let first = i + (mask.trailing_zeros() / 8) as usize;
+        if rest.get(first).is_some_and(|&b| class(b) & FIELD == 0) {
+            return first;
+        }
+        i = first + 1;
+    }
+    rest.get(i..)
+        .unwrap_or(&[])
+        .iter()
+        .position(|&b| class(b) & FIELD == 0)
+        .map_or(rest.len(), |p| i + p)
+}
+
 /// Pushes the runs of token characters of `field` (at `offset` in `line`) and, inside each one
 /// long enough to hold a listed secret, its runs of word characters. Short runs are skipped in a
 /// tight loop: they are most of the text, and none of them can be a candidate.
@@ -562,12 +601,7 @@ fn line_candidates(line: &[u8], lengths: &LengthSet, out: &mut Vec<(usize, usize
             break;
         }
         let fs = i;
-        let field_len = line
-            .get(fs..)
-            .unwrap_or(&[])
-            .iter()
-            .position(|&b| class(b) & FIELD == 0)
-            .unwrap_or(n - fs);
+        let field_len = field_end(line.get(fs..).unwrap_or(&[]));
         // A field shorter than the shortest listed secret holds no candidate (its sub-runs are
         // shorter still).
         if field_len < lengths.min() {
@@ -578,19 +612,22 @@ fn line_candidates(line: &[u8], lengths: &LengthSet, out: &mut Vec<(usize, usize
         i = fe;
         let field = line.get(fs..fe).unwrap_or(&[]);
         push_span(line, fs, fe, lengths, out);
-        if let Some(p) = memchr::memchr2(b'=', b':', field) {
+        // Fields are short: plain loops beat `memchr`'s set-up here.
+        let sep = field.iter().position(|&b| b == b'=' || b == b':');
+        if let Some(p) = sep {
             push_span(line, fs + p + 1, fe, lengths, out);
         }
         push_runs(field, fs, line, lengths, out);
-        // (A `memmem` finder per field would cost more than the rest of the field.)
-        let scheme =
-            memchr::memchr_iter(b':', field).find(|&c| field.get(c + 1..c + 3) == Some(&b"//"[..]));
+        let scheme = sep.and_then(|p| {
+            let from = field.get(p..).unwrap_or(&[]);
+            from.windows(3).position(|w| w == b"://").map(|c| p + c)
+        });
         if let Some(scheme) = scheme {
             let after = scheme + 3;
             let rest = field.get(after..).unwrap_or(&[]);
-            if let Some(at) = memchr::memchr(b'@', rest) {
+            if let Some(at) = rest.iter().position(|&b| b == b'@') {
                 let userinfo = rest.get(..at).unwrap_or(&[]);
-                if let Some(colon) = memchr::memchr(b':', userinfo) {
+                if let Some(colon) = userinfo.iter().position(|&b| b == b':') {
                     push_span(line, fs + after + colon + 1, fs + after + at, lengths, out);
                 }
             }
@@ -600,13 +637,13 @@ fn line_candidates(line: &[u8], lengths: &LengthSet, out: &mut Vec<(usize, usize
     let mut i = 0;
     while let Some(q) = line
         .get(i..)
-        .and_then(|rest| memchr::memchr2(b'"', b'\'', rest))
+        .and_then(|rest| rest.iter().position(|&b| b == b'"' || b == b'\''))
     {
         let open = i + q;
         let quote = line.get(open).copied().unwrap_or(b'"');
         match line
             .get(open + 1..)
-            .and_then(|rest| memchr::memchr(quote, rest))
+            .and_then(|rest| rest.iter().position(|&b| b == quote))
         {
             Some(close) => {
                 push_span(line, open + 1, open + 1 + close, lengths, out);
@@ -616,7 +653,7 @@ fn line_candidates(line: &[u8], lengths: &LengthSet, out: &mut Vec<(usize, usize
         }
     }
     // The value of `key = value with spaces` / `key: value` to the end of the line.
-    if let Some(p) = memchr::memchr2(b'=', b':', line) {
+    if let Some(p) = line.iter().position(|&b| b == b'=' || b == b':') {
         let mut s = p + 1;
         let mut e = line.len();
         while s < e
@@ -986,5 +1023,32 @@ mod tests {
         let long = [b'a'; SEEN_MAX_LEN + 1];
         seen.insert(&long);
         assert!(!seen.contains(&long));
+    }
+
+    #[test]
+    fn field_end_agrees_with_the_byte_by_byte_definition() {
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let alphabet = b"ab_-=:/\"'` \t\n\r\x0b\x01\x7f\x80\xff%@.";
+        for _ in 0..20_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let len = (rng % 40) as usize;
+            let text: Vec<u8> = (0..len)
+                .map(|k| {
+                    let r = rng.rotate_left(k as u32 * 5);
+                    if r.is_multiple_of(3) {
+                        alphabet[(r >> 8) as usize % alphabet.len()]
+                    } else {
+                        b'x'
+                    }
+                })
+                .collect();
+            let expected = text
+                .iter()
+                .position(|&b| b.is_ascii_whitespace() || matches!(b, b'"' | b'\'' | b'`'))
+                .unwrap_or(text.len());
+            assert_eq!(field_end(&text), expected, "{text:?}");
+        }
     }
 }
