@@ -88,10 +88,12 @@ async fn run_inner(
     let rcpt = recipient.clone();
     let name = spec.name.clone();
     let encode = tokio::task::spawn_blocking(move || encode(producer, &name, &rcpt, part_size, tx));
-    let upload = async {
+    let id_ref = &id;
+    // `move`: the receiver is dropped as soon as an upload fails, which stops the encoder.
+    let upload = async move {
         let mut parts = Vec::new();
         while let Some(buf) = rx.recv().await {
-            let name = part_name(&spec.name, &id, parts.len());
+            let name = part_name(&spec.name, id_ref, parts.len());
             let bytes = Bytes::from(buf);
             let info = PartInfo {
                 name: name.clone(),

@@ -9,6 +9,7 @@
     unreachable_pub,
     reason = "test code: a failed unwrap is a failed test"
 )]
+mod backup;
 mod errors;
 mod gateway;
 mod help;

@@ -1,0 +1,658 @@
+//! Issue 6: backups to a vault the writer cannot delete from, and drills that prove the data came
+//! back. The real binary on both sides: a vault host (its own folder, `vault serve` on loopback)
+//! and a production folder holding only the writer credential and the public key.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{Bw, stderr, stdout};
+
+/// A vault host: its folder, its credentials, its running server.
+struct VaultHost {
+    bw: Bw,
+    child: Option<Child>,
+    url: String,
+    writer: String,
+    reader: String,
+    admin: String,
+    log: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Drop for VaultHost {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl VaultHost {
+    fn new(extra: &[&str]) -> Self {
+        let bw = Bw::new();
+        let data = bw.path().join("vault");
+        let d = data.to_str().unwrap();
+        let mut args = vec!["vault", "init", "--data", d, "--min-retention", "30d"];
+        args.extend_from_slice(extra);
+        bw.ok(&args);
+        let cred = |name: &str, role: &str| {
+            bw.ok(&[
+                "vault",
+                "credential",
+                "add",
+                name,
+                "--role",
+                role,
+                "--data",
+                d,
+            ])
+            .trim()
+            .to_owned()
+        };
+        let writer = cred("prod-writer", "writer");
+        let reader = cred("drills", "reader");
+        let admin = cred("ops", "admin");
+        let mut v = Self {
+            bw,
+            child: None,
+            url: String::new(),
+            writer,
+            reader,
+            admin,
+            log: Arc::new(Mutex::new(Vec::new())),
+        };
+        v.start();
+        // The drill runner lives here: a reader target and the identity.
+        let o = v.bw.run_stdin(
+            &[
+                "backup",
+                "target",
+                "add",
+                "vault",
+                "--url",
+                &v.url,
+                "--credential-stdin",
+                "--identity",
+                v.data().join("keys/backup.key").to_str().unwrap(),
+            ],
+            &v.reader,
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        v
+    }
+
+    fn data(&self) -> PathBuf {
+        self.bw.path().join("vault")
+    }
+
+    fn start(&mut self) {
+        let listen = if self.url.is_empty() {
+            "127.0.0.1:0".to_owned()
+        } else {
+            self.url.trim_start_matches("http://").to_owned()
+        };
+        let mut child = self
+            .bw
+            .std_cmd()
+            .args(["vault", "serve", "--data"])
+            .arg(self.data())
+            .args(["--listen", &listen])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = self.log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.split("listening on ").nth(1)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+                let mut l = sink.lock().unwrap();
+                l.extend_from_slice(line.as_bytes());
+                l.push(b'\n');
+            }
+        });
+        self.url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("vault did not start: {}", self.log_text()));
+        self.child = Some(child);
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    fn log_text(&self) -> String {
+        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
+    }
+
+    fn drill(&self, source: &str, extra: &[&str]) -> std::process::Output {
+        let mut args = vec!["backup", "drill", source, "--latest-only"];
+        args.extend_from_slice(extra);
+        self.bw.run(&args)
+    }
+
+    /// The vault's objects under `backups/<source>/<id>/`.
+    fn backup_dir(&self, source: &str, id: &str) -> PathBuf {
+        self.data().join("objects/backups").join(source).join(id)
+    }
+}
+
+/// Production: holds the writer credential and the recipient only.
+fn production(v: &VaultHost) -> Bw {
+    let bw = Bw::new();
+    let o = bw.run_stdin(
+        &[
+            "backup",
+            "target",
+            "add",
+            "offsite",
+            "--url",
+            &v.url,
+            "--credential-stdin",
+        ],
+        &v.writer,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    bw
+}
+
+fn add_source(prod: &Bw, name: &str, kind: &str, what: &str) {
+    let args: Vec<&str> = if kind == "postgres" {
+        vec![
+            "backup",
+            "source",
+            "add",
+            name,
+            "--kind",
+            kind,
+            "--url",
+            what,
+            "--allow-same-volume",
+        ]
+    } else {
+        vec![
+            "backup",
+            "source",
+            "add",
+            name,
+            "--kind",
+            kind,
+            what,
+            "--allow-same-volume",
+        ]
+    };
+    prod.ok(&args);
+}
+
+fn run_backup(prod: &Bw, source: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["backup", "run", source];
+    args.extend_from_slice(extra);
+    prod.json(&args)
+}
+
+fn make_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("uploads/2026")).unwrap();
+    std::fs::write(root.join("uploads/2026/invoice.pdf"), vec![7u8; 70_000]).unwrap();
+    std::fs::write(root.join("README"), "customer files\n").unwrap();
+    let mut noise = Vec::new();
+    let mut x: u32 = 12345;
+    for _ in 0..60_000 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        noise.push((x >> 16) as u8);
+    }
+    std::fs::write(root.join("uploads/noise.bin"), noise).unwrap();
+    std::os::unix::fs::symlink("README", root.join("link")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root.join("README"), std::fs::Permissions::from_mode(0o640)).unwrap();
+}
+
+fn make_sqlite(path: &Path) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::ConnectOptions;
+        let mut c = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE customers(id INTEGER PRIMARY KEY, name TEXT, photo BLOB, balance REAL);
+             CREATE TABLE \"odd \"\"name\"(x);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500)
+             INSERT INTO customers(name, photo, balance) SELECT 'c' || i, randomblob(20), i * 1.5 FROM n;
+             INSERT INTO \"odd \"\"name\" VALUES (NULL), ('x');",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
+    });
+}
+
+/// Sends a raw HTTP/1.1 request; returns the status code.
+fn http(url: &str, method: &str, path: &str, cred: &str, body: &[u8], extra: &str) -> u16 {
+    let addr = url.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {cred}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn directory_and_sqlite_backups_drill_after_the_sources_are_gone() {
+    let v = VaultHost::new(&[]);
+    let prod = production(&v);
+    let src = prod.path().join("srv");
+    make_tree(&src.join("files"));
+    make_sqlite(&src.join("app.sqlite"));
+    add_source(&prod, "files", "dir", src.join("files").to_str().unwrap());
+    add_source(
+        &prod,
+        "appsqlite",
+        "sqlite",
+        src.join("app.sqlite").to_str().unwrap(),
+    );
+    let files = run_backup(&prod, "files", &["--part-size", "16K"]);
+    assert!(files["parts"].as_u64().unwrap() > 2, "{files}");
+    let db = run_backup(&prod, "appsqlite", &[]);
+    let files_before = blastwall_vault::facts::dir_facts(&src.join("files")).unwrap();
+
+    // The incident: the volume is wiped, sources and all.
+    std::fs::remove_dir_all(&src).unwrap();
+
+    for source in ["files", "appsqlite"] {
+        let o = v.drill(source, &["--json"]);
+        assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+        let records: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(records[0]["passed"], true, "{records}");
+        assert!(records[0]["rpo_secs"].as_i64().unwrap() >= 0);
+    }
+
+    // Production lists the backups and sees the drills passed, but reads nothing.
+    let list = prod.json(&["backup", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    for b in list.as_array().unwrap() {
+        assert_eq!(b["last_drill"]["passed"], true, "{b}");
+    }
+    let o = prod.run(&["backup", "drill", "files"]);
+    assert_eq!(o.status.code(), Some(2), "production holds no identity");
+
+    // The real restore, on the vault host.
+    let out = v.bw.path().join("restored-files");
+    let r = v.bw.json(&[
+        "backup",
+        "restore",
+        files["id"].as_str().unwrap(),
+        "--to",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r["differences"], Value::Array(vec![]), "{r}");
+    assert_eq!(
+        blastwall_vault::facts::dir_facts(&out).unwrap(),
+        files_before
+    );
+    assert_eq!(
+        std::fs::read_link(out.join("link")).unwrap(),
+        PathBuf::from("README")
+    );
+    let restored_db = v.bw.path().join("restored.sqlite");
+    let r = v.bw.json(&[
+        "backup",
+        "restore",
+        db["id"].as_str().unwrap(),
+        "--to",
+        restored_db.to_str().unwrap(),
+    ]);
+    assert_eq!(r["differences"], Value::Array(vec![]), "{r}");
+
+    // The vault's own audit log has every create and drill, and no credential.
+    let audit = std::fs::read_to_string(v.data().join("audit.jsonl")).unwrap();
+    assert!(audit.contains("object.create") && audit.contains("\"drill\""));
+    for secret in [&v.writer, &v.reader, &v.admin] {
+        assert!(!audit.contains(secret.as_str()));
+        assert!(!v.log_text().contains(secret.as_str()));
+    }
+}
+
+#[test]
+fn postgres_backup_drill_restore_and_break_glass() {
+    let cluster = blastwall_test::PgCluster::shared().unwrap();
+    let url = cluster.fresh_database().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let exec = |url: &str, sql: &str| {
+        rt.block_on(async {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+            c.close().await.unwrap();
+        });
+    };
+    exec(
+        &url,
+        "CREATE SCHEMA billing;
+         CREATE TABLE billing.invoices(id serial PRIMARY KEY, customer text NOT NULL, cents int8, meta jsonb, at timestamptz DEFAULT '2026-01-01');
+         INSERT INTO billing.invoices(customer, cents, meta) SELECT 'c' || i, i * 100, jsonb_build_object('n', i) FROM generate_series(1, 2000) i;
+         CREATE INDEX ON billing.invoices(customer);
+         CREATE TABLE public.\"Mixed Case\"(k text, v bytea);
+         INSERT INTO public.\"Mixed Case\" VALUES ('a', '\\x00ff'), (NULL, NULL);",
+    );
+    let v = VaultHost::new(&[]);
+    let prod = production(&v);
+    add_source(&prod, "appdb", "postgres", &url);
+    let b = run_backup(&prod, "appdb", &["--part-size", "32K"]);
+    let id = b["id"].as_str().unwrap().to_owned();
+
+    // Drop the source database: the drill restores into a scratch cluster of its own.
+    let admin_url = cluster.url();
+    let dbname = url.rsplit('/').next().unwrap().to_owned();
+    exec(&admin_url, &format!("DROP DATABASE {dbname} WITH (FORCE)"));
+    let o = v.drill("appdb", &["--json"]);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let rec: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rec[0]["passed"], true, "{rec}");
+    assert_eq!(rec[0]["amcheck"], "ok", "{rec}");
+
+    // The real restore, into an empty database.
+    let target = cluster.fresh_database().unwrap();
+    let r = v.bw.json(&["backup", "restore", &id, "--to", &target]);
+    assert_eq!(r["differences"], Value::Array(vec![]), "{r}");
+
+    // Break-glass with stock tools only: cat parts | age -d -i key | zstd -d | pg_restore.
+    let glass = cluster.fresh_database().unwrap();
+    let parts = v.backup_dir("appdb", &id);
+    let script = format!(
+        "set -euo pipefail; cat {parts}/part-* | age -d -i {key} | zstd -d | {pg_restore} --no-owner -d '{glass}'",
+        parts = parts.display(),
+        key = v.data().join("keys/backup.key").display(),
+        pg_restore = blastwall_vault::scratch::pg_bin("pg_restore").display(),
+    );
+    let o = Command::new("bash").args(["-c", &script]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let facts = |u: &str| {
+        rt.block_on(blastwall_vault::source::postgres::facts_at(u))
+            .unwrap()
+    };
+    assert_eq!(facts(&glass), facts(&target));
+    match facts(&glass) {
+        blastwall_vault::facts::Facts::Tables { tables, .. } => {
+            assert_eq!(tables["billing.invoices"].rows, 2000);
+            assert_eq!(tables["public.Mixed Case"].rows, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_damaged_part_a_missing_part_and_a_wrong_key_fail_the_drill() {
+    let v = VaultHost::new(&[]);
+    let prod = production(&v);
+    let src = prod.path().join("files");
+    make_tree(&src);
+    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    let ids: Vec<String> = (0..3)
+        .map(|_| {
+            run_backup(&prod, "files", &["--part-size", "16K"])["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+
+    // One byte flipped in a part, as root could on the vault's disk.
+    let part = v.backup_dir("files", &ids[0]).join("part-000001");
+    let mut bytes = std::fs::read(&part).unwrap();
+    bytes[100] ^= 0x01;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&part, &bytes).unwrap();
+    let o = v.drill("files", &["--backup", &ids[0]]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("part 2 of") && stdout(&o).contains("is damaged"),
+        "{}",
+        stdout(&o)
+    );
+
+    // A part gone.
+    std::fs::remove_file(v.backup_dir("files", &ids[1]).join("part-000002")).unwrap();
+    let o = v.drill("files", &["--backup", &ids[1]]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("part 3 of") && stdout(&o).contains("is missing from the vault"),
+        "{}",
+        stdout(&o)
+    );
+
+    // The wrong identity.
+    let other = Bw::new();
+    let other_vault = other.path().join("v");
+    other.ok(&["vault", "init", "--data", other_vault.to_str().unwrap()]);
+    let o = v.drill(
+        "files",
+        &[
+            "--backup",
+            &ids[2],
+            "--identity",
+            other_vault.join("keys/backup.key").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("cannot decrypt"), "{}", stdout(&o));
+
+    // The same backup with the right key passes: the failure was the key's.
+    let o = v.drill("files", &["--backup", &ids[2]]);
+    assert!(o.status.success(), "{}", stdout(&o));
+
+    // Every failure was recorded, and shows in the list.
+    let list = v.bw.json(&["backup", "list"]);
+    let failed = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["last_drill"]["passed"] == false)
+        .count();
+    assert_eq!(failed, 2, "{list}");
+}
+
+#[test]
+fn the_writer_cannot_delete_overwrite_or_shorten_retention() {
+    let v = VaultHost::new(&[]);
+    let prod = production(&v);
+    let src = prod.path().join("files");
+    make_tree(&src);
+    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    let b = run_backup(&prod, "files", &[]);
+    let id = b["id"].as_str().unwrap();
+
+    let report = prod.json(&["backup", "check-immutability"]);
+    assert_eq!(report["pass"], true, "{report}");
+    let probes = report["probes"].as_array().unwrap();
+    assert_eq!(probes.len(), 5, "{report}");
+    assert!(probes.iter().all(|p| p["refused"] == true), "{report}");
+
+    // The same, by hand over HTTP, and not even the admin deletes before retain-until.
+    let manifest = format!("/v1/objects/backups/files/{id}/manifest.age");
+    assert_eq!(http(&v.url, "DELETE", &manifest, &v.writer, b"", ""), 403);
+    assert_eq!(http(&v.url, "DELETE", &manifest, &v.admin, b"", ""), 423);
+    let other = b"other bytes";
+    let sha = blastwall_vault::sha256_hex(other);
+    assert_eq!(
+        http(
+            &v.url,
+            "PUT",
+            &manifest,
+            &v.writer,
+            other,
+            &format!("x-blastwall-sha256: {sha}\r\n")
+        ),
+        409
+    );
+    let shorter = br#"{"retain_until":"2026-01-01T00:00:00Z"}"#;
+    let ct = "Content-Type: application/json\r\n";
+    assert_eq!(
+        http(
+            &v.url,
+            "PUT",
+            &format!("/v1/retention/backups/files/{id}/manifest.age"),
+            &v.writer,
+            shorter,
+            ct
+        ),
+        403
+    );
+    assert_eq!(
+        http(
+            &v.url,
+            "PUT",
+            &format!("/v1/retention/backups/files/{id}/manifest.age"),
+            &v.admin,
+            shorter,
+            ct
+        ),
+        403
+    );
+    assert_eq!(
+        http(
+            &v.url,
+            "PUT",
+            "/v1/policy",
+            &v.admin,
+            br#"{"min_retention_secs":60}"#,
+            ct
+        ),
+        403
+    );
+    // A body that does not match its declared hash is refused.
+    assert_eq!(
+        http(
+            &v.url,
+            "PUT",
+            "/v1/objects/junk/x",
+            &v.writer,
+            b"abc",
+            &format!("x-blastwall-sha256: {sha}\r\n")
+        ),
+        422
+    );
+    // Unknown credential.
+    assert_eq!(
+        http(&v.url, "GET", "/v1/list", "bwt_vault_nope", b"", ""),
+        401
+    );
+    // The backup is still whole: a drill passes.
+    assert!(v.drill("files", &[]).status.success());
+    let audit = std::fs::read_to_string(v.data().join("audit.jsonl")).unwrap();
+    assert!(audit.contains("object.delete.refused"), "{audit}");
+    assert!(audit.contains("retention.shorten.refused"), "{audit}");
+    let o =
+        v.bw.run(&["vault", "recipient", "--data", v.data().to_str().unwrap()]);
+    assert!(stdout(&o).starts_with("age1"));
+    let health = http(&v.url, "GET", "/healthz", "", b"", "");
+    assert_eq!(health, 200);
+}
+
+#[test]
+fn kill_9_during_an_upload_leaves_no_partial_backup() {
+    let mut v = VaultHost::new(&[]);
+    // An upload that stops half-way: the vault is killed while the body streams in.
+    let addr = v.url.trim_start_matches("http://").to_owned();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    let sha = "0".repeat(64);
+    write!(
+        s,
+        "PUT /v1/objects/backups/files/20990101T000000Z-000000/part-000000 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nx-blastwall-sha256: {sha}\r\nContent-Length: 10000000\r\n\r\n",
+        v.writer
+    )
+    .unwrap();
+    s.write_all(&vec![1u8; 1_000_000]).unwrap();
+    s.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    v.kill9();
+    drop(s);
+    let objects = v.data().join("objects");
+    assert!(
+        crate::support::all_files(&objects).is_empty(),
+        "nothing visible after the kill"
+    );
+    v.start();
+    assert!(crate::support::all_files(&v.data().join("tmp")).is_empty());
+
+    // The next upload succeeds, and the list holds only complete backups.
+    let prod = production(&v);
+    let src = prod.path().join("files");
+    make_tree(&src);
+    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    run_backup(&prod, "files", &[]);
+    let list = prod.json(&["backup", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert!(v.drill("files", &[]).status.success());
+}
+
+#[test]
+fn a_vault_on_the_sources_filesystem_is_refused() {
+    let v = VaultHost::new(&[]);
+    let prod = production(&v);
+    let src = v.bw.path().join("beside-the-vault");
+    make_tree(&src);
+    let o = prod.run(&[
+        "backup",
+        "source",
+        "add",
+        "files",
+        "--kind",
+        "dir",
+        src.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("same filesystem"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_writer_over_its_quota_is_refused() {
+    let v = VaultHost::new(&["--quota", "20K"]);
+    let prod = production(&v);
+    let src = prod.path().join("files");
+    make_tree(&src);
+    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    let o = prod.run(&["backup", "run", "files", "--part-size", "8K"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("quota exceeded"), "{}", stderr(&o));
+    // The parts sent before the refusal are not a backup.
+    assert!(
+        prod.json(&["backup", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
