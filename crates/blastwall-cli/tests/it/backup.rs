@@ -656,3 +656,153 @@ fn a_writer_over_its_quota_is_refused() {
             .is_empty()
     );
 }
+
+/// A small tmpfs, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_loses_no_earlier_backup() {
+    let host = Bw::new();
+    let mnt = host.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    if !mounted.status.success() {
+        // Mounting needs root (CI runs as root); elsewhere this test cannot build its disk.
+        eprintln!(
+            "skipping: cannot mount a tmpfs: {}",
+            String::from_utf8_lossy(&mounted.stderr)
+        );
+        return;
+    }
+    let _guard = Tmpfs(mnt.clone());
+    let vault_data = mnt.join("vault");
+    host.ok(&["vault", "init", "--data", vault_data.to_str().unwrap()]);
+    let writer = host
+        .ok(&[
+            "vault",
+            "credential",
+            "add",
+            "w",
+            "--role",
+            "writer",
+            "--data",
+            vault_data.to_str().unwrap(),
+        ])
+        .trim()
+        .to_owned();
+    let mut child = host
+        .std_cmd()
+        .args(["vault", "serve", "--data"])
+        .arg(&vault_data)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(a) = line.split("listening on ").nth(1) {
+            break a.trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let prod = Bw::new();
+    let o = prod.run_stdin(
+        &[
+            "backup",
+            "target",
+            "add",
+            "t",
+            "--url",
+            &url,
+            "--credential-stdin",
+        ],
+        &writer,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let small = prod.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    std::fs::write(small.join("a"), "first backup").unwrap();
+    add_source(&prod, "small", "dir", small.to_str().unwrap());
+    let first = run_backup(&prod, "small", &[]);
+
+    let big = prod.path().join("big");
+    std::fs::create_dir(&big).unwrap();
+    let mut noise = Vec::new();
+    let mut x: u64 = 99;
+    for _ in 0..3_000_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        noise.push(x as u8);
+    }
+    std::fs::write(big.join("noise"), noise).unwrap();
+    add_source(&prod, "big", "dir", big.to_str().unwrap());
+    let o = prod.run(&["backup", "run", "big", "--part-size", "256K"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("disk is full"), "{}", stderr(&o));
+
+    // Nothing partial stays in the upload folder, and the first backup is whole.
+    assert!(crate::support::all_files(&vault_data.join("tmp")).is_empty());
+    let list = prod.json(&["backup", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["id"], first["id"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = host.path().join("restored");
+    host.ok(&["vault", "recipient", "--data", vault_data.to_str().unwrap()]);
+    // Decrypt the first backup by hand: every part is intact.
+    let dir = vault_data
+        .join("objects/backups/small")
+        .join(first["id"].as_str().unwrap());
+    std::fs::create_dir(&out).unwrap();
+    let script = format!(
+        "set -euo pipefail; cat {}/part-* | age -d -i {} | zstd -d | tar -x -C {}",
+        dir.display(),
+        vault_data.join("keys/backup.key").display(),
+        out.display()
+    );
+    let o = Command::new("bash").args(["-c", &script]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read_to_string(out.join("a")).unwrap(),
+        "first backup"
+    );
+}
+
+#[test]
+fn vault_serve_runs_scheduled_drills() {
+    let v = VaultHost::new(&["--drill-every", "1s"]);
+    let prod = production(&v);
+    let src = prod.path().join("files");
+    make_tree(&src);
+    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    run_backup(&prod, "files", &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let drills = std::fs::read_to_string(v.data().join("drills.jsonl")).unwrap_or_default();
+        if drills.contains("\"actor\":\"vault serve\"") {
+            assert!(drills.contains("\"passed\":true"), "{drills}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scheduled drill: {}",
+            v.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let list = prod.json(&["backup", "list"]);
+    assert_eq!(list[0]["last_drill"]["passed"], true, "{list}");
+}
