@@ -821,3 +821,128 @@ async fn drill_round(state: &AppState, base: &str) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::data::Settings;
+
+    struct Running {
+        base: String,
+        data: VaultData,
+        _dir: tempfile::TempDir,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            if let Some(s) = self.stop.take() {
+                let _ = s.send(());
+            }
+        }
+    }
+
+    async fn start(min_retention_secs: u64) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, _) = VaultData::init(
+            &dir.path().join("v"),
+            Settings {
+                min_retention_secs,
+                drill_every_secs: None,
+                default_quota_bytes: None,
+            },
+        )
+        .unwrap();
+        let vault = Vault::open(data.clone()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(vault.serve(listener, async {
+            let _ = rx.await;
+        }));
+        Running {
+            base,
+            data,
+            _dir: dir,
+            stop: Some(tx),
+        }
+    }
+
+    fn client(r: &Running, name: &str, role: Role) -> VaultClient {
+        let mut creds = Credentials::open(&r.data.credentials_path()).unwrap();
+        let c = creds.add(name, role, None).unwrap();
+        VaultClient::new(&r.base, SecretString::from(c.expose().to_owned())).unwrap()
+    }
+
+    fn status(e: VaultError) -> u16 {
+        match e {
+            VaultError::Remote { status, .. } => status,
+            other => panic!("{other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn roles_retention_and_policy() {
+        let r = start(86400).await;
+        let w = client(&r, "w", Role::Writer);
+        let rd = client(&r, "r", Role::Reader);
+        let a = client(&r, "a", Role::Admin);
+        let put = w.put("b/x", Bytes::from_static(b"abc")).await.unwrap();
+        assert!(put.created);
+        assert!(
+            !w.put("b/x", Bytes::from_static(b"abc"))
+                .await
+                .unwrap()
+                .created
+        );
+        assert_eq!(
+            status(w.put("b/x", Bytes::from_static(b"abd")).await.unwrap_err()),
+            409
+        );
+        assert_eq!(
+            status(rd.put("b/y", Bytes::from_static(b"1")).await.unwrap_err()),
+            403
+        );
+        assert_eq!(status(w.get("b/x").await.unwrap_err()), 403);
+        assert_eq!(&rd.get("b/x").await.unwrap()[..], b"abc");
+        assert_eq!(status(w.delete("b/x").await.unwrap_err()), 403);
+        assert_eq!(status(a.delete("b/x").await.unwrap_err()), 423);
+        assert_eq!(
+            status(
+                a.set_retention("b/x", "2020-01-01T00:00:00Z")
+                    .await
+                    .unwrap_err()
+            ),
+            403
+        );
+        let later = "2099-01-01T00:00:00Z";
+        a.set_retention("b/x", later).await.unwrap();
+        assert_eq!(w.list("b/").await.unwrap()[0].retain_until, later);
+        assert_eq!(status(a.set_policy(60).await.unwrap_err()), 403);
+        a.set_policy(2 * 86400).await.unwrap();
+        let info = w.info().await.unwrap();
+        assert_eq!(info.min_retention_secs, 2 * 86400);
+        assert_eq!(info.role, "writer");
+    }
+
+    #[tokio::test]
+    async fn the_admin_deletes_what_has_expired() {
+        let r = start(0).await;
+        let w = client(&r, "w", Role::Writer);
+        let a = client(&r, "a", Role::Admin);
+        w.put("b/old", Bytes::from_static(b"old")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        a.delete("b/old").await.unwrap();
+        assert!(w.list("").await.unwrap().is_empty());
+        let log = VaultLog::open(&r.data.audit_path()).unwrap();
+        let actions: Vec<String> = log
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.record.action)
+            .collect();
+        assert_eq!(actions, ["object.create", "object.expire"]);
+    }
+}
