@@ -153,6 +153,16 @@ impl VaultClient {
     /// Creates `name` with `bytes` (create-only; the same bytes again is a no-op).
     pub async fn put(&self, name: &str, bytes: Bytes) -> Result<PutAnswer, VaultError> {
         let sha = crate::sha256_hex(&bytes);
+        self.put_hashed(name, bytes, sha).await
+    }
+
+    /// Creates `name` with `bytes` whose SHA-256 (hex) the caller has already computed.
+    pub async fn put_hashed(
+        &self,
+        name: &str,
+        bytes: Bytes,
+        sha: String,
+    ) -> Result<PutAnswer, VaultError> {
         let (_, body) = self
             .send(
                 Method::PUT,

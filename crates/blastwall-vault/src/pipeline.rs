@@ -100,7 +100,7 @@ async fn run_inner(
                 size: bytes.len() as u64,
                 sha256: crate::sha256_hex(&bytes),
             };
-            client.put(&name, bytes).await?;
+            client.put_hashed(&name, bytes, info.sha256.clone()).await?;
             tracing::debug!(part = %name, size = info.size, "part stored");
             parts.push(info);
         }
