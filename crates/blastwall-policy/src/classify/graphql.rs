@@ -8,8 +8,9 @@
 
 mod fast;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::hash::Hash;
 
 use apollo_parser::Parser;
 use apollo_parser::cst;
@@ -202,9 +203,9 @@ fn reference_root_fields(
         let set = op
             .selection_set()
             .ok_or_else(|| syntax("an operation without a selection set"))?;
-        let mut fields = Vec::new();
+        let mut fields = Fields::default();
         walker.root_fields(&set, 0, &mut fields)?;
-        out.push((kind, fields));
+        out.push((kind, fields.list));
     }
     Ok(out)
 }
@@ -250,7 +251,7 @@ impl Walker<'_> {
         &mut self,
         set: &cst::SelectionSet,
         depth: usize,
-        out: &mut Vec<String>,
+        out: &mut Fields<String>,
     ) -> Result<(), ClassifyError> {
         if depth > MAX_DEPTH {
             return Err(ClassifyError::TooComplex {
@@ -264,9 +265,7 @@ impl Walker<'_> {
                         .name()
                         .and_then(|n| name_text(&n))
                         .ok_or_else(|| syntax("a field without a name"))?;
-                    if !out.contains(&name) {
-                        out.push(name);
-                    }
+                    out.push(name);
                 }
                 cst::Selection::InlineFragment(inline) => {
                     let inner = inline
@@ -280,11 +279,11 @@ impl Walker<'_> {
                         .and_then(|n| n.name())
                         .and_then(|n| name_text(&n))
                         .ok_or_else(|| syntax("a fragment spread without a name"))?;
-                    let fields = self.fragment_fields(&name, depth + 1)?;
-                    for f in fields {
-                        if !out.contains(&f) {
-                            out.push(f);
-                        }
+                    if out.spread_before(&name) {
+                        continue;
+                    }
+                    for f in self.fragment_fields(&name, depth + 1)? {
+                        out.push(f);
                     }
                 }
             }
@@ -305,10 +304,63 @@ impl Walker<'_> {
             .selection_set()
             .ok_or_else(|| syntax("a fragment without a selection set"))?;
         self.memo.insert(name.to_owned(), None);
-        let mut fields = Vec::new();
+        let mut fields = Fields::default();
         self.root_fields(&set, depth, &mut fields)?;
-        self.memo.insert(name.to_owned(), Some(fields.clone()));
-        Ok(fields)
+        self.memo.insert(name.to_owned(), Some(fields.list.clone()));
+        Ok(fields.list)
+    }
+}
+
+/// Field lists longer than this also keep a set.
+const SMALL_LIST: usize = 16;
+
+/// Root field names in first-seen order, without duplicates. Long lists keep a set, and a
+/// fragment spread a second time into the same list is not merged again (it adds nothing), so
+/// that a large document costs linear time, not quadratic.
+#[derive(Debug)]
+struct Fields<T> {
+    list: Vec<T>,
+    /// Kept once the list is long.
+    set: Option<HashSet<T>>,
+    /// Fragments already merged.
+    spread: Vec<T>,
+}
+
+impl<T> Default for Fields<T> {
+    fn default() -> Self {
+        Self {
+            list: Vec::new(),
+            set: None,
+            spread: Vec::new(),
+        }
+    }
+}
+
+impl<T: Eq + Hash + Clone> Fields<T> {
+    fn push(&mut self, field: T) {
+        let fresh = match &mut self.set {
+            Some(set) => set.insert(field.clone()),
+            None => !self.list.contains(&field),
+        };
+        if fresh {
+            self.list.push(field);
+            if self.set.is_none() && self.list.len() > SMALL_LIST {
+                self.set = Some(self.list.iter().cloned().collect());
+            }
+        }
+    }
+
+    /// Whether `fragment` was merged into this list before; remembers it if not.
+    fn spread_before<Q>(&mut self, fragment: &Q) -> bool
+    where
+        T: std::borrow::Borrow<Q>,
+        Q: Eq + ?Sized + ToOwned<Owned = T>,
+    {
+        if self.spread.iter().any(|f| f.borrow() == fragment) {
+            return true;
+        }
+        self.spread.push(fragment.to_owned());
+        false
     }
 }
 

@@ -21,9 +21,9 @@
 //!
 //! [October 2021 spec, §2]: https://spec.graphql.org/October2021/#sec-Language
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use super::{MAX_DEPTH, PARSER_RECURSION, PARSER_TOKENS, RootKind};
+use super::{Fields, MAX_DEPTH, PARSER_RECURSION, PARSER_TOKENS, RootKind};
 
 /// Bracket nesting past which the parser decides. Apollo-parser counts one level per selection
 /// set, list value, object field and list type, so its count never exceeds ours.
@@ -34,8 +34,6 @@ const MAX_FRAGMENT_DEPTH: usize = MAX_DEPTH / 2;
 /// Longest document read here: every token is at least a byte, so a document of this length
 /// cannot reach the parser's token limit.
 const MAX_LEN: usize = PARSER_TOKENS / 2;
-/// Field lists longer than this also keep a set, so that de-duplication stays linear.
-const SMALL_LIST: usize = 16;
 
 /// The root fields of each operation of `doc`, in document order, each list without
 /// duplicates; `None` when unsure (see the module's documentation).
@@ -597,29 +595,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Field names in first-seen order, without duplicates.
-#[derive(Debug, Default)]
-struct Fields<'a> {
-    list: Vec<&'a str>,
-    /// Kept once the list is long.
-    set: Option<HashSet<&'a str>>,
-}
-
-impl<'a> Fields<'a> {
-    fn push(&mut self, field: &'a str) {
-        let fresh = match &mut self.set {
-            Some(set) => set.insert(field),
-            None => !self.list.contains(&field),
-        };
-        if fresh {
-            self.list.push(field);
-            if self.set.is_none() && self.list.len() > SMALL_LIST {
-                self.set = Some(self.list.iter().copied().collect());
-            }
-        }
-    }
-}
-
 /// Follows fragments from the root of an operation as the parser-based walker does, in the same
 /// order and with the same memo, so that depths and field order agree.
 struct Walker<'d, 'a> {
@@ -633,7 +608,7 @@ impl<'a> Walker<'_, 'a> {
         &mut self,
         items: &[Item<'a>],
         depth: usize,
-        out: &mut Fields<'a>,
+        out: &mut Fields<&'a str>,
     ) -> Option<()> {
         if depth > MAX_FRAGMENT_DEPTH {
             return None;
@@ -643,8 +618,10 @@ impl<'a> Walker<'_, 'a> {
                 Item::Field(name) => out.push(name),
                 Item::Inline(inner) => self.root_fields(inner, depth + 1, out)?,
                 Item::Spread(name) => {
-                    let fields = self.fragment_fields(name, depth + 1)?;
-                    for f in fields {
+                    if out.spread_before(name) {
+                        continue;
+                    }
+                    for f in self.fragment_fields(name, depth + 1)? {
                         out.push(f);
                     }
                 }
@@ -810,6 +787,18 @@ mod tests {
         let doc = format!("{{ {} }}", fields.join(" "));
         let ops = agrees(&doc, None);
         assert_eq!(ops[0].1.len(), 25);
+    }
+
+    #[test]
+    fn repeated_spreads_of_a_large_fragment_are_merged_once() {
+        let fields: Vec<String> = (0..300).map(|i| format!("f{i}")).collect();
+        let doc = format!(
+            "{{ {} }} fragment F on Q {{ {} }}",
+            "...F ... { ...F } ".repeat(300),
+            fields.join(" ")
+        );
+        let ops = agrees(&doc, None);
+        assert_eq!(ops[0].1, fields);
     }
 
     /// Pieces of GraphQL, valid and not, for documents the parser and the fast reader must
