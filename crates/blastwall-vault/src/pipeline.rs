@@ -171,7 +171,10 @@ fn encode(
     let encryptor = age::Encryptor::with_recipients(std::iter::once(recipient.as_recipient()))
         .map_err(|e| VaultError::Encrypt(e.to_string()))?;
     let sealed = encryptor.wrap_output(sink).map_err(enc_err)?;
-    let zstd = zstd::stream::write::Encoder::new(sealed, ZSTD_LEVEL).map_err(enc_err)?;
+    let mut zstd = zstd::stream::write::Encoder::new(sealed, ZSTD_LEVEL).map_err(enc_err)?;
+    // One zstd worker thread: compression overlaps with the dump, the encryption and the upload,
+    // as the stages of `pg_dump | zstd | age` do.
+    zstd.multithread(1).map_err(enc_err)?;
     let mut counting = Counting {
         inner: zstd,
         hasher: blake3::Hasher::new(),
