@@ -88,7 +88,7 @@ pub enum VaultError {
         asked: String,
     },
     /// The credential's role does not allow the action.
-    #[error("a {role} credential may not {action}")]
+    #[error("a {role} credential is not allowed `{action}`")]
     Forbidden {
         /// The role.
         role: String,

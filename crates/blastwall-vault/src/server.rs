@@ -206,7 +206,7 @@ impl AppState {
             self.refuse(&entry.name, action, target, &format!("role {}", entry.role));
             return Err(VaultError::Forbidden {
                 role: entry.role.to_string(),
-                action: action.replace('.', " "),
+                action: action.to_owned(),
             }
             .into());
         }
