@@ -32,7 +32,7 @@ pub(crate) struct Args {
     /// Scan this process's environment variables
     #[arg(long)]
     env_vars: bool,
-    /// Scan other processes' environments and command lines (/proc/<pid>/environ, cmdline)
+    /// Scan other processes' environments and command lines (`/proc/<pid>/environ`, `cmdline`)
     #[arg(long)]
     procs: bool,
     /// The whole filesystem from /, skipping /proc, /sys and /dev, plus every process

@@ -34,7 +34,7 @@ Examples:
 The credential is sealed at once to the environment's public key: this needs no private key,
 and the credential is never echoed, logged or stored in the clear.")]
     Add {
-        /// The upstream's name, as in /proxy/<name>/…
+        /// The upstream's name, as in `/proxy/<name>/…`
         name: String,
         /// The catalog profile that classifies its requests (railway, github, rest, …)
         #[arg(long)]
