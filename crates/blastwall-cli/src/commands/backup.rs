@@ -626,9 +626,7 @@ async fn list(
     let client = client(&t)?;
     let backups = drill::list_backups(&client, source).await.map_err(fail)?;
     let drills = client.drills().await.map_err(fail)?;
-    let last = |pred: &dyn Fn(&DrillRecord) -> bool| {
-        drills.iter().rfind(|d| pred(d)).cloned()
-    };
+    let last = |pred: &dyn Fn(&DrillRecord) -> bool| drills.iter().rfind(|d| pred(d)).cloned();
     let rows: Vec<serde_json::Value> = backups
         .iter()
         .map(|b| {
