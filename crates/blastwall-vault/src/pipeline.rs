@@ -106,13 +106,15 @@ async fn run_inner(
         }
         Ok::<_, VaultError>(parts)
     };
-    let (encoded, uploaded) = tokio::join!(encode, upload);
-    prepared.guard.finish().await;
+    let mut guard = prepared.guard;
+    let (encoded, uploaded, snapshot_facts) = tokio::join!(encode, upload, guard.facts());
+    guard.finish().await;
     let parts = uploaded?;
     let (streamed_facts, plain_bytes, plain_blake3) =
         encoded.map_err(|e| VaultError::Other(format!("the backup task failed: {e}")))??;
     let facts = prepared
         .facts
+        .or(snapshot_facts?)
         .or(streamed_facts)
         .ok_or_else(|| VaultError::Other("the source recorded no facts".into()))?;
     let manifest = Manifest {

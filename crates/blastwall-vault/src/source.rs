@@ -122,6 +122,14 @@ pub enum Guard {
 }
 
 impl Guard {
+    /// The facts read while the dump streams: PostgreSQL's, in the exported snapshot.
+    pub async fn facts(&mut self) -> Result<Option<Facts>, VaultError> {
+        match self {
+            Self::Postgres(conn) => postgres::facts(conn).await.map(Some),
+            Self::None | Self::Temp(_) => Ok(None),
+        }
+    }
+
     /// Ends the transaction, removes the copy.
     pub async fn finish(self) {
         if let Self::Postgres(mut conn) = self {

@@ -1,9 +1,9 @@
 //! A PostgreSQL source: facts and dump from one exported snapshot.
 //!
 //! A REPEATABLE READ, READ ONLY transaction exports its snapshot (`pg_export_snapshot()`); the
-//! per-table row counts and digests are read in that transaction, and `pg_dump -Fc
-//! --snapshot=<id>` dumps the very same snapshot while the transaction stays open, so the facts
-//! describe exactly what the dump holds. The digest of a table is the sum of the first 64 bits of
+//! per-table row counts and digests are read in that transaction while `pg_dump -Fc
+//! --snapshot=<id>` dumps the very same snapshot (concurrently: the transaction stays open until
+//! both are done), so the facts describe exactly what the dump holds. The digest of a table is the sum of the first 64 bits of
 //! each row's `md5(row::text)`, computed by the server: independent of row order and never sent
 //! over the wire row by row.
 
@@ -34,7 +34,6 @@ pub async fn prepare(spec: &SourceSpec) -> Result<Prepared, VaultError> {
         .await
         .map_err(VaultError::db("exporting the snapshot"))?;
     let taken_at = crate::now();
-    let facts = facts(&mut conn).await?;
     let server: String = sqlx::query_scalar("SHOW server_version")
         .fetch_one(&mut conn)
         .await
@@ -51,8 +50,10 @@ pub async fn prepare(spec: &SourceSpec) -> Result<Prepared, VaultError> {
     let mut tools = BTreeMap::new();
     tools.insert("postgres server".to_owned(), server);
     tools.insert("pg_dump".to_owned(), tool_version(&pg_dump));
+    // The facts are read on this connection, in the exported snapshot, while pg_dump streams
+    // the same snapshot: see `Guard::facts`.
     Ok(Prepared {
-        facts: Some(facts),
+        facts: None,
         tools,
         taken_at,
         producer: Producer::Command(cmd),
