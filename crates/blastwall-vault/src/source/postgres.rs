@@ -3,9 +3,10 @@
 //! A REPEATABLE READ, READ ONLY transaction exports its snapshot (`pg_export_snapshot()`); the
 //! per-table row counts and digests are read in that transaction while `pg_dump -Fc
 //! --snapshot=<id>` dumps the very same snapshot (concurrently: the transaction stays open until
-//! both are done), so the facts describe exactly what the dump holds. The digest of a table is the sum of the first 64 bits of
-//! each row's `md5(row::text)`, computed by the server: independent of row order and never sent
-//! over the wire row by row.
+//! both are done), so the facts describe exactly what the dump holds. The digest of a table is
+//! the sum of each row's 64-bit `hashtextextended(row::text, 0)` (the stable hash behind hash
+//! partitioning, 2.5× cheaper than `md5`), computed by the server: independent of row order and
+//! never sent row by row.
 
 use std::collections::BTreeMap;
 
@@ -76,7 +77,7 @@ pub async fn facts(conn: &mut PgConnection) -> Result<Facts, VaultError> {
     let mut out = BTreeMap::new();
     for (name, quoted) in tables {
         let sql = format!(
-            "SELECT count(*)::int8, coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::int8::numeric), 0)::text \
+            "SELECT count(*)::int8, coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text \
              FROM ONLY {quoted} AS t"
         );
         let (rows, digest): (i64, String) = sqlx::query_as(&sql)
