@@ -25,6 +25,17 @@ fn every_subcommand_has_help_with_examples() {
         &["demo"],
         &["scan"],
         &["wall", "export"],
+        &["vault", "init"],
+        &["vault", "serve"],
+        &["vault", "credential", "add"],
+        &["vault", "recipient"],
+        &["backup", "target", "add"],
+        &["backup", "source", "add"],
+        &["backup", "run"],
+        &["backup", "list"],
+        &["backup", "check-immutability"],
+        &["backup", "drill"],
+        &["backup", "restore"],
     ];
     for cmd in commands {
         let mut args = cmd.to_vec();
