@@ -185,24 +185,34 @@ impl Running {
     }
 }
 
+/// Largest number of queued decisions written in one transaction.
+const AUDIT_BATCH: usize = 512;
+
+/// Writes queued audit entries in order, a burst at a time in one transaction, retrying a failing
+/// store for a while rather than dropping an entry; signs a checkpoint when the queue closes.
 async fn audit_writer(auditor: Auditor, mut rx: mpsc::Receiver<AuditRecord>) {
-    while let Some(record) = rx.recv().await {
-        let mut record = Some(record);
-        // Retry a failing store for a while rather than drop an entry.
+    let mut batch = Vec::with_capacity(AUDIT_BATCH);
+    while rx.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
+        let mut written = false;
         for attempt in 0..50u32 {
-            let Some(r) = record.take() else { break };
-            match auditor.append(r.clone()).await {
-                Ok(_) => break,
+            match auditor.append_batch(batch.clone()).await {
+                Ok(_) => {
+                    written = true;
+                    break;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, attempt, "audit append failed; retrying");
-                    record = Some(r);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }
-        if record.is_some() {
-            tracing::error!("an audit entry could not be written after 50 attempts");
+        if !written {
+            tracing::error!(
+                entries = batch.len(),
+                "audit entries could not be written after 50 attempts"
+            );
         }
+        batch.clear();
     }
     if let Err(e) = auditor.finish().await {
         tracing::error!(error = %e, "could not sign the closing audit checkpoint");

@@ -55,6 +55,19 @@ impl Auditor {
         self.sign(entry.seq, &entry.hash).await.map(Some)
     }
 
+    /// Appends records in order in one transaction (see [`Store::audit_append_batch`]) and
+    /// [`record`](Self::record)s each.
+    pub async fn append_batch(
+        &self,
+        audits: Vec<AuditRecord>,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let entries = self.store.audit_append_batch(audits).await?;
+        for entry in &entries {
+            self.record(entry).await?;
+        }
+        Ok(entries)
+    }
+
     /// Appends a record on its own (see [`Store::audit_append`]) and [`record`](Self::record)s it.
     pub async fn append(&self, audit: AuditRecord) -> Result<AuditEntry, StoreError> {
         let entry = self.store.audit_append(audit).await?;

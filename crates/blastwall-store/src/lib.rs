@@ -113,6 +113,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Appends an entry to the audit chain on its own (gateway decisions, failed attempts).
     async fn audit_append(&self, audit: AuditRecord) -> Result<AuditEntry, StoreError>;
+    /// Appends several entries, in order, in one transaction (the gateway's audit writer: one
+    /// commit for a burst of decisions instead of one each). All or nothing.
+    async fn audit_append_batch(
+        &self,
+        audits: Vec<AuditRecord>,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
     /// Up to `limit` entries with `seq > after`, in order (for streaming verification).
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
     /// The last `n` entries, in order.

@@ -634,6 +634,22 @@ macro_rules! impl_store {
                 Ok(entry)
             }
 
+            async fn audit_append_batch(
+                &self,
+                audits: Vec<blastwall_core::audit::AuditRecord>,
+            ) -> Result<Vec<blastwall_core::audit::AuditEntry>, $crate::StoreError> {
+                if audits.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut tx = self.begin_write().await?;
+                let mut entries = Vec::with_capacity(audits.len());
+                for audit in audits {
+                    entries.push(Self::append_in(&mut tx, audit).await?);
+                }
+                tx.commit().await?;
+                Ok(entries)
+            }
+
             async fn audit_page(
                 &self,
                 after: i64,

@@ -28,6 +28,7 @@ macro_rules! all_suite_tests {
             failed_changes_write_no_audit_entry,
             audit_tail_and_pages,
             auditor_signs_checkpoints,
+            batches_append_in_order_and_checkpoint,
             chain_stays_linear_under_concurrent_appends,
             verify_catches_an_edited_entry,
             verify_catches_a_deleted_entry,

@@ -495,6 +495,38 @@ pub(crate) async fn audit_tail_and_pages(b: &Backend) {
     assert_eq!(report.last_seq, 7);
 }
 
+pub(crate) async fn batches_append_in_order_and_checkpoint(b: &Backend) {
+    let signer = CheckpointSigner::generate().unwrap();
+    let key = signer.public_hex();
+    let auditor = Auditor::new(b.store.clone(), signer, 4);
+    auditor
+        .append(record("request.decide", Some("first")))
+        .await
+        .unwrap();
+    let batch: Vec<_> = (0..9)
+        .map(|i| record("request.decide", Some(&format!("b{i}"))))
+        .collect();
+    let entries = auditor.append_batch(batch).await.unwrap();
+    assert_eq!(
+        entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (2..=10).collect::<Vec<i64>>()
+    );
+    assert_eq!(entries[0].record.target.as_deref(), Some("b0"));
+    assert!(auditor.append_batch(Vec::new()).await.unwrap().is_empty());
+    let seqs: Vec<i64> = b
+        .store
+        .checkpoint_list()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(seqs, vec![4, 8]);
+    auditor.finish().await.unwrap();
+    let report = verify_log(b.store.as_ref(), &key).await.unwrap();
+    assert_eq!(report.last_seq, 10);
+}
+
 pub(crate) async fn auditor_signs_checkpoints(b: &Backend) {
     let signer = CheckpointSigner::generate().unwrap();
     let auditor = Auditor::new(b.store.clone(), signer, 3);
