@@ -594,25 +594,13 @@ fn one_line(s: &str) -> String {
 
 /// Reads every `*.cedar` file of `dir`, sorted by name.
 fn read_cedar_files(dir: &Path) -> Result<Vec<(PathBuf, String)>, PolicyError> {
-    let dir_err = |source| PolicyError::PolicyDir {
-        dir: dir.to_owned(),
-        source,
-    };
-    let mut paths = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(dir_err)? {
-        let path = entry.map_err(dir_err)?.path();
-        if path.extension().is_some_and(|e| e == "cedar") && path.is_file() {
-            paths.push(path);
-        }
-    }
-    paths.sort();
-    paths
-        .into_iter()
-        .map(|path| match std::fs::read_to_string(&path) {
-            Ok(text) => Ok((path, text)),
-            Err(source) => Err(PolicyError::PolicyFile { file: path, source }),
-        })
-        .collect()
+    crate::catalog::read_files_with_extension(dir, "cedar").map_err(|e| match e {
+        crate::catalog::ReadError::Dir(source) => PolicyError::PolicyDir {
+            dir: dir.to_owned(),
+            source,
+        },
+        crate::catalog::ReadError::File(file, source) => PolicyError::PolicyFile { file, source },
+    })
 }
 
 #[cfg(test)]

@@ -365,14 +365,34 @@ impl Profile {
 
 /// Reads every `*.toml` file of `dir`, sorted by name.
 fn read_toml_files(dir: &Path) -> Result<Vec<(std::path::PathBuf, String)>, PolicyError> {
-    let dir_err = |source| PolicyError::CatalogDir {
-        dir: dir.to_owned(),
-        source,
-    };
+    read_files_with_extension(dir, "toml").map_err(|e| match e {
+        ReadError::Dir(source) => PolicyError::CatalogDir {
+            dir: dir.to_owned(),
+            source,
+        },
+        ReadError::File(file, source) => PolicyError::CatalogFile { file, source },
+    })
+}
+
+/// Why [`read_files_with_extension`] failed: the folder, or one file in it.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The folder could not be listed.
+    Dir(std::io::Error),
+    /// A file could not be read.
+    File(std::path::PathBuf, std::io::Error),
+}
+
+/// Reads every regular file of `dir` whose extension is `ext`, sorted by name (catalog profiles
+/// and operator policies are both loaded this way).
+pub(crate) fn read_files_with_extension(
+    dir: &Path,
+    ext: &str,
+) -> Result<Vec<(std::path::PathBuf, String)>, ReadError> {
     let mut paths = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(dir_err)? {
-        let path = entry.map_err(dir_err)?.path();
-        if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+    for entry in std::fs::read_dir(dir).map_err(ReadError::Dir)? {
+        let path = entry.map_err(ReadError::Dir)?.path();
+        if path.extension().is_some_and(|e| e == ext) && path.is_file() {
             paths.push(path);
         }
     }
@@ -381,7 +401,7 @@ fn read_toml_files(dir: &Path) -> Result<Vec<(std::path::PathBuf, String)>, Poli
         .into_iter()
         .map(|path| match std::fs::read_to_string(&path) {
             Ok(text) => Ok((path, text)),
-            Err(source) => Err(PolicyError::CatalogFile { file: path, source }),
+            Err(source) => Err(ReadError::File(path, source)),
         })
         .collect()
 }
