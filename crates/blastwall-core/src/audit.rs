@@ -72,13 +72,20 @@ impl AuditRecord {
 
     /// Places the record after an entry whose hash is `prev`, at position `seq`.
     pub fn chain(self, seq: i64, prev: &[u8; 32]) -> AuditEntry {
+        self.chain_raw(seq, prev).0
+    }
+
+    /// [`chain`](Self::chain), also returning the entry's hash as bytes (the next entry's
+    /// `prev`), for appending several entries in a row.
+    pub fn chain_raw(self, seq: i64, prev: &[u8; 32]) -> (AuditEntry, [u8; 32]) {
         let hash = entry_hash(prev, seq, &self);
-        AuditEntry {
+        let entry = AuditEntry {
             seq,
             record: self,
             prev_hash: hex::encode(prev),
             hash: hex::encode(hash),
-        }
+        };
+        (entry, hash)
     }
 }
 

@@ -67,6 +67,12 @@ pub(crate) const AUDIT_HEAD: &str = "SELECT seq, hash FROM audit_log ORDER BY se
 pub(crate) const AUDIT_INSERT: &str = "INSERT INTO audit_log \
      (seq, at, actor, action, env, target, detail, prev_hash, hash) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+/// The start of a multi-row audit insert (`QueryBuilder::push_values` adds the rows).
+pub(crate) const AUDIT_INSERT_MANY: &str = "INSERT INTO audit_log \
+     (seq, at, actor, action, env, target, detail, prev_hash, hash) ";
+/// Rows per multi-row insert: 9 parameters each stays far below SQLite's limit of 32766
+/// parameters per statement (and PostgreSQL's 65535).
+pub(crate) const AUDIT_ROWS_PER_INSERT: usize = 256;
 pub(crate) const AUDIT_PAGE: &str = "SELECT seq, at, actor, action, env, target, detail, \
      prev_hash, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2";
 pub(crate) const AUDIT_TAIL: &str = "SELECT seq, at, actor, action, env, target, detail, \
@@ -642,9 +648,33 @@ macro_rules! impl_store {
                     return Ok(Vec::new());
                 }
                 let mut tx = self.begin_write().await?;
+                // One read of the head and a few multi-row inserts, not two statements per
+                // entry: each statement is a round trip to the database.
+                let head: Option<(i64, String)> = sqlx::query_as($crate::sql::AUDIT_HEAD)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let (mut seq, mut prev) = $crate::sql::next_position(head)?;
                 let mut entries = Vec::with_capacity(audits.len());
                 for audit in audits {
-                    entries.push(Self::append_in(&mut tx, audit).await?);
+                    let (entry, hash) = audit.chain_raw(seq, &prev);
+                    prev = hash;
+                    seq += 1;
+                    entries.push(entry);
+                }
+                for chunk in entries.chunks($crate::sql::AUDIT_ROWS_PER_INSERT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new($crate::sql::AUDIT_INSERT_MANY);
+                    insert.push_values(chunk, |mut row, e| {
+                        row.push_bind(e.seq)
+                            .push_bind(&e.record.at)
+                            .push_bind(&e.record.actor)
+                            .push_bind(&e.record.action)
+                            .push_bind(&e.record.env)
+                            .push_bind(&e.record.target)
+                            .push_bind(&e.record.detail)
+                            .push_bind(&e.prev_hash)
+                            .push_bind(&e.hash);
+                    });
+                    insert.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(entries)

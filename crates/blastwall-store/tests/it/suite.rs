@@ -525,6 +525,19 @@ pub(crate) async fn batches_append_in_order_and_checkpoint(b: &Backend) {
     auditor.finish().await.unwrap();
     let report = verify_log(b.store.as_ref(), &key).await.unwrap();
     assert_eq!(report.last_seq, 10);
+
+    // A batch longer than one multi-row insert: stored exactly as returned, chain intact.
+    let big: Vec<_> = (0..600)
+        .map(|i| record("request.decide", Some(&format!("big{i}"))))
+        .collect();
+    let entries = auditor.append_batch(big).await.unwrap();
+    assert_eq!(entries.first().unwrap().seq, 11);
+    assert_eq!(entries.last().unwrap().seq, 610);
+    let stored = b.store.audit_page(10, 1000).await.unwrap();
+    assert_eq!(stored, entries);
+    auditor.finish().await.unwrap();
+    let report = verify_log(b.store.as_ref(), &key).await.unwrap();
+    assert_eq!(report.last_seq, 610);
 }
 
 pub(crate) async fn auditor_signs_checkpoints(b: &Backend) {
