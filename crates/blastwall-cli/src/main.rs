@@ -17,6 +17,12 @@ mod output;
 use exit::Exit;
 use failure::Failure;
 
+/// mimalloc instead of the system allocator: the gateway allocates and frees many small,
+/// short-lived buffers per request, where glibc's malloc spent a tenth of the CPU
+/// (docs/benchmarks.md, "Gateway").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Keeps the blast radius of agents, scripts and people with production access inside the fence.
 #[derive(Debug, Parser)]
 #[command(name = "blastwall", version, about, long_about = None, after_help = EXAMPLES)]
@@ -94,8 +100,9 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(cli.verbose, cli.quiet);
+    // One worker per CPU this process may run on (tokio's default, which follows the CPU
+    // affinity mask and `TOKIO_WORKER_THREADS`): more workers than CPUs only preempt each other.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()
     {
