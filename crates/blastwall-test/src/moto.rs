@@ -35,7 +35,8 @@ pub struct MotoServer {
     pub prefix: String,
     /// May do anything (but delete a locked version, which the lock refuses).
     pub admin: AwsKey,
-    /// `s3:PutObject` on the prefix, `s3:ListBucket` and `s3:GetBucketObjectLockConfiguration`.
+    /// `s3:PutObject` on `prefix/backups/` and `prefix/canary/`, `s3:ListBucket` and
+    /// `s3:GetBucketObjectLockConfiguration`.
     pub writer: AwsKey,
     /// The writer's rights plus `s3:GetObject`, and `s3:PutObject` on `prefix/drills/` only.
     pub reader: AwsKey,
@@ -231,7 +232,8 @@ b = f"arn:aws:s3:::{bucket}"
 lists = {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketObjectLockConfiguration"], "Resource": b}
 policies = {
     "admin": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
-    "writer": [{"Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{b}/{prefix}*"}, lists],
+    "writer": [{"Effect": "Allow", "Action": "s3:PutObject",
+                "Resource": [f"{b}/{prefix}backups/*", f"{b}/{prefix}canary/*"]}, lists],
     "reader": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectRetention"], "Resource": f"{b}/{prefix}*"},
                {"Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{b}/{prefix}drills/*"}, lists],
 }
