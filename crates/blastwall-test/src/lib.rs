@@ -1,6 +1,7 @@
 //! Dev-only test harness shared by the workspace's test suites: temporary folders and a
 //! throwaway PostgreSQL cluster ([`PgCluster`]) started from the system's `initdb` and `pg_ctl`
-//! on a free loopback port, so no test depends on a server that happens to be running.
+//! on a free loopback port, and a throwaway S3 with IAM ([`MotoServer`], moto's server from a
+//! venv), so no test depends on a server that happens to be running.
 //!
 //! It is a dev-dependency only; `anyhow` is allowed here because only tests call it.
 
@@ -10,9 +11,11 @@ use anyhow::Context;
 use tempfile::TempDir;
 
 pub mod fake;
+pub mod moto;
 pub mod pg;
 
 pub use fake::{FakeUpstream, Seen};
+pub use moto::{AwsKey, MotoServer};
 pub use pg::PgCluster;
 
 /// A fresh temporary folder, removed when dropped.

@@ -13,13 +13,13 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use crate::client::VaultClient;
 use crate::error::VaultError;
 use crate::facts::{Facts, compare};
 use crate::keys::BackupIdentity;
 use crate::manifest::{Manifest, id_time, manifest_name};
 use crate::scratch::{ScratchPostgres, pg_bin};
 use crate::source::postgres::split_password;
+use crate::store::BackupStore;
 
 /// The result of one drill, as recorded in the vault.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,7 +86,7 @@ pub struct DrillOptions {
 
 /// The complete backups in the vault, oldest first, of one source or all.
 pub async fn list_backups(
-    client: &VaultClient,
+    client: &BackupStore,
     source: Option<&str>,
 ) -> Result<Vec<BackupEntry>, VaultError> {
     let prefix = source.map_or_else(|| "backups/".to_owned(), crate::manifest::source_prefix);
@@ -124,7 +124,7 @@ pub async fn list_backups(
 }
 
 /// The sources that have at least one complete backup.
-pub async fn sources(client: &VaultClient) -> Result<Vec<String>, VaultError> {
+pub async fn sources(client: &BackupStore) -> Result<Vec<String>, VaultError> {
     let mut s: Vec<String> = list_backups(client, None)
         .await?
         .into_iter()
@@ -137,7 +137,7 @@ pub async fn sources(client: &VaultClient) -> Result<Vec<String>, VaultError> {
 /// Drills `source`'s latest backup (or `opts.backup`), plus one random older one when asked;
 /// records each result in the vault.
 pub async fn drill_source(
-    client: &VaultClient,
+    client: &BackupStore,
     identity: &BackupIdentity,
     source: &str,
     opts: &DrillOptions,
@@ -210,7 +210,7 @@ fn failed(source: &str, backup: &str, actor: &str, reason: String) -> DrillRecor
 
 /// Drills one backup; never fails: an error is a failed drill with its reason.
 pub async fn drill_one(
-    client: &VaultClient,
+    client: &BackupStore,
     identity: &BackupIdentity,
     backup: &BackupEntry,
     actor: &str,
@@ -243,7 +243,7 @@ pub async fn drill_one(
 }
 
 async fn drill_steps(
-    client: &VaultClient,
+    client: &BackupStore,
     identity: &BackupIdentity,
     backup: &BackupEntry,
     rec: &mut DrillRecord,
@@ -331,7 +331,7 @@ pub struct RestoreReport {
 /// Restores backup `id` to `to`: a PostgreSQL URL (an empty database), a new SQLite file path, or
 /// a new (or empty) folder; then compares the facts.
 pub async fn restore(
-    client: &VaultClient,
+    client: &BackupStore,
     identity: &BackupIdentity,
     id: &str,
     to: &str,
@@ -419,7 +419,7 @@ struct Fetched {
 /// Fetches the manifest and every part (checking each against the manifest), then decrypts and
 /// decompresses into `work/artifact`, checking the plain artifact's size and BLAKE3.
 async fn fetch(
-    client: &VaultClient,
+    client: &BackupStore,
     identity: &BackupIdentity,
     backup: &BackupEntry,
     work: &Path,
@@ -538,9 +538,10 @@ fn decrypt_file(
 
 fn missing(e: VaultError, what: String) -> VaultError {
     match e {
-        VaultError::Remote { status: 404, .. } => {
-            VaultError::Other(format!("{what} is missing from the vault"))
-        }
+        VaultError::Remote { status: 404, .. }
+        | VaultError::S3 {
+            status: Some(404), ..
+        } => VaultError::Other(format!("{what} is missing from the vault")),
         other => other,
     }
 }

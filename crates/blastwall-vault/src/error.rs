@@ -219,6 +219,56 @@ pub enum VaultError {
         /// The shared device id.
         device: u64,
     },
+    /// An `s3://` URL that cannot be used.
+    #[error("invalid S3 location `{url}`: {why}\nhint: write it as `s3://bucket/prefix`")]
+    BadS3Url {
+        /// The URL as given.
+        url: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// No AWS credential could be loaded (the message never holds a secret).
+    #[error(
+        "no AWS credential for the S3 target: {why}\nhint: set `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, or `AWS_PROFILE` (or `--profile`) naming a profile in `~/.aws/credentials`"
+    )]
+    S3Credentials {
+        /// What the credential chain said.
+        why: String,
+    },
+    /// S3 answered a request with an error.
+    #[error("S3 {op} of `{key}` failed: {code}{}{}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(), if message.is_empty() { String::new() } else { format!(": {message}") })]
+    S3 {
+        /// The S3 operation.
+        op: &'static str,
+        /// The key (or bucket).
+        key: String,
+        /// The HTTP status, when there was an answer.
+        status: Option<u16>,
+        /// S3's error code.
+        code: String,
+        /// S3's message.
+        message: String,
+    },
+    /// A request to S3 failed before an answer.
+    #[error(
+        "cannot reach S3 for {op}: {why}\nhint: check the target's `--endpoint` and `--region`, and the network"
+    )]
+    S3Unreachable {
+        /// The S3 operation.
+        op: &'static str,
+        /// What failed.
+        why: String,
+    },
+    /// A bucket that does not lock new objects in COMPLIANCE mode.
+    #[error(
+        "the bucket `{bucket}` does not lock backups in COMPLIANCE mode ({found})\nhint: create it with Object Lock enabled and a default COMPLIANCE retention (docs/backups.md, \"S3 Object Lock\"); the credential also needs `s3:GetBucketObjectLockConfiguration`"
+    )]
+    NotLocked {
+        /// The bucket.
+        bucket: String,
+        /// What its configuration says.
+        found: String,
+    },
     /// Anything else, with its context.
     #[error("{0}")]
     Other(String),

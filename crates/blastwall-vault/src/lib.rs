@@ -25,9 +25,11 @@ pub mod log;
 pub mod manifest;
 pub mod objects;
 pub mod pipeline;
+pub mod s3;
 pub mod scratch;
 pub mod server;
 pub mod source;
+pub mod store;
 
 pub use error::VaultError;
 

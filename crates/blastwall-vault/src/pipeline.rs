@@ -13,12 +13,12 @@ use bytes::Bytes;
 use serde::Serialize;
 use tracing::Instrument;
 
-use crate::client::VaultClient;
 use crate::error::VaultError;
 use crate::facts::Facts;
 use crate::keys::BackupRecipient;
 use crate::manifest::{FORMAT, Manifest, PartInfo, manifest_name, part_name};
 use crate::source::{self, SourceSpec};
+use crate::store::BackupStore;
 
 /// The default part size: 8 MiB.
 pub const DEFAULT_PART_SIZE: usize = 8 << 20;
@@ -60,10 +60,10 @@ impl std::fmt::Display for SinkClosed {
 
 impl std::error::Error for SinkClosed {}
 
-/// Backs up `spec` to the vault behind `client`, encrypted to `recipient`.
+/// Backs up `spec` to `store` (a vault or an S3 bucket), encrypted to `recipient`.
 pub async fn run(
     spec: &SourceSpec,
-    client: &VaultClient,
+    client: &BackupStore,
     recipient: &BackupRecipient,
     part_size: usize,
 ) -> Result<BackupSummary, VaultError> {
@@ -75,11 +75,13 @@ pub async fn run(
 
 async fn run_inner(
     spec: &SourceSpec,
-    client: &VaultClient,
+    client: &BackupStore,
     recipient: &BackupRecipient,
     part_size: usize,
 ) -> Result<BackupSummary, VaultError> {
     let started = Instant::now();
+    // Fail closed before dumping anything: an S3 bucket must lock what is written.
+    let lock_days = client.check_locked().await?;
     let prepared = source::prepare(spec).await?;
     let id = crate::manifest::new_id(prepared.taken_at)?;
     tracing::info!(%id, "snapshot taken");
@@ -134,9 +136,22 @@ async fn run_inner(
     };
     let sealed = manifest.encrypt(recipient)?;
     let sealed_len = sealed.len() as u64;
+    let sealed_sha = crate::sha256_hex(&sealed);
     let answer = client
-        .put(&manifest_name(&spec.name, &id), Bytes::from(sealed))
+        .put_hashed(
+            &manifest_name(&spec.name, &id),
+            Bytes::from(sealed),
+            sealed_sha,
+        )
         .await?;
+    let retain_until = match (answer.retain_until.is_empty(), lock_days) {
+        // S3 sets retention from the bucket's default rule, counted from the object's creation.
+        (true, Some(days)) => crate::now()
+            .checked_add(jiff::SignedDuration::from_hours(i64::from(days) * 24))
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+        _ => answer.retain_until,
+    };
     let summary = BackupSummary {
         id,
         source: spec.name.clone(),
@@ -146,7 +161,7 @@ async fn run_inner(
         stored_bytes: manifest.parts.iter().map(|p| p.size).sum::<u64>() + sealed_len,
         plain_bytes,
         seconds: started.elapsed().as_secs_f64(),
-        retain_until: answer.meta.retain_until,
+        retain_until,
     };
     tracing::info!(id = %summary.id, parts = summary.parts, bytes = summary.stored_bytes, "backup stored");
     Ok(summary)

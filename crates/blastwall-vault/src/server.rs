@@ -790,7 +790,7 @@ async fn drill_round(state: &AppState, base: &str) {
         }
     };
     let client = match VaultClient::new(base, state.internal_secret.clone()) {
-        Ok(c) => c,
+        Ok(c) => crate::store::BackupStore::from(c),
         Err(e) => {
             tracing::error!(error = %e, "scheduled drills cannot reach the vault");
             return;

@@ -17,7 +17,10 @@ use blastwall_vault::client::VaultClient;
 use blastwall_vault::data::read_identity;
 use blastwall_vault::drill::{self, DrillOptions, DrillRecord};
 use blastwall_vault::keys::BackupRecipient;
+use blastwall_vault::s3::probes::Report as S3Report;
+use blastwall_vault::s3::{S3Location, S3Options, S3Store};
 use blastwall_vault::source::{SourceKind, SourceSpec};
+use blastwall_vault::store::BackupStore;
 use secrecy::SecretString;
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -143,27 +146,51 @@ Break-glass without Blastwall: see docs/backups.md (age -d | zstd -d | pg_restor
 /// `blastwall backup target …`
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum TargetCmd {
-    /// Add a vault target; the credential is read from standard input
-    #[command(after_help = "\
+    /// Add a vault target (credential read from standard input) or an S3 Object Lock target
+    /// (credential from the standard AWS sources)
+    #[command(
+        after_help = "\
 Examples:
   blastwall vault credential add prod-writer --role writer | \\
     blastwall backup target add offsite --url http://vault-host:7171 --recipient age1… --credential-stdin
   # on the vault host, for drills:
   blastwall backup target add vault --url http://127.0.0.1:7171 --credential-stdin \\
-      --identity /srv/blastwall-vault/keys/backup.key < reader-credential")]
+      --identity /srv/blastwall-vault/keys/backup.key < reader-credential
+  # a bucket with Object Lock in COMPLIANCE mode, in another account:
+  AWS_PROFILE=backup-writer blastwall backup target add offsite \\
+      --s3 s3://acme-backups/prod --recipient age1…
+
+An S3 target stores no secret: the credential comes from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+AWS_PROFILE or `--profile`, web identity, ECS or instance metadata, each time it is used. The
+bucket must lock new objects in COMPLIANCE mode by default, or the target is refused.",
+        override_usage = "blastwall backup target add [OPTIONS] <NAME> --url <URL> --credential-stdin\n       \
+blastwall backup target add [OPTIONS] <NAME> --s3 <s3://BUCKET/PREFIX> --recipient <AGE1…>"
+    )]
     Add {
         /// The target's name
         name: String,
         /// The vault's URL
-        #[arg(long)]
-        url: String,
-        /// The age recipient to encrypt to (default: the one the vault announces)
+        #[arg(long, required_unless_present = "s3", conflicts_with = "s3")]
+        url: Option<String>,
+        /// An S3 bucket with Object Lock in COMPLIANCE mode, and a key prefix
+        #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+        s3: Option<String>,
+        /// An S3-compatible endpoint instead of AWS's (path-style addressing)
+        #[arg(long, value_name = "URL", requires = "s3")]
+        endpoint: Option<String>,
+        /// The bucket's region (default: the AWS environment's or profile's, else us-east-1)
+        #[arg(long, requires = "s3")]
+        region: Option<String>,
+        /// The AWS profile holding the S3 credential (default: the standard AWS sources)
+        #[arg(long, requires = "s3")]
+        profile: Option<String>,
+        /// The age recipient to encrypt to (default: the one the vault announces; required for S3)
         #[arg(long, value_name = "AGE1…")]
         recipient: Option<String>,
         /// Read the vault credential from standard input
-        #[arg(long, required = true)]
+        #[arg(long, required_unless_present = "s3", conflicts_with = "s3")]
         credential_stdin: bool,
-        /// The age identity file, for drills and restores (vault host only)
+        /// The age identity file, for drills and restores (the drill host only)
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
         /// JSON output
@@ -219,11 +246,37 @@ pub(crate) async fn run(
         Cmd::Target(TargetCmd::Add {
             name,
             url,
+            s3,
+            endpoint,
+            region,
+            profile,
             recipient,
             credential_stdin: _,
             identity,
             json,
-        }) => target_add(&data_dir, &mut st, &name, &url, recipient, identity, json).await,
+        }) => match (url, s3) {
+            (Some(url), None) => {
+                target_add(&data_dir, &mut st, &name, &url, recipient, identity, json).await
+            }
+            (None, Some(s3)) => {
+                let opts = S3Options {
+                    endpoint,
+                    region,
+                    profile,
+                };
+                let a = S3TargetArgs {
+                    url: s3,
+                    opts,
+                    recipient,
+                    identity,
+                };
+                target_add_s3(&data_dir, &mut st, &name, a, json).await
+            }
+            _ => Err(Failure::usage(
+                "give either `--url` (a vault) or `--s3` (a bucket)",
+                "`blastwall backup target add --help` shows both",
+            )),
+        },
         Cmd::Source(SourceCmd::Add {
             name,
             kind,
@@ -264,7 +317,7 @@ pub(crate) async fn run(
         } => {
             let (_, t) = st.target(target.as_deref())?;
             let id = identity_of(&t, identity)?;
-            let client = client(&t)?;
+            let client = store(&t).await?;
             let opts = DrillOptions {
                 random_older: !latest_only && backup.is_none(),
                 backup,
@@ -289,7 +342,7 @@ pub(crate) async fn run(
         } => {
             let (_, t) = st.target(target.as_deref())?;
             let ident = identity_of(&t, identity)?;
-            let client = client(&t)?;
+            let client = store(&t).await?;
             let report = drill::restore(&client, &ident, &id, &to)
                 .await
                 .map_err(fail)?;
@@ -331,6 +384,19 @@ fn config_or_defaults(flag: Option<&Path>, env: &dyn EnvSource) -> Result<Config
 
 fn client(t: &Target) -> Result<VaultClient, Failure> {
     VaultClient::new(&t.url, SecretString::from(t.credential.clone())).map_err(fail)
+}
+
+/// The target's vault or bucket; for S3 this loads the credential from the AWS sources.
+async fn store(t: &Target) -> Result<BackupStore, Failure> {
+    match &t.s3 {
+        None => Ok(BackupStore::from(client(t)?)),
+        Some(opts) => Ok(BackupStore::from(s3_store(t, opts).await?)),
+    }
+}
+
+async fn s3_store(t: &Target, opts: &S3Options) -> Result<S3Store, Failure> {
+    let location = S3Location::parse(&t.url).map_err(fail)?;
+    S3Store::connect(location, opts).await.map_err(fail)
 }
 
 fn identity_of(
@@ -401,6 +467,7 @@ async fn target_add(
         url: url.trim_end_matches('/').to_owned(),
         recipient: None,
         credential,
+        s3: None,
         identity,
     };
     let info = client(&target)?.info().await;
@@ -428,6 +495,74 @@ async fn target_add(
         output::json(&json!({"name": name, "url": target.url, "recipient": target.recipient}))?;
     } else {
         output::line(&format!("backup target `{name}` added: {}", target.url));
+    }
+    Ok(Exit::Clean)
+}
+
+struct S3TargetArgs {
+    url: String,
+    opts: S3Options,
+    recipient: Option<String>,
+    identity: Option<PathBuf>,
+}
+
+/// Adds an S3 target after checking that the credential works and that the bucket locks new
+/// objects in COMPLIANCE mode (fail closed: never a target that could lose backups).
+async fn target_add_s3(
+    data_dir: &Path,
+    st: &mut BackupState,
+    name: &str,
+    a: S3TargetArgs,
+    as_json: bool,
+) -> Result<Exit, Failure> {
+    check_name("target", name)?;
+    if st.targets.contains_key(name) {
+        return Err(Failure::usage(
+            format!("a backup target `{name}` already exists"),
+            "pick another name",
+        ));
+    }
+    let location = S3Location::parse(&a.url).map_err(fail)?;
+    if let Some(ep) = &a.opts.endpoint
+        && !(ep.starts_with("http://") || ep.starts_with("https://"))
+    {
+        return Err(Failure::usage(
+            format!("invalid `--endpoint` `{ep}`"),
+            "write it as a URL, like `https://s3.eu-west-1.amazonaws.com`",
+        ));
+    }
+    let recipient = a.recipient.ok_or_else(|| {
+        Failure::usage(
+            "an S3 target needs `--recipient`",
+            "pass the age public key backups are encrypted to (`blastwall vault recipient`, or `age-keygen -y KEY`)",
+        )
+    })?;
+    BackupRecipient::parse(&recipient).map_err(fail)?;
+    let identity = a.identity.map(|p| std::path::absolute(&p)).transpose()?;
+    if let Some(p) = &identity {
+        read_identity(p).map_err(fail)?;
+    }
+    let target = Target {
+        url: location.to_string(),
+        recipient: Some(recipient.trim().to_owned()),
+        credential: String::new(),
+        s3: Some(a.opts),
+        identity,
+    };
+    let s3 = s3_store(&target, target.s3.as_ref().unwrap_or(&S3Options::default())).await?;
+    let lock = s3.require_compliance().await.map_err(fail)?;
+    st.targets.insert(name.to_owned(), target.clone());
+    st.save(data_dir)?;
+    if as_json {
+        output::json(
+            &json!({"name": name, "url": target.url, "recipient": target.recipient, "s3": target.s3, "lock": lock}),
+        )?;
+    } else {
+        output::line(&format!(
+            "backup target `{name}` added: {} ({})",
+            target.url,
+            lock.describe()
+        ));
     }
     Ok(Exit::Clean)
 }
@@ -538,6 +673,10 @@ async fn source_add(
 /// Refuses a vault on the same host and filesystem as the source (issue 6: the incident's
 /// backups lived in the volume they backed up).
 async fn same_volume_guard(spec: &SourceSpec, target: &Target, allow: bool) -> Result<(), Failure> {
+    if target.s3.is_some() {
+        // A bucket is never on the source's filesystem.
+        return Ok(());
+    }
     let info = client(target)?.info().await.map_err(|e| {
         Failure::usage(
             format!(
@@ -596,7 +735,7 @@ async fn backup_run(
     })?;
     let recipient = BackupRecipient::parse(recipient).map_err(fail)?;
     let part = usize::try_from(parse_size(part_size)?).unwrap_or(usize::MAX);
-    let summary = blastwall_vault::pipeline::run(&s.spec, &client(&target)?, &recipient, part)
+    let summary = blastwall_vault::pipeline::run(&s.spec, &store(&target).await?, &recipient, part)
         .await
         .map_err(fail)?;
     if as_json {
@@ -623,7 +762,7 @@ async fn list(
     as_json: bool,
 ) -> Result<Exit, Failure> {
     let (_, t) = st.target(target)?;
-    let client = client(&t)?;
+    let client = store(&t).await?;
     let backups = drill::list_backups(&client, source).await.map_err(fail)?;
     let drills = client.drills().await.map_err(fail)?;
     let last = |pred: &dyn Fn(&DrillRecord) -> bool| drills.iter().rfind(|d| pred(d)).cloned();
@@ -692,6 +831,11 @@ async fn list(
 
 async fn check(st: &BackupState, target: Option<&str>, as_json: bool) -> Result<Exit, Failure> {
     let (name, t) = st.target(target)?;
+    if let Some(opts) = &t.s3 {
+        let s3 = s3_store(&t, opts).await?;
+        let report = blastwall_vault::s3::probes::run(&s3).await.map_err(fail)?;
+        return print_s3_check(&name, &report, as_json);
+    }
     let client = client(&t)?;
     let probes = immutability::run(&client).await.map_err(fail)?;
     let pass = probes.iter().all(|p| p.refused);
@@ -718,6 +862,60 @@ async fn check(st: &BackupState, target: Option<&str>, as_json: bool) -> Result<
         } else {
             "FAIL: the credential can change or remove backups"
         });
+    }
+    Ok(if pass { Exit::Clean } else { Exit::Failed })
+}
+
+fn print_s3_check(name: &str, report: &S3Report, as_json: bool) -> Result<Exit, Failure> {
+    let pass = report.pass();
+    if as_json {
+        output::json(&json!({"target": name, "pass": pass, "s3": report}))?;
+    } else {
+        output::line(&format!(
+            "lock configuration of {}: {} ({})",
+            report.location,
+            report.lock_answer,
+            if report.lock_ok {
+                "ok"
+            } else {
+                "NOT COMPLIANCE"
+            }
+        ));
+        let rows: Vec<Vec<String>> = report
+            .probes
+            .iter()
+            .map(|p| {
+                vec![
+                    p.probe.clone(),
+                    if p.refused {
+                        "refused".into()
+                    } else {
+                        "GOT THROUGH".into()
+                    },
+                    p.answer.clone(),
+                    p.shows.clone(),
+                ]
+            })
+            .collect();
+        output::table(&["PROBE", "RESULT", "ANSWER", "A REFUSAL SHOWS"], &rows);
+        if pass {
+            output::line("PASS: every attempt was refused and the bucket locks in COMPLIANCE mode");
+        } else {
+            let through: Vec<&str> = report
+                .probes
+                .iter()
+                .filter(|p| !p.refused)
+                .map(|p| p.probe.as_str())
+                .collect();
+            let mut why = Vec::new();
+            if !report.lock_ok {
+                why.push("the bucket does not lock backups in COMPLIANCE mode".to_owned());
+            }
+            if !through.is_empty() {
+                why.push(format!("got through: {}", through.join(", ")));
+            }
+            output::line(&format!("FAIL: {}", why.join("; ")));
+        }
     }
     Ok(if pass { Exit::Clean } else { Exit::Failed })
 }

@@ -13,6 +13,7 @@ mod backup;
 mod errors;
 mod gateway;
 mod help;
+mod s3;
 mod scan;
 mod session;
 mod support;

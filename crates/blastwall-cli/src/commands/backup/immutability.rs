@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use blastwall_vault::VaultError;
 use blastwall_vault::client::VaultClient;
+use blastwall_vault::store::BackupStore;
 
 /// One attempt and how the vault answered.
 #[derive(Debug, Serialize)]
@@ -63,7 +64,8 @@ pub(crate) async fn run(client: &VaultClient) -> Result<Vec<Probe>, VaultError> 
         ),
         probe("shorten the retention policy", client.set_policy(0).await),
     ];
-    if let Ok(backups) = blastwall_vault::drill::list_backups(client, None).await
+    if let Ok(backups) =
+        blastwall_vault::drill::list_backups(&BackupStore::from(client.clone()), None).await
         && let Some(b) = backups.last()
     {
         let name = blastwall_vault::manifest::manifest_name(&b.source, &b.id);

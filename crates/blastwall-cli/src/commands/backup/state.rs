@@ -6,20 +6,26 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use blastwall_vault::s3::S3Options;
 use blastwall_vault::source::SourceSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::failure::Failure;
 
-/// A vault to send backups to (or, on the vault host, to drill from).
+/// A vault or an S3 bucket to send backups to (or, on the vault host, to drill from).
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Target {
-    /// `http://host:port`.
+    /// `http://host:port`, or `s3://bucket/prefix`.
     pub(crate) url: String,
     /// The age recipient backups are encrypted to.
     pub(crate) recipient: Option<String>,
-    /// The vault credential (writer in production, reader on the vault host).
+    /// The vault credential (writer in production, reader on the vault host); empty for S3,
+    /// whose credential comes from the standard AWS sources and is never stored here.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub(crate) credential: String,
+    /// How to reach the bucket, for an S3 target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) s3: Option<S3Options>,
     /// The age identity file (on the vault host only, for drills and restores).
     #[serde(default)]
     pub(crate) identity: Option<PathBuf>,
