@@ -9,7 +9,7 @@ moto="${BLASTWALL_TEST_MOTO:-$HOME/.cache/blastwall/moto-venv/bin/moto_server}"
 if [ ! -x "$moto" ]; then
   venv="$(dirname "$(dirname "$moto")")"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet 'moto[server]'
+  "$venv/bin/pip" install --quiet 'moto[server]==5.2.5'
 fi
 export BLASTWALL_TEST_MOTO="$moto"
 cargo fmt --all -- --check

@@ -65,7 +65,7 @@ impl MotoServer {
         let bin = moto_path();
         if !bin.is_file() {
             bail!(
-                "moto's server is not at `{}`\nhint: run `scripts/test.sh` (it creates the venv), or `python3 -m venv ~/.cache/blastwall/moto-venv && ~/.cache/blastwall/moto-venv/bin/pip install 'moto[server]'`, or set {MOTO_ENV}",
+                "moto's server is not at `{}`\nhint: run `scripts/test.sh` (it creates the venv), or `python3 -m venv ~/.cache/blastwall/moto-venv && ~/.cache/blastwall/moto-venv/bin/pip install 'moto[server]==5.2.5'`, or set {MOTO_ENV}",
                 bin.display()
             );
         }
