@@ -542,7 +542,11 @@ fn push_span(line: &[u8], s: usize, e: usize, lengths: &LengthSet, out: &mut Vec
     if out.last() == Some(&(s, e)) {
         return;
     }
-    if lengths.contains(len) || line.get(s..e).is_some_and(|v| v.contains(&b'%')) {
+    if lengths.contains(len)
+        || line
+            .get(s..e)
+            .is_some_and(|v| memchr::memchr(b'%', v).is_some())
+    {
         out.push((s, e));
     }
 }
@@ -737,9 +741,8 @@ fn line_candidates(line: &[u8], lengths: &LengthSet, out: &mut Vec<(usize, usize
 
 /// `%XX`-decoded `value`, if it has any escape.
 fn percent_decode(value: &[u8]) -> Option<Vec<u8>> {
-    if !value.contains(&b'%') {
-        return None;
-    }
+    // Only a value with an escape has a decoded form.
+    memchr::memchr(b'%', value)?;
     let mut out = Vec::with_capacity(value.len());
     let mut i = 0;
     while i < value.len() {
@@ -784,7 +787,8 @@ const BASE64_CHAR: [bool; 256] = {
 /// Runs of base64 (standard or URL-safe) characters long enough to be worth decoding.
 ///
 /// Probes one byte in every [`MIN_BASE64_RUN`]: a long enough run must cover a probe, so only
-/// the neighbourhood of probes that land on a base64 character is looked at byte by byte.
+/// the neighbourhood of probes that land on a base64 character is looked at byte by byte, and
+/// only forward unless the run can be long enough.
 fn base64_runs(text: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
     let is_b64 = |i: usize| text.get(i).is_some_and(|&b| BASE64_CHAR[usize::from(b)]);
     let mut probe = MIN_BASE64_RUN - 1;
@@ -794,15 +798,23 @@ fn base64_runs(text: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
                 probe += MIN_BASE64_RUN;
                 continue;
             }
-            let mut start = probe;
-            while start > 0 && is_b64(start - 1) {
-                start -= 1;
-            }
             let mut end = probe + 1;
             while is_b64(end) {
                 end += 1;
             }
-            probe = end + MIN_BASE64_RUN;
+            let next = end + MIN_BASE64_RUN;
+            // A long enough run reaches back to `end - MIN_BASE64_RUN`: when that byte is not
+            // a base64 character (most words), the run is too short, with no walk back.
+            let reach = end.checked_sub(MIN_BASE64_RUN);
+            if !reach.is_some_and(is_b64) {
+                probe = next;
+                continue;
+            }
+            let mut start = probe;
+            while start > 0 && is_b64(start - 1) {
+                start -= 1;
+            }
+            probe = next;
             if end - start >= MIN_BASE64_RUN {
                 return Some((start, end));
             }
