@@ -140,10 +140,7 @@ pub(super) fn scan_file(col: &Collector<'_>, path: &Path) {
         Ok(_) => return col.skip(shown, SkipReason::OtherType),
         Err(e) => return col.unreadable(shown, &e),
     }
-    col.summary(|s| {
-        s.files_scanned += 1;
-        s.bytes_scanned += meta.len();
-    });
+    col.file_scanned(meta.len());
     scan_reader(col, path.to_owned(), &mut file, meta.len());
 }
 
