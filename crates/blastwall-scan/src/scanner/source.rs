@@ -235,8 +235,10 @@ fn sniff(head: &[u8]) -> Kind {
     Kind::Binary
 }
 
-fn read_head(reader: &mut dyn Read, want: usize) -> io::Result<Vec<u8>> {
-    let mut head = Vec::with_capacity(want);
+/// Reads the first `want` bytes into a buffer of `capacity` (at least `want`), so that a text
+/// file's first chunk can go on in the same buffer.
+fn read_head(reader: &mut dyn Read, want: usize, capacity: usize) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(capacity.max(want));
     reader.take(want as u64).read_to_end(&mut head)?;
     Ok(head)
 }
@@ -274,8 +276,19 @@ fn scan_stream(
     size_hint: u64,
 ) -> io::Result<()> {
     let opts = col.options();
-    let head = read_head(reader, SNIFF_LEN)?;
+    // One byte more than expected, so that the read that finds the end needs no growth.
+    let want = size_hint.min(opts.chunk_size as u64) as usize;
+    let mut head = read_head(reader, SNIFF_LEN, want.saturating_add(1))?;
     let kind = sniff(&head);
+    if matches!(kind, Kind::Binary | Kind::Text) && opts.chunk_size >= SNIFF_LEN {
+        // The first chunk goes on in the sniffed buffer: no copy of it, no second buffer.
+        if head.len() == SNIFF_LEN {
+            reader
+                .take((opts.chunk_size - SNIFF_LEN) as u64)
+                .read_to_end(&mut head)?;
+        }
+        return scan_windows(col, reader, head, origin, kind == Kind::Binary);
+    }
     let archive = matches!(kind, Kind::Gzip | Kind::Zip | Kind::Tar);
     if archive && depth >= opts.archive_max_depth {
         col.skip(
@@ -303,9 +316,8 @@ fn scan_stream(
             let text = decode_utf16(&raw, little_endian, bom);
             scan_windows(col, &mut io::empty(), text.into_bytes(), origin, false)
         }
+        // Chunks smaller than the sniffed head (tests use 4 KiB chunks): read through it.
         Kind::Binary | Kind::Text => {
-            // One byte more than expected, so that the read that finds the end needs no growth.
-            let want = size_hint.min(opts.chunk_size as u64) as usize;
             let mut first = Vec::with_capacity(want.saturating_add(1).max(SNIFF_LEN));
             (&mut rest)
                 .take(opts.chunk_size as u64)
