@@ -131,7 +131,7 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Log(cmd) => commands::log::run(cli.config.as_deref(), cmd, &env).await,
         Command::Serve(args) => commands::serve::run(cli.config.as_deref(), args, &env).await,
         Command::Demo(args) => commands::demo::run(args).await,
-        Command::Scan(args) => commands::scan::run(args, cli.verbose > 0),
+        Command::Scan(args) => commands::scan::run(args, cli.verbose > 0, cli.quiet),
         Command::Wall(cmd) => commands::wall::run(cli.config.as_deref(), cmd, &env).await,
         Command::Config(cmd) => commands::config::run(cli.config.as_deref(), cmd, &env).await,
         Command::Vault(cmd) => commands::vault::run(cmd).await,

@@ -9,6 +9,7 @@
 //! them to lines, variables or processes.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
 use base64::alphabet;
@@ -49,6 +50,9 @@ pub(crate) struct Engine<'a> {
     any_base64_rule: bool,
     /// The candidate lengths worth testing: the union of the wall files' lengths.
     lengths: LengthSet,
+    /// This engine's identity, for the per-thread caches of strings that matched none of its
+    /// walls.
+    id: u64,
 }
 
 impl<'a> Engine<'a> {
@@ -63,6 +67,7 @@ impl<'a> Engine<'a> {
             walls,
             any_base64_rule,
             lengths,
+            id: ENGINE_IDS.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -160,7 +165,8 @@ impl<'a> Engine<'a> {
     /// Tests the fingerprint candidates of every line of `text` against the wall files.
     fn scan_fingerprints(&self, text: &[u8], hits: &mut Vec<Hit>) {
         let min = self.lengths.min();
-        SEEN.with_borrow_mut(|seen| {
+        SEEN.with_borrow_mut(|slot| {
+            let seen = slot.get_or_insert_with(Box::default).for_engine(self.id);
             let mut spans = Vec::new();
             for (start, end) in lines(text) {
                 // A line shorter than the shortest listed secret holds no candidate.
@@ -170,8 +176,13 @@ impl<'a> Engine<'a> {
                 let Some(line) = text.get(start..end) else {
                     continue;
                 };
+                // A line seen before had all its candidates tested, and none matched.
+                if seen.lines.contains(line) {
+                    continue;
+                }
                 spans.clear();
                 line_candidates(line, &self.lengths, &mut spans);
+                let mut matched = false;
                 // Duplicate spans are caught by `seen`, and duplicate hits merged.
                 for &(s, e) in &spans {
                     let Some(value) = line.get(s..e) else {
@@ -179,13 +190,17 @@ impl<'a> Engine<'a> {
                     };
                     // Text repeats (identifiers, keys of a config file): a candidate that
                     // matched no wall is not hashed again.
-                    if seen.contains(value) {
+                    if seen.candidates.contains(value) {
                         continue;
                     }
-
-                    if !self.test_fingerprints(value, start + s, start + e, hits) {
-                        seen.insert(value);
+                    if self.test_fingerprints(value, start + s, start + e, hits) {
+                        matched = true;
+                    } else {
+                        seen.candidates.insert(value);
                     }
+                }
+                if !matched {
+                    seen.lines.insert(line);
                 }
             }
         });
@@ -269,96 +284,136 @@ impl LengthSet {
     }
 }
 
-/// Candidates already tested against every wall without a match, per walker thread: a
-/// direct-mapped table of `SEEN_SLOTS` entries keyed by a fast hash, compared byte for byte (so a
-/// hash collision costs an HMAC, never a miss). Candidates longer than `SEEN_MAX_LEN` are not
-/// remembered. 256 KiB per thread (one cache line per slot, so that it stays in L2), whatever the size of the tree.
-struct Seen {
-    slots: Vec<SeenSlot>,
+/// Strings already tested against every wall without a match, per walker thread: a
+/// direct-mapped table of `SLOTS` entries keyed by a fast hash, compared byte for byte (so a hash
+/// collision costs an HMAC, never a miss, and no crafted input can make the scan skip a string it
+/// has not tested). Strings longer than `MAX` bytes are not remembered. The hashes sit in an array
+/// of their own, small enough to stay in the core's cache, so that a string not in the table
+/// (most lookups) costs no miss in the larger array of bytes. The table's size is fixed, whatever
+/// the size of the tree.
+struct Seen<const SLOTS: usize, const MAX: usize> {
+    /// The hash of each slot's string; 0 for an empty slot.
+    tags: Vec<u64>,
+    /// `SLOTS` strides of `MAX + 1` bytes: the length, then the string.
+    bytes: Vec<u8>,
 }
 
-const SEEN_SLOTS: usize = 1 << 12;
-const SEEN_MAX_LEN: usize = 48;
+/// Candidates (32 KiB of hashes and 196 KiB of bytes per thread): identifiers and keys repeat.
+type SeenCandidates = Seen<{ 1 << 12 }, 48>;
+/// Whole lines of up to 127 bytes (128 KiB of hashes and 2 MiB of bytes per thread): a line's
+/// candidates depend only on its bytes, so a line seen before with no match is skipped whole,
+/// before its candidates are even built. About 40% of the lines of source code repeat a recent
+/// one (imports, attributes, license headers).
+type SeenLines = Seen<{ 1 << 14 }, 127>;
 
-#[derive(Clone, Copy)]
-#[repr(align(64))]
-struct SeenSlot {
-    hash: u64,
-    len: u8,
-    bytes: [u8; SEEN_MAX_LEN],
-}
-
-impl Default for Seen {
+impl<const SLOTS: usize, const MAX: usize> Default for Seen<SLOTS, MAX> {
     fn default() -> Self {
-        let empty = SeenSlot {
-            hash: 0,
-            len: 0,
-            bytes: [0; SEEN_MAX_LEN],
-        };
         Self {
-            slots: vec![empty; SEEN_SLOTS],
+            tags: vec![0; SLOTS],
+            bytes: vec![0; SLOTS * (MAX + 1)],
         }
     }
 }
 
-impl Seen {
+impl<const SLOTS: usize, const MAX: usize> Seen<SLOTS, MAX> {
     fn slot(value: &[u8]) -> (u64, usize) {
-        let hash = fx_hash(value);
+        // 0 marks an empty slot.
+        let hash = fx_hash(value).max(1);
         // The high bits of a multiplicative hash are the well-mixed ones.
-        (hash, (hash >> 49) as usize % SEEN_SLOTS)
+        (hash, (hash >> 40) as usize % SLOTS)
+    }
+
+    fn stride(&self, i: usize) -> Option<&[u8]> {
+        self.bytes.get(i * (MAX + 1)..(i + 1) * (MAX + 1))
     }
 
     fn contains(&self, value: &[u8]) -> bool {
-        if value.len() > SEEN_MAX_LEN {
+        if value.len() > MAX {
             return false;
         }
         let (hash, i) = Self::slot(value);
-        self.slots.get(i).is_some_and(|s| {
-            s.hash == hash
-                && usize::from(s.len) == value.len()
-                && s.bytes.get(..value.len()) == Some(value)
-        })
+        self.tags.get(i) == Some(&hash)
+            && self.stride(i).is_some_and(|s| {
+                s.first().copied().map(usize::from) == Some(value.len())
+                    && s.get(1..=value.len()) == Some(value)
+            })
     }
 
     fn insert(&mut self, value: &[u8]) {
-        if value.len() > SEEN_MAX_LEN {
+        if value.len() > MAX {
             return;
         }
         let (hash, i) = Self::slot(value);
-        if let Some(s) = self.slots.get_mut(i)
-            && let Some(dst) = s.bytes.get_mut(..value.len())
+        let Some(stride) = self.bytes.get_mut(i * (MAX + 1)..(i + 1) * (MAX + 1)) else {
+            return;
+        };
+        if let Some((len, rest)) = stride.split_first_mut()
+            && let Some(dst) = rest.get_mut(..value.len())
         {
             dst.copy_from_slice(value);
-            s.hash = hash;
-            // INVARIANT: value.len() <= SEEN_MAX_LEN < 256.
-            s.len = value.len() as u8;
+            // INVARIANT: value.len() <= MAX < 256.
+            *len = value.len() as u8;
+            if let Some(tag) = self.tags.get_mut(i) {
+                *tag = hash;
+            }
         }
+    }
+
+    fn clear(&mut self) {
+        self.tags.fill(0);
+    }
+}
+
+/// The per-thread caches of one engine. Another engine (other wall files) starts them afresh:
+/// what matched no wall of one engine may match a wall of the next.
+#[derive(Default)]
+struct SeenCache {
+    engine: u64,
+    candidates: SeenCandidates,
+    lines: SeenLines,
+}
+
+impl SeenCache {
+    fn for_engine(&mut self, engine: u64) -> &mut Self {
+        if self.engine != engine {
+            self.candidates.clear();
+            self.lines.clear();
+            self.engine = engine;
+        }
+        self
     }
 }
 
 thread_local! {
-    static SEEN: RefCell<Seen> = RefCell::default();
+    static SEEN: RefCell<Option<Box<SeenCache>>> = const { RefCell::new(None) };
 }
+
+/// Identities of engines, for [`SeenCache`]; 0 is no engine.
+static ENGINE_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// A fast non-cryptographic hash (rustc's Fx hash, a word at a time) for the in-memory cache of
 /// tested candidates; nothing it computes leaves the process.
 fn fx_hash(bytes: &[u8]) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
     let add = |hash: u64, word: u64| (hash.rotate_left(5) ^ word).wrapping_mul(K);
+    // A whole word is one load; a shorter one is assembled in a register.
+    let word = |c: &[u8]| match <[u8; 8]>::try_from(c) {
+        Ok(w) => u64::from_le_bytes(w),
+        Err(_) => c.iter().rev().fold(0, |a, &b| (a << 8) | u64::from(b)),
+    };
     let mut hash = add(0, bytes.len() as u64);
     let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        hash = add(hash, u64::from_le_bytes(w));
+        hash = add(hash, word(c));
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut w = [0u8; 8];
-        if let Some(d) = w.get_mut(..rest.len()) {
-            d.copy_from_slice(rest);
-        }
-        hash = add(hash, u64::from_le_bytes(w));
+    if !chunks.remainder().is_empty() {
+        // The last eight bytes, overlapping the previous word (the length is hashed already), so
+        // that the tail is one load: a partial copy to the stack then a wide load stalls the CPU.
+        let tail = match bytes.len().checked_sub(8) {
+            Some(from) => bytes.get(from..).map_or(0, word),
+            None => word(bytes),
+        };
+        hash = add(hash, tail);
     }
     hash
 }
@@ -487,7 +542,11 @@ fn push_span(line: &[u8], s: usize, e: usize, lengths: &LengthSet, out: &mut Vec
     if out.last() == Some(&(s, e)) {
         return;
     }
-    if lengths.contains(len) || line.get(s..e).is_some_and(|v| v.contains(&b'%')) {
+    if lengths.contains(len)
+        || line
+            .get(s..e)
+            .is_some_and(|v| memchr::memchr(b'%', v).is_some())
+    {
         out.push((s, e));
     }
 }
@@ -543,42 +602,41 @@ fn push_runs(
 ) {
     let min = lengths.min().max(MIN_SECRET_LEN);
     let mut i = 0;
-    while let Some(start) = field
-        .get(i..)
-        .and_then(|rest| rest.iter().position(|&b| class(b) & TOKEN != 0))
-    {
-        let ts = i + start;
-        let len = field
-            .get(ts..)
-            .unwrap_or(&[])
-            .iter()
-            .position(|&b| class(b) & TOKEN == 0)
-            .unwrap_or(field.len() - ts);
-        let te = ts + len;
-        i = te;
-        if len < min {
+    // One pass: each token run is measured and checked for non-word bytes at once.
+    while i < field.len() {
+        while field.get(i).is_some_and(|&b| class(b) & TOKEN == 0) {
+            i += 1;
+        }
+        let ts = i;
+        let mut all_word = true;
+        while let Some(&b) = field.get(i) {
+            let c = class(b);
+            if c & TOKEN == 0 {
+                break;
+            }
+            all_word &= c & WORD != 0;
+            i += 1;
+        }
+        let te = i;
+        if te - ts < min {
             continue;
         }
         push_span(line, offset + ts, offset + te, lengths, out);
-        let run = field.get(ts..te).unwrap_or(&[]);
-        if run.iter().all(|&b| class(b) & WORD != 0) {
+        if all_word {
             // The word run is the token run.
             continue;
         }
+        let run = field.get(ts..te).unwrap_or(&[]);
         let mut j = 0;
-        while let Some(start) = run
-            .get(j..)
-            .and_then(|rest| rest.iter().position(|&b| class(b) & WORD != 0))
-        {
-            let ws = j + start;
-            let wlen = run
-                .get(ws..)
-                .unwrap_or(&[])
-                .iter()
-                .position(|&b| class(b) & WORD == 0)
-                .unwrap_or(run.len() - ws);
-            j = ws + wlen;
-            if wlen >= min {
+        while j < run.len() {
+            while run.get(j).is_some_and(|&b| class(b) & WORD == 0) {
+                j += 1;
+            }
+            let ws = j;
+            while run.get(j).is_some_and(|&b| class(b) & WORD != 0) {
+                j += 1;
+            }
+            if j - ws >= min {
                 push_span(line, offset + ts + ws, offset + ts + j, lengths, out);
             }
         }
@@ -592,9 +650,16 @@ fn push_runs(
 fn line_candidates(line: &[u8], lengths: &LengthSet, out: &mut Vec<(usize, usize)>) {
     let n = line.len();
     let mut i = 0;
+    // Every break byte is visited by the loop below (fields are skipped whole), so it can tell
+    // whether the line has a quote at all.
+    let mut quoted = false;
     while i < n {
         // One field: a run of non-break bytes, with its token and word runs, in one pass.
-        while i < n && line.get(i).is_some_and(|&b| class(b) & FIELD == 0) {
+        while let Some(&b) = line.get(i) {
+            if class(b) & FIELD != 0 {
+                break;
+            }
+            quoted |= b == b'"' || b == b'\'';
             i += 1;
         }
         if i >= n {
@@ -634,7 +699,7 @@ fn line_candidates(line: &[u8], lengths: &LengthSet, out: &mut Vec<(usize, usize
         }
     }
     // Quoted strings, which may hold spaces (passphrases).
-    let mut i = 0;
+    let mut i = if quoted { 0 } else { n };
     while let Some(q) = line
         .get(i..)
         .and_then(|rest| rest.iter().position(|&b| b == b'"' || b == b'\''))
@@ -676,9 +741,8 @@ fn line_candidates(line: &[u8], lengths: &LengthSet, out: &mut Vec<(usize, usize
 
 /// `%XX`-decoded `value`, if it has any escape.
 fn percent_decode(value: &[u8]) -> Option<Vec<u8>> {
-    if !value.contains(&b'%') {
-        return None;
-    }
+    // Only a value with an escape has a decoded form.
+    memchr::memchr(b'%', value)?;
     let mut out = Vec::with_capacity(value.len());
     let mut i = 0;
     while i < value.len() {
@@ -723,7 +787,8 @@ const BASE64_CHAR: [bool; 256] = {
 /// Runs of base64 (standard or URL-safe) characters long enough to be worth decoding.
 ///
 /// Probes one byte in every [`MIN_BASE64_RUN`]: a long enough run must cover a probe, so only
-/// the neighbourhood of probes that land on a base64 character is looked at byte by byte.
+/// the neighbourhood of probes that land on a base64 character is looked at byte by byte, and
+/// only forward unless the run can be long enough.
 fn base64_runs(text: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
     let is_b64 = |i: usize| text.get(i).is_some_and(|&b| BASE64_CHAR[usize::from(b)]);
     let mut probe = MIN_BASE64_RUN - 1;
@@ -733,15 +798,23 @@ fn base64_runs(text: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
                 probe += MIN_BASE64_RUN;
                 continue;
             }
-            let mut start = probe;
-            while start > 0 && is_b64(start - 1) {
-                start -= 1;
-            }
             let mut end = probe + 1;
             while is_b64(end) {
                 end += 1;
             }
-            probe = end + MIN_BASE64_RUN;
+            let next = end + MIN_BASE64_RUN;
+            // A long enough run reaches back to `end - MIN_BASE64_RUN`: when that byte is not
+            // a base64 character (most words), the run is too short, with no walk back.
+            let reach = end.checked_sub(MIN_BASE64_RUN);
+            if !reach.is_some_and(is_b64) {
+                probe = next;
+                continue;
+            }
+            let mut start = probe;
+            while start > 0 && is_b64(start - 1) {
+                start -= 1;
+            }
+            probe = next;
             if end - start >= MIN_BASE64_RUN {
                 return Some((start, end));
             }
@@ -1015,12 +1088,27 @@ mod tests {
     }
 
     #[test]
+    fn what_one_engine_saw_is_tested_again_by_the_next() {
+        let rules = RuleSet::builtin().unwrap();
+        let env = EnvName::new("production").unwrap();
+        let text =
+            b"value = pl41n-pr0d-s3cret-with-no-format\nvalue = pl41n-pr0d-s3cret-with-no-format\n";
+        let other: &[u8] = b"another-secret-of-32-bytes-xxxxx";
+        let walls = [WallFile::build(&env, Tier::Prod, [other]).unwrap()];
+        assert!(Engine::new(&rules, &walls).scan(text).is_empty());
+        // Same thread, same lines, a wall that lists the secret: both lines are found.
+        let secret: &[u8] = b"pl41n-pr0d-s3cret-with-no-format";
+        let walls = [WallFile::build(&env, Tier::Prod, [secret]).unwrap()];
+        assert_eq!(Engine::new(&rules, &walls).scan(text).len(), 2);
+    }
+
+    #[test]
     fn the_seen_cache_compares_bytes_not_hashes() {
-        let mut seen = Seen::default();
+        let mut seen = SeenCandidates::default();
         seen.insert(b"candidate-one-xyz");
         assert!(seen.contains(b"candidate-one-xyz"));
         assert!(!seen.contains(b"candidate-one-xyZ"));
-        let long = [b'a'; SEEN_MAX_LEN + 1];
+        let long = [b'a'; 49];
         seen.insert(&long);
         assert!(!seen.contains(&long));
     }

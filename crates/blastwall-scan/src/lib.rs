@@ -22,6 +22,6 @@ pub use error::ScanError;
 pub use finding::{Confidence, Finding, Location, Severity, redact};
 pub use fingerprint::{WallFile, tier_of_env};
 pub use rules::{Rule, RuleSet, RuleSpec, Validator};
-pub use scanner::{Report, ScanOptions, Scanner, Targets};
+pub use scanner::{Progress, Report, ScanOptions, Scanner, Targets};
 pub use sink::{HumanSink, JsonLinesSink, SarifSink, Sink};
 pub use summary::{SkipReason, Skipped, Summary};

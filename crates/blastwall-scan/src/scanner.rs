@@ -8,6 +8,7 @@ mod walk;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::baseline::Baseline;
 use crate::engine::{Engine, Hit};
@@ -94,6 +95,34 @@ pub struct Targets {
     pub env_vars: Option<BTreeMap<String, String>>,
     /// Whether to scan other processes' environments and command lines (`--procs`).
     pub processes: bool,
+}
+
+/// Live counters of a running scan, for a progress display: the walker threads update them as
+/// they go ([`Scanner::scan_with_progress`]), and any thread may read them meanwhile. The
+/// final, exact numbers are in the [`Report`]; these count findings before the baseline is
+/// applied.
+#[derive(Debug, Default)]
+pub struct Progress {
+    files: AtomicU64,
+    bytes: AtomicU64,
+    findings: AtomicU64,
+}
+
+impl Progress {
+    /// Files opened for scanning so far.
+    pub fn files(&self) -> u64 {
+        self.files.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of those files (their size on disk).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Findings so far (inline-suppressed ones not counted; baselined ones counted).
+    pub fn findings(&self) -> u64 {
+        self.findings.load(Ordering::Relaxed)
+    }
 }
 
 /// A scan's findings and summary.
@@ -188,7 +217,14 @@ impl Scanner {
 
     /// Scans everything in `targets` and returns one report.
     pub fn scan(&self, targets: &Targets) -> Report {
-        let collector = Collector::new(self);
+        self.scan_with_progress(targets, &Progress::default())
+    }
+
+    /// [`Scanner::scan`], counting files, bytes and findings in `progress` as it goes, for a
+    /// display on another thread.
+    pub fn scan_with_progress(&self, targets: &Targets, progress: &Progress) -> Report {
+        let mut collector = Collector::new(self);
+        collector.progress = Some(progress);
         if !targets.paths.is_empty() {
             walk::walk(&collector, &targets.paths);
         }
@@ -243,6 +279,7 @@ pub(crate) struct Collector<'a> {
     engine: Engine<'a>,
     findings: Mutex<Vec<Finding>>,
     summary: Mutex<Summary>,
+    progress: Option<&'a Progress>,
 }
 
 impl<'a> Collector<'a> {
@@ -252,6 +289,19 @@ impl<'a> Collector<'a> {
             engine: Engine::new(&scanner.rules, &scanner.walls),
             findings: Mutex::new(Vec::new()),
             summary: Mutex::new(Summary::default()),
+            progress: None,
+        }
+    }
+
+    /// Counts a file about to be scanned, in the summary and the live progress.
+    pub(crate) fn file_scanned(&self, bytes: u64) {
+        self.summary(|s| {
+            s.files_scanned += 1;
+            s.bytes_scanned += bytes;
+        });
+        if let Some(p) = self.progress {
+            p.files.fetch_add(1, Ordering::Relaxed);
+            p.bytes.fetch_add(bytes, Ordering::Relaxed);
         }
     }
 
@@ -320,6 +370,9 @@ impl<'a> Collector<'a> {
         if let Ok(mut f) = self.findings.lock() {
             f.push(finding);
         }
+        if let Some(p) = self.progress {
+            p.findings.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn finish(self) -> Report {
@@ -333,5 +386,35 @@ impl<'a> Collector<'a> {
         }
         summary.sort();
         Report { findings, summary }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_counts_what_the_report_says() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "nothing here\n").unwrap();
+        std::fs::write(
+            dir.path().join(".env"),
+            "DB_PASSWORD=Zq8vN3kLp0Xw7RtY2mBc\n",
+        )
+        .unwrap();
+        let scanner = Scanner::new(RuleSet::builtin().unwrap());
+        let progress = Progress::default();
+        let report = scanner.scan_with_progress(
+            &Targets {
+                paths: vec![dir.path().to_owned()],
+                ..Targets::default()
+            },
+            &progress,
+        );
+        assert_eq!(progress.files(), report.summary.files_scanned);
+        assert_eq!(progress.bytes(), report.summary.bytes_scanned);
+        assert_eq!(progress.findings(), report.findings.len() as u64);
+        assert_eq!(progress.files(), 2);
+        assert!(progress.findings() >= 1);
     }
 }

@@ -3,11 +3,14 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use blastwall_scan::{
-    Baseline, HumanSink, JsonLinesSink, RuleSet, SarifSink, ScanOptions, Scanner, Severity, Sink,
-    Targets, WallFile,
+    Baseline, HumanSink, JsonLinesSink, Progress, Report, RuleSet, SarifSink, ScanOptions, Scanner,
+    Severity, Sink, Targets, WallFile,
 };
+use indicatif::{HumanBytes, HumanCount, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::exit::Exit;
 use crate::failure::Failure;
@@ -61,8 +64,9 @@ pub(crate) struct Args {
     threads: Option<usize>,
 }
 
-/// Runs a scan; `verbose` (the global `-v`) lists every skipped and unreadable path.
-pub(crate) fn run(args: Args, verbose: bool) -> Result<Exit, Failure> {
+/// Runs a scan; `verbose` (the global `-v`) lists every skipped and unreadable path, `quiet`
+/// (the global `-q`) turns the progress line off.
+pub(crate) fn run(args: Args, verbose: bool, quiet: bool) -> Result<Exit, Failure> {
     let rules = RuleSet::builtin()
         .map_err(|e| anyhow::Error::from(e).context("the built-in rules do not load"))?;
     let mut walls = Vec::new();
@@ -115,7 +119,17 @@ pub(crate) fn run(args: Args, verbose: bool) -> Result<Exit, Failure> {
         })?;
         scanner = scanner.with_baseline(baseline);
     }
-    let report = scanner.scan(&targets);
+    let progress = wants_progress(
+        quiet,
+        std::io::stderr().is_terminal(),
+        std::io::stdout().is_terminal(),
+        &args.format,
+    );
+    let report = if progress {
+        scan_showing_progress(&scanner, &targets)
+    } else {
+        scanner.scan(&targets)
+    };
     if let Some(path) = &args.write_baseline {
         Baseline::from_findings(&report.findings)
             .save(path)
@@ -162,4 +176,66 @@ pub(crate) fn run(args: Args, verbose: bool) -> Result<Exit, Failure> {
         return Ok(Exit::Usage);
     }
     Ok(Exit::Clean)
+}
+
+/// Whether to draw a progress line: only on a terminal (stderr), never with `-q`, and not when
+/// JSON or SARIF goes to a file or a pipe (a machine run, even if started from a terminal).
+fn wants_progress(quiet: bool, stderr_tty: bool, stdout_tty: bool, format: &str) -> bool {
+    !quiet && stderr_tty && (format == "human" || stdout_tty)
+}
+
+/// Runs the scan while another thread redraws a line on stderr with the files, bytes and
+/// findings so far; the line is cleared when the scan ends, before the report is printed.
+fn scan_showing_progress(scanner: &Scanner, targets: &Targets) -> Report {
+    let progress = Progress::default();
+    let done = AtomicBool::new(false);
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} scanning: {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let message = |p: &Progress| {
+        let findings = p.findings();
+        format!(
+            "{} files, {}, {} finding{}",
+            HumanCount(p.files()),
+            HumanBytes(p.bytes()),
+            HumanCount(findings),
+            if findings == 1 { "" } else { "s" }
+        )
+    };
+    bar.set_message(message(&progress));
+    bar.tick();
+    std::thread::scope(|s| {
+        let ticker = s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                bar.set_message(message(&progress));
+                bar.tick();
+                std::thread::park_timeout(Duration::from_millis(100));
+            }
+        });
+        let report = scanner.scan_with_progress(targets, &progress);
+        done.store(true, Ordering::Relaxed);
+        ticker.thread().unpark();
+        let _ = ticker.join();
+        bar.finish_and_clear();
+        report
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_only_on_a_terminal_and_never_quiet() {
+        // quiet, stderr a TTY, stdout a TTY, format
+        assert!(wants_progress(false, true, true, "human"));
+        assert!(wants_progress(false, true, false, "human"));
+        assert!(wants_progress(false, true, true, "json"));
+        assert!(!wants_progress(false, true, false, "json"));
+        assert!(!wants_progress(false, true, false, "sarif"));
+        assert!(!wants_progress(false, false, true, "human"));
+        assert!(!wants_progress(true, true, true, "human"));
+    }
 }

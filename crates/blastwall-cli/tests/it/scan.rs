@@ -168,3 +168,73 @@ fn scan_refuses_a_bad_wall_file() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("bad.wall"));
 }
+
+/// A tree with one finding (a GitHub token with a valid checksum, made up for the test).
+fn tree_with_a_finding(bw: &Bw) -> std::path::PathBuf {
+    let dir = bw.path().join("repo");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("deploy.sh"),
+        "export GITHUB_TOKEN=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\n",
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn a_scan_off_a_terminal_draws_no_progress() {
+    let bw = Bw::new();
+    tree_with_a_finding(&bw);
+    for format in ["human", "json", "sarif"] {
+        let o = bw.run(&["scan", "--format", format, "repo"]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        insta::assert_snapshot!(format!("scan_stderr_not_a_tty_{format}"), stderr(&o));
+    }
+}
+
+/// The binary as a shell word, for `script`.
+fn bin() -> String {
+    let bin = std::env::var_os("BLASTWALL_TEST_BIN")
+        .map_or_else(|| assert_cmd::cargo::cargo_bin("blastwall"), Into::into);
+    format!("'{}'", bin.display())
+}
+
+/// Runs `command` under `script` (util-linux), which gives it a pseudo-terminal for stdin,
+/// stdout and stderr; what the terminal showed. `None` when `script` is not installed.
+fn on_a_terminal(bw: &Bw, command: &str) -> Option<String> {
+    let o = std::process::Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TERM", "xterm")
+        .current_dir(bw.path())
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+#[test]
+fn a_scan_on_a_terminal_shows_progress_unless_quiet_or_piped() {
+    let bw = Bw::new();
+    tree_with_a_finding(&bw);
+    let Some(shown) = on_a_terminal(&bw, &format!("{} scan repo", bin())) else {
+        eprintln!("skipped: `script` (util-linux) is not installed");
+        return;
+    };
+    assert!(shown.contains("scanning: "), "{shown:?}");
+    assert!(shown.contains(" files, "), "{shown:?}");
+    // The report is still printed, after the progress line is cleared.
+    assert!(shown.contains("github.pat-classic"), "{shown:?}");
+    let quiet = on_a_terminal(&bw, &format!("{} -q scan repo", bin())).unwrap();
+    assert!(!quiet.contains("scanning: "), "{quiet:?}");
+    assert!(quiet.contains("github.pat-classic"), "{quiet:?}");
+    let piped = on_a_terminal(
+        &bw,
+        &format!("{} scan --format json repo > out.json", bin()),
+    )
+    .unwrap();
+    assert!(!piped.contains("scanning: "), "{piped:?}");
+    let json = std::fs::read_to_string(bw.path().join("out.json")).unwrap();
+    assert!(json.contains("github.pat-classic"), "{json}");
+    assert!(!json.contains("scanning: "), "{json}");
+}

@@ -140,10 +140,7 @@ pub(super) fn scan_file(col: &Collector<'_>, path: &Path) {
         Ok(_) => return col.skip(shown, SkipReason::OtherType),
         Err(e) => return col.unreadable(shown, &e),
     }
-    col.summary(|s| {
-        s.files_scanned += 1;
-        s.bytes_scanned += meta.len();
-    });
+    col.file_scanned(meta.len());
     scan_reader(col, path.to_owned(), &mut file, meta.len());
 }
 
@@ -238,8 +235,10 @@ fn sniff(head: &[u8]) -> Kind {
     Kind::Binary
 }
 
-fn read_head(reader: &mut dyn Read, want: usize) -> io::Result<Vec<u8>> {
-    let mut head = Vec::with_capacity(want);
+/// Reads the first `want` bytes into a buffer of `capacity` (at least `want`), so that a text
+/// file's first chunk can go on in the same buffer.
+fn read_head(reader: &mut dyn Read, want: usize, capacity: usize) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(capacity.max(want));
     reader.take(want as u64).read_to_end(&mut head)?;
     Ok(head)
 }
@@ -277,8 +276,19 @@ fn scan_stream(
     size_hint: u64,
 ) -> io::Result<()> {
     let opts = col.options();
-    let head = read_head(reader, SNIFF_LEN)?;
+    // One byte more than expected, so that the read that finds the end needs no growth.
+    let want = size_hint.min(opts.chunk_size as u64) as usize;
+    let mut head = read_head(reader, SNIFF_LEN, want.saturating_add(1))?;
     let kind = sniff(&head);
+    if matches!(kind, Kind::Binary | Kind::Text) && opts.chunk_size >= SNIFF_LEN {
+        // The first chunk goes on in the sniffed buffer: no copy of it, no second buffer.
+        if head.len() == SNIFF_LEN {
+            reader
+                .take((opts.chunk_size - SNIFF_LEN) as u64)
+                .read_to_end(&mut head)?;
+        }
+        return scan_windows(col, reader, head, origin, kind == Kind::Binary);
+    }
     let archive = matches!(kind, Kind::Gzip | Kind::Zip | Kind::Tar);
     if archive && depth >= opts.archive_max_depth {
         col.skip(
@@ -306,9 +316,8 @@ fn scan_stream(
             let text = decode_utf16(&raw, little_endian, bom);
             scan_windows(col, &mut io::empty(), text.into_bytes(), origin, false)
         }
+        // Chunks smaller than the sniffed head (tests use 4 KiB chunks): read through it.
         Kind::Binary | Kind::Text => {
-            // One byte more than expected, so that the read that finds the end needs no growth.
-            let want = size_hint.min(opts.chunk_size as u64) as usize;
             let mut first = Vec::with_capacity(want.saturating_add(1).max(SNIFF_LEN));
             (&mut rest)
                 .take(opts.chunk_size as u64)
@@ -418,20 +427,35 @@ fn decode_utf16(raw: &[u8], little_endian: bool, bom: bool) -> String {
 fn binary_strings(raw: &[u8]) -> (Vec<u8>, Vec<(usize, usize)>) {
     let mut out = Vec::new();
     let mut map = Vec::new();
-    let printable = |b: u8| b.is_ascii_graphic() || b == b' ' || b == b'\t';
-    let mut i = 0;
-    while i < raw.len() {
-        if !raw.get(i).is_some_and(|&b| printable(b)) {
-            i += 1;
+    let printable = |i: usize| {
+        raw.get(i)
+            .is_some_and(|&b| b.is_ascii_graphic() || b == b' ' || b == b'\t')
+    };
+    // Probes one byte in every MIN_STRING_RUN: a long enough run covers a probe. From a
+    // printable probe, the run is walked forward, and back only if it can be long enough.
+    let mut probe = MIN_STRING_RUN - 1;
+    while probe < raw.len() {
+        if !printable(probe) {
+            probe += MIN_STRING_RUN;
             continue;
         }
-        let start = i;
-        while raw.get(i).is_some_and(|&b| printable(b)) {
-            i += 1;
+        let mut end = probe + 1;
+        while printable(end) {
+            end += 1;
         }
-        if i - start >= MIN_STRING_RUN {
+        let next = end + MIN_STRING_RUN;
+        if !end.checked_sub(MIN_STRING_RUN).is_some_and(printable) {
+            probe = next;
+            continue;
+        }
+        let mut start = probe;
+        while start > 0 && printable(start - 1) {
+            start -= 1;
+        }
+        probe = next;
+        if end - start >= MIN_STRING_RUN {
             map.push((out.len(), start));
-            out.extend_from_slice(raw.get(start..i).unwrap_or(&[]));
+            out.extend_from_slice(raw.get(start..end).unwrap_or(&[]));
             out.push(b'\n');
         }
     }
@@ -572,6 +596,38 @@ mod tests {
             sniff(b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x03\x00"),
             Kind::Binary
         );
+    }
+
+    #[test]
+    fn binary_strings_are_every_printable_run_of_eight_or_more() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        for round in 0..3000 {
+            let len = (round % 97) as usize;
+            let raw: Vec<u8> = (0..len)
+                .map(|_| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    if rng.is_multiple_of(5) { 0 } else { b'a' }
+                })
+                .collect();
+            let mut expected = Vec::new();
+            let mut starts = Vec::new();
+            let mut i = 0;
+            while i < raw.len() {
+                let s = i;
+                while i < raw.len() && raw[i] != 0 {
+                    i += 1;
+                }
+                if i - s >= MIN_STRING_RUN {
+                    starts.push((expected.len(), s));
+                    expected.extend_from_slice(&raw[s..i]);
+                    expected.push(b'\n');
+                }
+                i += 1;
+            }
+            assert_eq!(binary_strings(&raw), (expected, starts), "{raw:?}");
+        }
     }
 
     #[test]
