@@ -1,5 +1,5 @@
-//! `blastwall vault init|serve|credential add|recipient`: the backup vault, run under its own
-//! credentials on another host or account (issue 6).
+//! `blastwall vault init|serve|credential add|log verify|log tail|recipient`: the backup vault,
+//! run under its own credentials on another host or account (issue 6).
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -58,6 +58,9 @@ Writes `blastwall vault listening on http://ADDR` on stderr once it listens.")]
     /// Manage the vault's credentials
     #[command(subcommand)]
     Credential(CredentialCmd),
+    /// Read and check the vault's own audit log
+    #[command(subcommand)]
+    Log(LogCmd),
     /// Print the age public key backups are encrypted to (give it to production)
     #[command(after_help = "Examples:\n  blastwall vault recipient --data /srv/blastwall-vault")]
     Recipient {
@@ -90,6 +93,42 @@ admin:  lengthen retention or the policy, delete what has expired; nothing earli
         quota: Option<String>,
         #[command(flatten)]
         data: DataArg,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `blastwall vault log …`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum LogCmd {
+    /// Check the vault's hash-chained audit log; exit 1 names the first bad entry
+    #[command(after_help = "\
+Examples:
+  blastwall vault log verify --data /srv/blastwall-vault
+  blastwall vault log verify --data /srv/blastwall-vault --json
+
+Detects an edited, deleted or reordered entry of `audit.jsonl`. The last entry's hash is printed:
+keep it elsewhere, and a later truncation back past it shows (the vault's log has no signed
+checkpoints).")]
+    Verify {
+        #[command(flatten)]
+        data: DataArg,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the last entries of the vault's audit log (without checking the chain)
+    #[command(after_help = "\
+Examples:
+  blastwall vault log tail --data /srv/blastwall-vault
+  blastwall vault log tail -n 50 --json")]
+    Tail {
+        #[command(flatten)]
+        data: DataArg,
+        /// How many entries
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
         /// JSON output
         #[arg(long)]
         json: bool,
@@ -132,6 +171,27 @@ pub(crate) async fn run(cmd: Cmd) -> Result<Exit, Failure> {
             data,
             json,
         }) => credential_add(&data.dir, &name, &role, quota.as_deref(), json),
+        Cmd::Log(LogCmd::Verify { data, json }) => log_verify(&data.dir, json),
+        Cmd::Log(LogCmd::Tail { data, lines, json }) => {
+            let d = open(&data.dir)?;
+            let entries = blastwall_vault::log::tail(&d.audit_path(), lines).map_err(fail)?;
+            if json {
+                output::json(&entries)?;
+            } else {
+                for e in &entries {
+                    output::line(&format!(
+                        "{:>6}  {}  {:<24} {:<40} {}  {}",
+                        e.seq,
+                        e.record.at,
+                        e.record.action,
+                        e.record.target.as_deref().unwrap_or("-"),
+                        e.record.actor,
+                        e.record.detail
+                    ));
+                }
+            }
+            Ok(Exit::Clean)
+        }
         Cmd::Recipient { data } => {
             let d = open(&data.dir)?;
             output::line(&d.recipient().map_err(fail)?.to_string());
@@ -242,6 +302,40 @@ async fn serve(dir: &Path, listen: SocketAddr) -> Result<Exit, Failure> {
         .await
         .map_err(fail)?;
     Ok(Exit::Clean)
+}
+
+fn log_verify(dir: &Path, as_json: bool) -> Result<Exit, Failure> {
+    let d = open(dir)?;
+    let path = d.audit_path();
+    match blastwall_vault::log::check(&path).map_err(fail)? {
+        Ok(s) => {
+            if as_json {
+                output::json(
+                    &json!({"ok": true, "log": path.display().to_string(), "entries": s.entries, "head_seq": s.head_seq, "head_hash": s.head_hash}),
+                )?;
+            } else {
+                output::line(&format!(
+                    "ok: {} entries, chain intact; head: entry {} {}",
+                    s.entries, s.head_seq, s.head_hash
+                ));
+            }
+            Ok(Exit::Clean)
+        }
+        Err(b) => {
+            let entry = b.seq.map_or_else(
+                || format!("line {}", b.line),
+                |s| format!("entry {s} (line {})", b.line),
+            );
+            if as_json {
+                output::json(
+                    &json!({"ok": false, "log": path.display().to_string(), "line": b.line, "seq": b.seq, "error": b.why}),
+                )?;
+            } else {
+                output::line(&format!("FAILED: {}: {entry}: {}", path.display(), b.why));
+            }
+            Ok(Exit::Failed)
+        }
+    }
 }
 
 fn credential_add(

@@ -805,3 +805,57 @@ fn vault_serve_runs_scheduled_drills() {
     let list = prod.json(&["backup", "list"]);
     assert_eq!(list[0]["last_drill"]["passed"], true, "{list}");
 }
+
+#[test]
+fn vault_log_verify_names_an_edited_deleted_or_reordered_entry() {
+    let v = VaultHost::new(&[]);
+    let prod = production(&v);
+    let src = prod.path().join("files");
+    make_tree(&src);
+    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    run_backup(&prod, "files", &[]);
+    run_backup(&prod, "files", &[]);
+    let data = v.data();
+    let d = data.to_str().unwrap();
+    let ok = v.bw.json(&["vault", "log", "verify", "--data", d]);
+    assert_eq!(ok["ok"], true, "{ok}");
+    let n = ok["entries"].as_u64().unwrap();
+    assert!(n >= 4, "{ok}");
+    let tail = v.bw.json(&["vault", "log", "tail", "-n", "2", "--data", d]);
+    assert_eq!(tail.as_array().unwrap().len(), 2, "{tail}");
+
+    let log = data.join("audit.jsonl");
+    let original = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    let verify = |text: String| {
+        std::fs::write(&log, text).unwrap();
+        let o = v.bw.run(&["vault", "log", "verify", "--data", d]);
+        assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+        stdout(&o)
+    };
+    // An entry edited (its size changed).
+    let mut edited = lines.clone();
+    let third = lines[2].replace("object.create", "object.cre8te");
+    edited[2] = &third;
+    let out = verify(edited.join("\n") + "\n");
+    assert!(
+        out.contains("entry 3 (line 3)") && out.contains("altered"),
+        "{out}"
+    );
+    // An entry deleted.
+    let mut deleted = lines.clone();
+    deleted.remove(1);
+    let out = verify(deleted.join("\n") + "\n");
+    assert!(
+        out.contains("line 2") && out.contains("entry 2 is missing"),
+        "{out}"
+    );
+    // Two entries swapped.
+    let mut swapped = lines.clone();
+    swapped.swap(1, 2);
+    let out = verify(swapped.join("\n") + "\n");
+    assert!(out.contains("line 2"), "{out}");
+    // Put back, it verifies again.
+    std::fs::write(&log, &original).unwrap();
+    v.bw.ok(&["vault", "log", "verify", "--data", d]);
+}
