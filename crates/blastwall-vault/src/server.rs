@@ -129,10 +129,12 @@ impl Vault {
             .with_state(self.state.clone())
     }
 
-    /// Serves on `listener` until `shutdown` resolves; runs scheduled drills when configured.
+    /// Serves on `listener` until `shutdown` resolves, over HTTPS when `tls` is given; runs
+    /// scheduled drills when configured.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
+        tls: Option<crate::tls::ServerTls>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), VaultError> {
         let addr = listener
@@ -142,18 +144,29 @@ impl Vault {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         if let Some(secs) = every.filter(|s| *s > 0) {
             let (state, stop) = (self.state.clone(), stop.clone());
-            let base = format!("http://{addr}");
+            let (base, leaf) = match &tls {
+                Some(t) => (format!("https://{addr}"), Some(t.leaf.clone())),
+                None => (format!("http://{addr}"), None),
+            };
             // Drills run on a thread of their own with its own runtime: a long restore never
             // takes a worker from the server, and the server's shutdown is not held up by one.
             std::thread::Builder::new()
                 .name("vault-drills".into())
-                .spawn(move || scheduled_drills(&state, &base, Duration::from_secs(secs), &stop))
+                .spawn(move || {
+                    scheduled_drills(&state, &base, leaf, Duration::from_secs(secs), &stop);
+                })
                 .map_err(|e| VaultError::Other(format!("cannot start the drill scheduler: {e}")))?;
         }
-        let result = axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| VaultError::Other(format!("the server stopped: {e}")));
+        let result = match tls {
+            None => axum::serve(listener, self.router())
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(|e| VaultError::Other(format!("the server stopped: {e}"))),
+            Some(t) => {
+                serve_tls(listener, t, self.router(), shutdown).await;
+                Ok(())
+            }
+        };
         stop.store(true, Ordering::Relaxed);
         result
     }
@@ -716,6 +729,122 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+/// The answer to a plain-HTTP request on the HTTPS port: a clear refusal rather than a reset.
+fn https_only() -> Vec<u8> {
+    let body = serde_json::json!({
+        "error": "https_required",
+        "message": "this vault serves HTTPS only",
+        "hint": "use the vault's `https://` URL, not `http://`",
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Answers plain HTTP with [`https_only`]: reads the request's head first and drains what
+/// follows after the answer, so the client reads the answer rather than a reset.
+async fn refuse_plain_http(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut seen = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.len() < 64 * 1024 {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            }
+        }
+    })
+    .await;
+    if tcp.write_all(&https_only()).await.is_err() || tcp.shutdown().await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut drained = 0usize;
+        while drained < (8 << 20) {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
+}
+
+/// Accepts TLS connections until `shutdown` resolves, then lets open connections finish (up to
+/// 10 s).
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: crate::tls::ServerTls,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, app, mut closing) = (acceptor.clone(), app.clone(), closing_rx.clone());
+        conns.spawn(async move {
+            // A TLS connection opens with a handshake record (0x16); anything else is most
+            // likely plain HTTP sent to the HTTPS port, which gets a plain answer saying so.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(Duration::from_secs(10), tcp.peek(&mut first)).await {
+                Ok(Ok(1)) if first[0] != 0x16 => {
+                    tracing::debug!(%peer, "plain HTTP on the HTTPS port refused");
+                    refuse_plain_http(tcp).await;
+                    return;
+                }
+                Ok(Ok(1)) => {}
+                _ => return,
+            }
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = closing.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+        // Reap finished connections so the set does not grow without bound.
+        while conns.try_join_next().is_some() {}
+    }
+    let _ = closing_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+}
+
 /// Appends one JSON line to `path`, fsynced.
 fn append_line<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Result<(), VaultError> {
     use std::io::Write;
@@ -755,6 +884,7 @@ pub fn read_drills(path: &std::path::Path) -> Result<Vec<DrillRecord>, VaultErro
 fn scheduled_drills(
     state: &AppState,
     base: &str,
+    leaf: Option<rustls::pki_types::CertificateDer<'static>>,
     every: Duration,
     stop: &std::sync::atomic::AtomicBool,
 ) {
@@ -776,11 +906,15 @@ fn scheduled_drills(
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        runtime.block_on(drill_round(state, base));
+        runtime.block_on(drill_round(state, base, leaf.clone()));
     }
 }
 
-async fn drill_round(state: &AppState, base: &str) {
+async fn drill_round(
+    state: &AppState,
+    base: &str,
+    leaf: Option<rustls::pki_types::CertificateDer<'static>>,
+) {
     let data = state.read_data();
     let identity = match data.identity() {
         Ok(i) => i,
@@ -789,7 +923,11 @@ async fn drill_round(state: &AppState, base: &str) {
             return;
         }
     };
-    let client = match VaultClient::new(base, state.internal_secret.clone()) {
+    let client = match leaf {
+        Some(leaf) => VaultClient::pinned(base, state.internal_secret.clone(), leaf),
+        None => VaultClient::new(base, state.internal_secret.clone()),
+    };
+    let client = match client {
         Ok(c) => crate::store::BackupStore::from(c),
         Err(e) => {
             tracing::error!(error = %e, "scheduled drills cannot reach the vault");
@@ -852,6 +990,8 @@ mod tests {
                 min_retention_secs,
                 drill_every_secs: None,
                 default_quota_bytes: None,
+                tls_cert: None,
+                tls_key: None,
             },
         )
         .unwrap();
@@ -859,7 +999,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(vault.serve(listener, async {
+        tokio::spawn(vault.serve(listener, None, async {
             let _ = rx.await;
         }));
         Running {

@@ -152,7 +152,10 @@ pub(crate) enum TargetCmd {
         after_help = "\
 Examples:
   blastwall vault credential add prod-writer --role writer | \\
-    blastwall backup target add offsite --url http://vault-host:7171 --recipient age1… --credential-stdin
+    blastwall backup target add offsite --url https://vault-host:7171 --recipient age1… --credential-stdin
+  # a vault whose certificate a private CA (or itself) signed:
+  blastwall backup target add offsite --url https://vault-host:7171 --ca-file vault-ca.pem \\
+      --credential-stdin < writer-credential
   # on the vault host, for drills:
   blastwall backup target add vault --url http://127.0.0.1:7171 --credential-stdin \\
       --identity /srv/blastwall-vault/keys/backup.key < reader-credential
@@ -193,6 +196,10 @@ blastwall backup target add [OPTIONS] <NAME> --s3 <s3://BUCKET/PREFIX> --recipie
         /// The age identity file, for drills and restores (the drill host only)
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
+        /// Trust the CA certificate(s) in this PEM file for an `https://` vault, beside the
+        /// system's roots
+        #[arg(long, value_name = "FILE", conflicts_with = "s3")]
+        ca_file: Option<PathBuf>,
         /// JSON output
         #[arg(long)]
         json: bool,
@@ -253,10 +260,17 @@ pub(crate) async fn run(
             recipient,
             credential_stdin: _,
             identity,
+            ca_file,
             json,
         }) => match (url, s3) {
             (Some(url), None) => {
-                target_add(&data_dir, &mut st, &name, &url, recipient, identity, json).await
+                let a = VaultTargetArgs {
+                    url,
+                    recipient,
+                    identity,
+                    ca_file,
+                };
+                target_add(&data_dir, &mut st, &name, a, json).await
             }
             (None, Some(s3)) => {
                 let opts = S3Options {
@@ -383,7 +397,12 @@ fn config_or_defaults(flag: Option<&Path>, env: &dyn EnvSource) -> Result<Config
 }
 
 fn client(t: &Target) -> Result<VaultClient, Failure> {
-    VaultClient::new(&t.url, SecretString::from(t.credential.clone())).map_err(fail)
+    VaultClient::with_ca(
+        &t.url,
+        SecretString::from(t.credential.clone()),
+        t.ca_file.as_deref(),
+    )
+    .map_err(fail)
 }
 
 /// The target's vault or bucket; for S3 this loads the credential from the AWS sources.
@@ -428,21 +447,48 @@ fn check_name(what: &str, name: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+struct VaultTargetArgs {
+    url: String,
+    recipient: Option<String>,
+    identity: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+}
+
 async fn target_add(
     data_dir: &Path,
     st: &mut BackupState,
     name: &str,
-    url: &str,
-    recipient: Option<String>,
-    identity: Option<PathBuf>,
+    a: VaultTargetArgs,
     as_json: bool,
 ) -> Result<Exit, Failure> {
+    let VaultTargetArgs {
+        url,
+        recipient,
+        identity,
+        ca_file,
+    } = a;
     check_name("target", name)?;
     if st.targets.contains_key(name) {
         return Err(Failure::usage(
             format!("a backup target `{name}` already exists"),
             "pick another name",
         ));
+    }
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(Failure::usage(
+            format!("invalid vault URL `{url}`"),
+            "write it as `https://vault-host:7171` (or `http://127.0.0.1:7171` on the vault host)",
+        ));
+    }
+    if ca_file.is_some() && !url.starts_with("https://") {
+        return Err(Failure::usage(
+            "`--ca-file` is for an `https://` vault",
+            "give the vault's `https://` URL, or drop `--ca-file`",
+        ));
+    }
+    let ca_file = ca_file.map(|p| std::path::absolute(&p)).transpose()?;
+    if let Some(p) = &ca_file {
+        blastwall_vault::tls::client_config(Some(p)).map_err(fail)?;
     }
     let mut text = Zeroizing::new(String::new());
     if std::io::stdin().is_terminal() {
@@ -469,8 +515,13 @@ async fn target_add(
         credential,
         s3: None,
         identity,
+        ca_file,
     };
     let info = client(&target)?.info().await;
+    // An untrusted certificate is never "unreachable for now": it is refused outright.
+    if let Err(e @ blastwall_vault::VaultError::Untrusted { .. }) = info {
+        return Err(fail(e));
+    }
     let recipient = match (recipient, info) {
         (Some(r), Ok(info)) => {
             if info.recipient != r.trim() {
@@ -548,6 +599,7 @@ async fn target_add_s3(
         credential: String::new(),
         s3: Some(a.opts),
         identity,
+        ca_file: None,
     };
     let s3 = s3_store(&target, target.s3.as_ref().unwrap_or(&S3Options::default())).await?;
     let lock = s3.require_compliance().await.map_err(fail)?;

@@ -22,6 +22,8 @@ struct VaultHost {
     reader: String,
     admin: String,
     log: Arc<Mutex<Vec<u8>>>,
+    /// `--tls-cert` and `--tls-key` (a self-signed certificate) when it serves HTTPS.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Drop for VaultHost {
@@ -35,7 +37,33 @@ impl Drop for VaultHost {
 
 impl VaultHost {
     fn new(extra: &[&str]) -> Self {
+        Self::build(extra, false)
+    }
+
+    /// A vault serving HTTPS with a fresh self-signed certificate for `127.0.0.1` and
+    /// `localhost`; its drill runner trusts it with `--ca-file`.
+    fn https(extra: &[&str]) -> Self {
+        Self::build(extra, true)
+    }
+
+    /// The PEM certificate an HTTPS vault serves (its own CA).
+    fn cert(&self) -> &Path {
+        &self.tls.as_ref().unwrap().0
+    }
+
+    fn build(extra: &[&str], https: bool) -> Self {
         let bw = Bw::new();
+        let tls = https.then(|| {
+            let ck = rcgen::generate_simple_self_signed(vec![
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+            ])
+            .unwrap();
+            let (cert, key) = (bw.path().join("vault.crt"), bw.path().join("vault.key"));
+            std::fs::write(&cert, ck.cert.pem()).unwrap();
+            std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+            (cert, key)
+        });
         let data = bw.path().join("vault");
         let d = data.to_str().unwrap();
         let mut args = vec!["vault", "init", "--data", d, "--min-retention", "30d"];
@@ -66,23 +94,26 @@ impl VaultHost {
             reader,
             admin,
             log: Arc::new(Mutex::new(Vec::new())),
+            tls,
         };
         v.start();
         // The drill runner lives here: a reader target and the identity.
-        let o = v.bw.run_stdin(
-            &[
-                "backup",
-                "target",
-                "add",
-                "vault",
-                "--url",
-                &v.url,
-                "--credential-stdin",
-                "--identity",
-                v.data().join("keys/backup.key").to_str().unwrap(),
-            ],
-            &v.reader,
-        );
+        let key = v.data().join("keys/backup.key");
+        let mut args = vec![
+            "backup",
+            "target",
+            "add",
+            "vault",
+            "--url",
+            &v.url,
+            "--credential-stdin",
+            "--identity",
+            key.to_str().unwrap(),
+        ];
+        if let Some((cert, _)) = &v.tls {
+            args.extend(["--ca-file", cert.to_str().unwrap()]);
+        }
+        let o = v.bw.run_stdin(&args, &v.reader);
         assert!(o.status.success(), "{}", stderr(&o));
         v
     }
@@ -95,14 +126,19 @@ impl VaultHost {
         let listen = if self.url.is_empty() {
             "127.0.0.1:0".to_owned()
         } else {
-            self.url.trim_start_matches("http://").to_owned()
+            self.url
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .to_owned()
         };
-        let mut child = self
-            .bw
-            .std_cmd()
-            .args(["vault", "serve", "--data"])
+        let mut cmd = self.bw.std_cmd();
+        cmd.args(["vault", "serve", "--data"])
             .arg(self.data())
-            .args(["--listen", &listen])
+            .args(["--listen", &listen]);
+        if let Some((cert, key)) = &self.tls {
+            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        }
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -858,4 +894,113 @@ fn vault_log_verify_names_an_edited_deleted_or_reordered_entry() {
     // Put back, it verifies again.
     std::fs::write(&log, &original).unwrap();
     v.bw.ok(&["vault", "log", "verify", "--data", d]);
+}
+
+#[test]
+fn backups_and_drills_over_https_with_a_ca_file() {
+    let v = VaultHost::https(&["--drill-every", "1s"]);
+    assert!(v.url.starts_with("https://"), "{}", v.url);
+    let cert = v.cert().to_str().unwrap().to_owned();
+
+    // Production trusts the vault's certificate through `--ca-file`.
+    let prod = Bw::new();
+    let add = |bw: &Bw, name: &str, url: &str, extra: &[&str]| {
+        let mut args = vec![
+            "backup",
+            "target",
+            "add",
+            name,
+            "--url",
+            url,
+            "--credential-stdin",
+        ];
+        args.extend_from_slice(extra);
+        bw.run_stdin(&args, &v.writer)
+    };
+    let o = add(&prod, "offsite", &v.url, &["--ca-file", &cert]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let src = prod.path().join("files");
+    make_tree(&src);
+    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    let b = run_backup(&prod, "files", &["--part-size", "16K"]);
+    assert!(b["parts"].as_u64().unwrap() > 1, "{b}");
+    let o = v.drill("files", &["--json"]);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let report = prod.json(&["backup", "check-immutability"]);
+    assert_eq!(report["pass"], true, "{report}");
+
+    // The scheduler inside `vault serve` drills over the same HTTPS port.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let drills = std::fs::read_to_string(v.data().join("drills.jsonl")).unwrap_or_default();
+        if drills.contains("\"actor\":\"vault serve\"") {
+            assert!(drills.contains("\"passed\":true"), "{drills}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", v.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Without the CA file the certificate is not trusted: refused, with a clear reason.
+    let other = Bw::new();
+    let o = add(&other, "offsite", &v.url, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("certificate") && err.contains("--ca-file"),
+        "{err}"
+    );
+    // Not even with `--recipient`, which lets an unreachable vault be added for later.
+    let recipient = b["id"].as_str().map(|_| {
+        std::fs::read_to_string(v.data().join("recipient.txt"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    });
+    let o = add(
+        &other,
+        "offsite",
+        &v.url,
+        &["--recipient", recipient.as_deref().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("certificate"), "{}", stderr(&o));
+    assert!(!other.path().join("data/backup.json").exists());
+
+    // Plain HTTP to the HTTPS port gets a plain answer saying so.
+    let plain = v.url.replacen("https://", "http://", 1);
+    let o = add(&other, "plain", &plain, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("serves HTTPS only"), "{}", stderr(&o));
+
+    // A certificate or key that cannot be used stops `vault serve` at start, naming the file.
+    let bogus = v.bw.path().join("bogus.pem");
+    std::fs::write(&bogus, "not a certificate").unwrap();
+    let o = v.bw.run(&[
+        "vault",
+        "serve",
+        "--data",
+        v.data().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        bogus.to_str().unwrap(),
+        "--tls-key",
+        v.tls.as_ref().unwrap().1.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("bogus.pem") && stderr(&o).contains("no PEM certificate"),
+        "{}",
+        stderr(&o)
+    );
+    let o = v.bw.run(&[
+        "vault",
+        "serve",
+        "--data",
+        v.data().to_str().unwrap(),
+        "--tls-cert",
+        &cert,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "both or neither: {}", stderr(&o));
 }

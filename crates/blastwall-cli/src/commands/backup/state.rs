@@ -29,6 +29,9 @@ pub(crate) struct Target {
     /// The age identity file (on the vault host only, for drills and restores).
     #[serde(default)]
     pub(crate) identity: Option<PathBuf>,
+    /// Extra CA certificates (PEM) trusted for an `https://` vault, beside the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Target {
