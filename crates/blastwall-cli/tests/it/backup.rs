@@ -191,9 +191,17 @@ impl VaultHost {
     }
 }
 
-/// Production: holds the writer credential and the recipient only.
-fn production(v: &VaultHost) -> Bw {
+/// A production host: `blastwall init` (staging and production, with their keys).
+fn production_host() -> Bw {
     let bw = Bw::new();
+    bw.ok(&["init"]);
+    bw
+}
+
+/// Production: holds the writer credential (sealed to the production key) and the recipient
+/// only.
+fn production(v: &VaultHost) -> Bw {
+    let bw = production_host();
     let o = bw.run_stdin(
         &[
             "backup",
@@ -202,6 +210,8 @@ fn production(v: &VaultHost) -> Bw {
             "offsite",
             "--url",
             &v.url,
+            "--env",
+            "production",
             "--credential-stdin",
         ],
         &v.writer,
@@ -753,7 +763,7 @@ fn a_full_disk_is_a_clear_error_and_loses_no_earlier_backup() {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    let prod = Bw::new();
+    let prod = production_host();
     let o = prod.run_stdin(
         &[
             "backup",
@@ -762,6 +772,8 @@ fn a_full_disk_is_a_clear_error_and_loses_no_earlier_backup() {
             "t",
             "--url",
             &url,
+            "--env",
+            "production",
             "--credential-stdin",
         ],
         &writer,
@@ -903,7 +915,7 @@ fn backups_and_drills_over_https_with_a_ca_file() {
     let cert = v.cert().to_str().unwrap().to_owned();
 
     // Production trusts the vault's certificate through `--ca-file`.
-    let prod = Bw::new();
+    let prod = production_host();
     let add = |bw: &Bw, name: &str, url: &str, extra: &[&str]| {
         let mut args = vec![
             "backup",
@@ -912,6 +924,8 @@ fn backups_and_drills_over_https_with_a_ca_file() {
             name,
             "--url",
             url,
+            "--env",
+            "production",
             "--credential-stdin",
         ];
         args.extend_from_slice(extra);
@@ -942,7 +956,7 @@ fn backups_and_drills_over_https_with_a_ca_file() {
     }
 
     // Without the CA file the certificate is not trusted: refused, with a clear reason.
-    let other = Bw::new();
+    let other = production_host();
     let o = add(&other, "offsite", &v.url, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
@@ -1003,4 +1017,115 @@ fn backups_and_drills_over_https_with_a_ca_file() {
         &cert,
     ]);
     assert_eq!(o.status.code(), Some(2), "both or neither: {}", stderr(&o));
+}
+
+#[test]
+fn the_vault_credential_is_sealed_at_rest() {
+    let v = VaultHost::new(&[]);
+    let mut prod = production(&v);
+    let src = prod.path().join("srv-files");
+    make_tree(&src);
+    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    run_backup(&prod, "files", &[]);
+    assert!(v.drill("files", &[]).status.success());
+
+    // No credential in the clear anywhere: not in backup.json, not under either data folder.
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(prod.data().join("backup.json")).unwrap()).unwrap();
+    let t = &state["targets"]["offsite"];
+    assert_eq!(t["sealed_credential"]["env"], "production", "{state}");
+    assert!(t.get("credential").is_none(), "{state}");
+    for (host, files) in [
+        ("production", crate::support::all_files(prod.path())),
+        ("vault host", crate::support::all_files(v.bw.path())),
+    ] {
+        assert!(!files.is_empty());
+        for (path, bytes) in files {
+            for secret in [&v.writer, &v.reader, &v.admin] {
+                assert!(
+                    !crate::support::contains(&bytes, secret.as_bytes()),
+                    "a credential in the clear in {} on the {host}",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    // Without the production key the credential stays sealed: nothing is sent.
+    let key = prod.data().join("keys/production.key");
+    let moved = prod.path().join("production.key");
+    std::fs::rename(&key, &moved).unwrap();
+    let o = prod.run(&["backup", "run", "files"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("sealed to environment `production`")
+            && stderr(&o).contains("BLASTWALL_ENV_KEY_PRODUCTION"),
+        "{}",
+        stderr(&o)
+    );
+    // The key from a variable opens it (as on a host that keeps keys out of files).
+    prod.extra_env.push((
+        "BLASTWALL_ENV_KEY_PRODUCTION".into(),
+        std::fs::read_to_string(&moved).unwrap(),
+    ));
+    run_backup(&prod, "files", &[]);
+    prod.extra_env.clear();
+    std::fs::rename(&moved, &key).unwrap();
+
+    // A backup.json from before sealing (the credential in plain text) fails closed ...
+    let mut old = state.clone();
+    old["targets"]["offsite"]
+        .as_object_mut()
+        .unwrap()
+        .remove("sealed_credential");
+    old["targets"]["offsite"]["credential"] = Value::String(v.writer.clone());
+    std::fs::write(
+        prod.data().join("backup.json"),
+        serde_json::to_vec_pretty(&old).unwrap(),
+    )
+    .unwrap();
+    let o = prod.run(&["backup", "run", "files"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("plain text")
+            && stderr(&o).contains("hint: add it again, sealed")
+            && !stderr(&o).contains(&v.writer),
+        "{}",
+        stderr(&o)
+    );
+    // ... until the target is added again, which replaces the entry and drops the plain text.
+    let o = prod.run_stdin(
+        &[
+            "backup",
+            "target",
+            "add",
+            "offsite",
+            "--url",
+            &v.url,
+            "--env",
+            "production",
+            "--credential-stdin",
+        ],
+        &v.writer,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read(prod.data().join("backup.json")).unwrap();
+    assert!(!crate::support::contains(&text, v.writer.as_bytes()));
+    run_backup(&prod, "files", &[]);
+
+    // A target with nothing to seal to is refused.
+    let o = Bw::new().run_stdin(
+        &[
+            "backup",
+            "target",
+            "add",
+            "x",
+            "--url",
+            &v.url,
+            "--credential-stdin",
+        ],
+        &v.writer,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--env ENV"), "{}", stderr(&o));
 }
