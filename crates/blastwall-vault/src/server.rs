@@ -252,6 +252,74 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Records a drill in `drills.jsonl` and the audit log, and counts it.
+    fn store_drill(&self, actor: &str, drill: &DrillRecord) -> Result<(), VaultError> {
+        let path = self.read_data().drills_path();
+        append_line(&path, drill)?;
+        if drill.passed {
+            self.metrics.drills_passed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.metrics.drills_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.log.append(
+            &format!("vault:{actor}"),
+            "drill",
+            Some(&drill.backup),
+            serde_json::json!({"source": drill.source, "passed": drill.passed, "reason": drill.reason, "rpo_secs": drill.rpo_secs}),
+        )
+    }
+
+    /// Records a scheduled drill that could not run, straight into this vault (not over HTTP,
+    /// which may be what failed).
+    fn drill_could_not_run(&self, source: &str, backup: &str, reason: String) {
+        let rec = crate::drill::failed(source, backup, SCHEDULER_ACTOR, reason);
+        tracing::error!(source, backup, reason = ?rec.reason, "scheduled drill could not run");
+        if let Err(e) = self.store_drill(&self.internal.name, &rec) {
+            tracing::error!(error = %e, "cannot record a failed drill");
+        }
+    }
+
+    /// What the vault holds, read from its own store: each source's latest complete backup (if
+    /// any), and when each registered source was registered.
+    fn expected_sources(&self) -> Result<ExpectedSources, VaultError> {
+        let mut out = ExpectedSources::default();
+        for m in self.store.list("backups/")? {
+            let mut it = m.name.splitn(4, '/');
+            if let (Some(_), Some(src), Some(id), Some("manifest.age")) =
+                (it.next(), it.next(), it.next(), it.next())
+            {
+                let latest = out.latest.entry(src.to_owned()).or_default();
+                if latest.as_str() < id {
+                    *latest = id.to_owned();
+                }
+            }
+        }
+        for m in self.store.list(crate::manifest::REGISTRATIONS_PREFIX)? {
+            if let Some(src) = m
+                .name
+                .strip_prefix(crate::manifest::REGISTRATIONS_PREFIX)
+                .filter(|n| !n.contains('/'))
+                && let Ok(at) = m.received.parse::<Timestamp>()
+            {
+                out.registered.insert(src.to_owned(), at);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Who the scheduled drills are recorded as run by.
+const SCHEDULER_ACTOR: &str = "vault serve";
+
+#[derive(Debug, Default)]
+struct ExpectedSources {
+    /// Source → id of its latest complete backup.
+    latest: std::collections::BTreeMap<String, String>,
+    /// Source → when it was registered.
+    registered: std::collections::BTreeMap<String, Timestamp>,
+}
+
 fn internal_match(internal: &CredentialEntry, presented: &str) -> Option<CredentialEntry> {
     let digest = blastwall_core::Credential::parse(presented).ok()?.digest();
     let mine = blastwall_core::TokenDigest::from_hex(&internal.digest)?;
@@ -658,19 +726,7 @@ async fn record_drill(
     axum::Json(drill): axum::Json<DrillRecord>,
 ) -> Result<Response, ApiError> {
     let who = s.auth(&headers, &[Role::Reader, Role::Admin], "drill.record", None)?;
-    let path = s.read_data().drills_path();
-    append_line(&path, &drill)?;
-    if drill.passed {
-        s.metrics.drills_passed.fetch_add(1, Ordering::Relaxed);
-    } else {
-        s.metrics.drills_failed.fetch_add(1, Ordering::Relaxed);
-    }
-    s.audit(
-        &who.name,
-        "drill",
-        Some(&drill.backup),
-        serde_json::json!({"passed": drill.passed, "reason": drill.reason, "rpo_secs": drill.rpo_secs}),
-    )?;
+    s.store_drill(&who.name, &drill)?;
     Ok(StatusCode::CREATED.into_response())
 }
 
@@ -906,21 +962,52 @@ fn scheduled_drills(
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        runtime.block_on(drill_round(state, base, leaf.clone()));
+        runtime.block_on(drill_round(state, base, leaf.clone(), every));
     }
 }
 
+/// One round of scheduled drills. Every source the vault knows (registered, or with a backup)
+/// gets a drill record: a pass, a failure, or a drill that could not run, which is a failure
+/// with its reason, never a skip. A registered source without a backup fails once its first
+/// interval has passed.
 async fn drill_round(
     state: &AppState,
     base: &str,
     leaf: Option<rustls::pki_types::CertificateDer<'static>>,
+    every: Duration,
 ) {
+    let known = match state.expected_sources() {
+        Ok(k) => k,
+        Err(e) => {
+            // Not even the vault's own store can be listed: nothing is known to drill, and that
+            // is the failure to record.
+            state.drill_could_not_run(
+                "-",
+                "-",
+                format!(
+                    "cannot list the vault's store: {}",
+                    crate::drill::one_line(&e)
+                ),
+            );
+            return;
+        }
+    };
+    let mut sources: std::collections::BTreeSet<String> = known.latest.keys().cloned().collect();
+    sources.extend(known.registered.keys().cloned());
+    let all_fail = |why: String| {
+        for source in &sources {
+            let backup = known.latest.get(source).map_or("-", String::as_str);
+            state.drill_could_not_run(source, backup, why.clone());
+        }
+    };
     let data = state.read_data();
     let identity = match data.identity() {
         Ok(i) => i,
         Err(e) => {
-            tracing::error!(error = %e, "scheduled drills cannot read the backup identity");
-            return;
+            return all_fail(format!(
+                "the drill could not run: cannot read the backup identity: {}",
+                crate::drill::one_line(&e)
+            ));
         }
     };
     let client = match leaf {
@@ -930,31 +1017,55 @@ async fn drill_round(
     let client = match client {
         Ok(c) => crate::store::BackupStore::from(c),
         Err(e) => {
-            tracing::error!(error = %e, "scheduled drills cannot reach the vault");
-            return;
+            return all_fail(format!(
+                "the drill could not run: cannot reach the vault: {}",
+                crate::drill::one_line(&e)
+            ));
         }
     };
-    let sources = match crate::drill::sources(&client).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "scheduled drills cannot list the backups");
-            return;
+    let now = crate::now();
+    for source in &sources {
+        if !known.latest.contains_key(source) {
+            let Some(at) = known.registered.get(source) else {
+                continue;
+            };
+            let due = jiff::SignedDuration::try_from(every)
+                .ok()
+                .and_then(|d| at.checked_add(d).ok())
+                .is_none_or(|due| now >= due);
+            if due {
+                state.drill_could_not_run(
+                    source,
+                    "-",
+                    format!(
+                        "no backup of `{source}` in the vault, {} after it was registered (at {at}; one is expected every {})",
+                        blastwall_core::format_duration(Duration::from_secs(
+                            now.duration_since(*at).as_secs().unsigned_abs()
+                        )),
+                        blastwall_core::format_duration(every)
+                    ),
+                );
+            }
+            continue;
         }
-    };
-    for source in sources {
         let opts = crate::drill::DrillOptions {
             backup: None,
             random_older: true,
-            actor: "vault serve".into(),
+            actor: SCHEDULER_ACTOR.into(),
         };
-        match crate::drill::drill_source(&client, &identity, &source, &opts).await {
+        match crate::drill::drill_source(&client, &identity, source, &opts).await {
             Ok(records) => {
                 for r in records {
                     tracing::info!(source = %source, backup = %r.backup, passed = r.passed, reason = ?r.reason, "scheduled drill");
                 }
             }
             Err(e) => {
-                tracing::error!(source = %source, error = %e, "scheduled drill could not run")
+                let backup = known.latest.get(source).map_or("-", String::as_str);
+                state.drill_could_not_run(
+                    source,
+                    backup,
+                    format!("the drill could not run: {}", crate::drill::one_line(&e)),
+                );
             }
         }
     }

@@ -355,9 +355,23 @@ pub(crate) async fn run(
                 backup,
                 actor: crate::context::actor(env),
             };
-            let records = drill::drill_source(&client, &id, &source, &opts)
-                .await
-                .map_err(fail)?;
+            let records = match drill::drill_source(&client, &id, &source, &opts).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // A drill that could not run is a failed drill: said so, recorded when the
+                    // store still takes it, and exit 1.
+                    let r = drill::failed(
+                        &source,
+                        opts.backup.as_deref().unwrap_or("-"),
+                        &opts.actor,
+                        format!("the drill could not run: {}", drill::one_line(&e)),
+                    );
+                    if let Err(e) = client.record_drill(&r).await {
+                        tracing::warn!(error = %drill::one_line(&e), "cannot record the failed drill");
+                    }
+                    vec![r]
+                }
+            };
             print_drills(&records, json)?;
             Ok(if records.iter().all(|r| r.passed) {
                 Exit::Clean
@@ -892,6 +906,14 @@ async fn source_add(
         location,
     };
     same_volume_guard(keys, &spec, &target_name, &target, a.allow_same_volume).await?;
+    // From now on the vault's scheduled drills expect this source's backups.
+    drill::register_source(
+        &keys.store(&target_name, &target).await?,
+        &spec.name,
+        &kind.to_string(),
+    )
+    .await
+    .map_err(fail)?;
     st.sources.insert(
         a.name.clone(),
         Source {
@@ -990,14 +1012,15 @@ async fn backup_run(
     })?;
     let recipient = BackupRecipient::parse(recipient).map_err(fail)?;
     let part = usize::try_from(parse_size(part_size)?).unwrap_or(usize::MAX);
-    let summary = blastwall_vault::pipeline::run(
-        &s.spec,
-        &keys.store(&target_name, &target).await?,
-        &recipient,
-        part,
-    )
-    .await
-    .map_err(fail)?;
+    let store = keys.store(&target_name, &target).await?;
+    // Sources added before registrations existed are registered by their next run (a no-op
+    // when the vault has it already).
+    drill::register_source(&store, &s.spec.name, &s.spec.kind.to_string())
+        .await
+        .map_err(fail)?;
+    let summary = blastwall_vault::pipeline::run(&s.spec, &store, &recipient, part)
+        .await
+        .map_err(fail)?;
     if as_json {
         output::json(&summary)?;
     } else {
@@ -1027,7 +1050,7 @@ async fn list(
     let backups = drill::list_backups(&client, source).await.map_err(fail)?;
     let drills = client.drills().await.map_err(fail)?;
     let last = |pred: &dyn Fn(&DrillRecord) -> bool| drills.iter().rfind(|d| pred(d)).cloned();
-    let rows: Vec<serde_json::Value> = backups
+    let mut rows: Vec<serde_json::Value> = backups
         .iter()
         .map(|b| {
             let drill = last(&|d| d.backup == b.id && d.source == b.source);
@@ -1043,6 +1066,30 @@ async fn list(
             })
         })
         .collect();
+    // A source whose drill failed before it had any backup (none arrived, or none could be
+    // listed) has no row of its own: it gets one, so the failure shows.
+    let mut without: Vec<&DrillRecord> = Vec::new();
+    for d in drills.iter().rev() {
+        if source.is_some_and(|s| s != d.source)
+            || d.source == "-"
+            || backups.iter().any(|b| b.source == d.source)
+            || without.iter().any(|w| w.source == d.source)
+        {
+            continue;
+        }
+        without.push(d);
+    }
+    for d in without.into_iter().rev().filter(|d| !d.passed) {
+        rows.push(json!({
+            "id": "-",
+            "source": d.source,
+            "taken_at": null,
+            "size": 0,
+            "retain_until": null,
+            "last_drill": {"at": d.at, "passed": d.passed, "reason": d.reason},
+            "source_last_passed": null,
+        }));
+    }
     if as_json {
         output::json(&rows)?;
         return Ok(Exit::Clean);

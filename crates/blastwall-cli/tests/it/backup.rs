@@ -175,6 +175,32 @@ impl VaultHost {
         }
     }
 
+    /// Every drill recorded in the vault.
+    fn drills(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.data().join("drills.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Waits (up to a minute) for a drill record that `pred` accepts, and returns it.
+    fn wait_for_drill(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(d) = self.drills().into_iter().rev().find(|d| pred(d)) {
+                return d;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no such drill in {:#?}\n{}",
+                self.drills(),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn log_text(&self) -> String {
         String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
     }
@@ -836,20 +862,7 @@ fn vault_serve_runs_scheduled_drills() {
     make_tree(&src);
     add_source(&prod, "files", "dir", src.to_str().unwrap());
     run_backup(&prod, "files", &[]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let drills = std::fs::read_to_string(v.data().join("drills.jsonl")).unwrap_or_default();
-        if drills.contains("\"actor\":\"vault serve\"") {
-            assert!(drills.contains("\"passed\":true"), "{drills}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no scheduled drill: {}",
-            v.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    v.wait_for_drill(|d| d["actor"] == "vault serve" && d["passed"] == true);
     let list = prod.json(&["backup", "list"]);
     assert_eq!(list[0]["last_drill"]["passed"], true, "{list}");
 }
@@ -1128,4 +1141,68 @@ fn the_vault_credential_is_sealed_at_rest() {
     );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--env ENV"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_scheduled_drill_that_cannot_run_is_a_failure_never_a_skip() {
+    let mut v = VaultHost::new(&["--drill-every", "1s"]);
+    let prod = production(&v);
+    let src = prod.path().join("files");
+    make_tree(&src);
+    // Registered by `source add`, but never backed up: once its first interval has passed, each
+    // round records a failed drill.
+    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    let scheduled = |d: &Value| d["actor"] == "vault serve" && d["source"] == "files";
+    let d = v.wait_for_drill(|d| scheduled(d) && d["passed"] == false);
+    let reason = d["reason"].as_str().unwrap();
+    assert!(reason.contains("no backup of `files` in the vault"), "{d}");
+    let list = prod.json(&["backup", "list"]);
+    assert_eq!(list[0]["id"], "-", "{list}");
+    assert_eq!(list[0]["last_drill"]["passed"], false, "{list}");
+    let table = prod.ok(&["backup", "list"]);
+    assert!(table.contains("files") && table.contains("FAIL"), "{table}");
+    let audit = std::fs::read_to_string(v.data().join("audit.jsonl")).unwrap();
+    assert!(audit.contains("no backup of `files`"), "{audit}");
+
+    // A backup arrives: the next scheduled drill passes.
+    let b = run_backup(&prod, "files", &["--part-size", "16K"]);
+    let id = b["id"].as_str().unwrap().to_owned();
+    v.wait_for_drill(|d| scheduled(d) && d["backup"] == id.as_str() && d["passed"] == true);
+
+    // The identity cannot be read: every source's drill fails, with the reason.
+    let key = v.data().join("keys/backup.key");
+    let away = v.data().join("keys/backup.key.away");
+    std::fs::rename(&key, &away).unwrap();
+    let d = v.wait_for_drill(|d| {
+        scheduled(d)
+            && d["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("cannot read the backup identity"))
+    });
+    assert_eq!(d["backup"], id.as_str(), "{d}");
+    assert_eq!(
+        prod.json(&["backup", "list"])[0]["last_drill"]["passed"],
+        false
+    );
+    std::fs::rename(&away, &key).unwrap();
+
+    // A part goes missing: the scheduled drill fails naming it.
+    std::fs::remove_file(v.backup_dir("files", &id).join("part-000001")).unwrap();
+    v.wait_for_drill(|d| {
+        scheduled(d)
+            && d["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("part 2 of") && r.contains("is missing"))
+    });
+
+    // On the command line, a drill that cannot run (the vault is down) is exit 1 with the
+    // reason, not a usage error.
+    v.kill9();
+    let o = v.drill("files", &[]);
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("FAIL") && stdout(&o).contains("the drill could not run"),
+        "{}",
+        stdout(&o)
+    );
 }
