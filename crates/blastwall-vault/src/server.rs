@@ -1,5 +1,6 @@
-//! The vault server (axum): create-only uploads, time-locked retention, roles, audit, metrics,
-//! and scheduled drills.
+//! The vault server (axum; HTTPS through rustls when given a certificate): create-only uploads,
+//! time-locked retention, roles, audit, metrics, and scheduled drills, where a drill that could
+//! not run is recorded as a failure.
 //!
 //! Routes (all but `/healthz` and `/metrics` need `Authorization: Bearer <vault credential>`):
 //!
