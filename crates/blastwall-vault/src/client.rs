@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -51,7 +52,7 @@ pub struct PutAnswer {
 pub struct VaultClient {
     base: String,
     credential: SecretString,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl std::fmt::Debug for VaultClient {
@@ -61,18 +62,55 @@ impl std::fmt::Debug for VaultClient {
 }
 
 impl VaultClient {
-    /// A client of the vault at `base` (`http://host:port`).
+    /// A client of the vault at `base` (`http://host:port` or `https://host:port`); an HTTPS
+    /// vault's certificate is checked against the system's roots.
     pub fn new(base: &str, credential: SecretString) -> Result<Self, VaultError> {
+        Self::with_ca(base, credential, None)
+    }
+
+    /// A client of the vault at `base`; an HTTPS vault's certificate is checked against the
+    /// system's roots and the certificates in `ca_file` (PEM).
+    pub fn with_ca(
+        base: &str,
+        credential: SecretString,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, VaultError> {
+        let tls = crate::tls::client_config(ca_file)?;
+        Self::build(base, credential, tls)
+    }
+
+    /// A client that trusts exactly the certificate `leaf`, whatever name the vault is reached
+    /// by (the vault's own drill scheduler, on its listening address).
+    pub fn pinned(
+        base: &str,
+        credential: SecretString,
+        leaf: rustls::pki_types::CertificateDer<'static>,
+    ) -> Result<Self, VaultError> {
+        let tls = crate::tls::pinned_client_config(leaf)?;
+        Self::build(base, credential, tls)
+    }
+
+    fn build(
+        base: &str,
+        credential: SecretString,
+        tls: rustls::ClientConfig,
+    ) -> Result<Self, VaultError> {
         let base = base.trim_end_matches('/').to_owned();
-        if !base.starts_with("http://") {
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(VaultError::Unreachable {
                 url: base,
-                why: "only `http://` vault URLs are supported so far".into(),
+                why: "a vault URL starts with `https://` or `http://`".into(),
             });
         }
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        let http = Client::builder(TokioExecutor::new()).build(connector);
+        connector.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        let http = Client::builder(TokioExecutor::new()).build(https);
         Ok(Self {
             base,
             credential,
@@ -118,7 +156,17 @@ impl VaultClient {
         let resp = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(req))
             .await
             .map_err(|_| unreachable("no answer in time".into()))?
-            .map_err(|e| unreachable(error_chain(&e)))?;
+            .map_err(|e| {
+                let why = error_chain(&e);
+                if why.contains("invalid peer certificate") {
+                    VaultError::Untrusted {
+                        url: self.base.clone(),
+                        why: certificate_problem(&why),
+                    }
+                } else {
+                    unreachable(why)
+                }
+            })?;
         let status = resp.status();
         let bytes = resp
             .into_body()
@@ -143,6 +191,11 @@ impl VaultClient {
             },
             |b| (b.error, b.message),
         );
+        if code == "https_required" {
+            return Err(unreachable(
+                "this vault serves HTTPS only: use its `https://` URL".into(),
+            ));
+        }
         Err(VaultError::Remote {
             status: status.as_u16(),
             code,
@@ -272,6 +325,33 @@ impl VaultClient {
 fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, VaultError> {
     serde_json::from_slice(body)
         .map_err(|e| VaultError::Other(format!("the vault's answer is not understood: {e}")))
+}
+
+/// What is wrong with the vault's certificate, in words, from rustls's error text.
+fn certificate_problem(chain: &str) -> String {
+    let detail = chain
+        .rsplit("invalid peer certificate: ")
+        .next()
+        .unwrap_or_default();
+    let known = [
+        (
+            "UnknownIssuer",
+            "it is signed by an issuer this host does not trust",
+        ),
+        ("NotValidForName", "it does not name the host in the URL"),
+        ("Expired", "it has expired"),
+        ("NotValidYet", "it is not valid yet"),
+        ("BadSignature", "its signature does not verify"),
+        ("Revoked", "it was revoked"),
+        (
+            "CaUsedAsEndEntity",
+            "it is a CA certificate served as the vault's own; serve a leaf certificate signed by it",
+        ),
+    ];
+    known
+        .iter()
+        .find(|(k, _)| detail.contains(k))
+        .map_or_else(|| detail.to_owned(), |(_, words)| (*words).to_owned())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

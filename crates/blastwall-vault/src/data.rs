@@ -34,6 +34,12 @@ pub struct Settings {
     /// The quota of a writer credential made without `--quota` (bytes).
     #[serde(default)]
     pub default_quota_bytes: Option<u64>,
+    /// The PEM certificate chain `vault serve` serves HTTPS with (with `tls_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// An opened vault folder.
@@ -194,6 +200,8 @@ mod tests {
             min_retention_secs: 30 * 86400,
             drill_every_secs: None,
             default_quota_bytes: None,
+            tls_cert: None,
+            tls_key: None,
         };
         let (_, r) = VaultData::init(&root, settings.clone()).unwrap();
         let d = VaultData::open(&root).unwrap();

@@ -130,6 +130,26 @@ pub enum VaultError {
         /// What failed.
         why: String,
     },
+    /// The vault's TLS certificate is not trusted (or does not name the host).
+    #[error(
+        "the vault at `{url}` has a certificate this host does not trust: {why}\nhint: add the target again with `--ca-file FILE` naming the PEM certificate of the CA that signed the vault's certificate (or its self-signed certificate)"
+    )]
+    Untrusted {
+        /// The vault URL.
+        url: String,
+        /// What the TLS layer said.
+        why: String,
+    },
+    /// A certificate, key or CA file that cannot be used for TLS.
+    #[error(
+        "cannot use `{}` for TLS: {why}\nhint: give a PEM certificate chain (`--tls-cert`) and its PEM private key (`--tls-key`), or a PEM CA certificate (`--ca-file`)", path.display()
+    )]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// The vault answered with an error.
     #[error("the vault refused: {message} (HTTP {status}, `{code}`)")]
     Remote {

@@ -30,6 +30,7 @@ pub mod scratch;
 pub mod server;
 pub mod source;
 pub mod store;
+pub mod tls;
 
 pub use error::VaultError;
 

@@ -72,6 +72,86 @@ impl VaultLog {
     }
 }
 
+/// What `vault log verify` found in an intact log.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LogSummary {
+    /// Entries in the log.
+    pub entries: usize,
+    /// The last entry's sequence number (0 for an empty log).
+    pub head_seq: i64,
+    /// The last entry's hash (hex; zeros for an empty log): write it down elsewhere, and a
+    /// later truncation back past it shows.
+    pub head_hash: String,
+}
+
+/// The first entry of a log that does not verify.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LogBreak {
+    /// The line of `audit.jsonl` (from 1).
+    pub line: usize,
+    /// The entry's sequence number, when the line could be read.
+    pub seq: Option<i64>,
+    /// What is wrong.
+    pub why: String,
+}
+
+/// Checks the whole chain of the log at `path`, line by line: `Ok(Ok(summary))` when intact,
+/// `Ok(Err(break))` naming the first bad entry, `Err` when the file cannot be read at all.
+/// A missing file is an empty log.
+pub fn check(path: &Path) -> Result<Result<LogSummary, LogBreak>, VaultError> {
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Ok(summary(0, 0, &GENESIS)));
+        }
+        Err(e) => return Err(VaultError::io("open", path, e)),
+    };
+    let mut v = ChainVerifier::new([]);
+    let (mut n, mut seq, mut hash) = (0usize, 0i64, GENESIS);
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(|e| VaultError::io("read", path, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry: AuditEntry = match serde_json::from_str(&line) {
+            Ok(e) => e,
+            Err(e) => {
+                return Ok(Err(LogBreak {
+                    line: i + 1,
+                    seq: None,
+                    why: format!("the line is not an audit entry: {e}"),
+                }));
+            }
+        };
+        if let Err(e) = v.push(&entry) {
+            return Ok(Err(LogBreak {
+                line: i + 1,
+                seq: Some(entry.seq),
+                why: e.to_string(),
+            }));
+        }
+        n += 1;
+        seq = entry.seq;
+        hash = decode_hash(&entry.hash).unwrap_or(GENESIS);
+    }
+    Ok(Ok(summary(n, seq, &hash)))
+}
+
+fn summary(entries: usize, head_seq: i64, hash: &[u8; 32]) -> LogSummary {
+    LogSummary {
+        entries,
+        head_seq,
+        head_hash: hex::encode(hash),
+    }
+}
+
+/// The last `n` entries (all when the log is shorter), without verifying the chain.
+pub fn tail(path: &Path, n: usize) -> Result<Vec<AuditEntry>, VaultError> {
+    let mut all = read_entries(path)?;
+    let skip = all.len().saturating_sub(n);
+    Ok(all.split_off(skip))
+}
+
 /// Checks the whole chain; returns the last sequence number and hash.
 pub fn verify(path: &Path) -> Result<(i64, [u8; 32]), VaultError> {
     let entries = read_entries(path)?;
@@ -135,5 +215,35 @@ mod tests {
         let text = std::fs::read_to_string(&p).unwrap();
         std::fs::write(&p, text.replace("object.refuse", "object.create")).unwrap();
         assert!(VaultLog::open(&p).is_err());
+        let broken = check(&p).unwrap().unwrap_err();
+        assert_eq!((broken.line, broken.seq), (2, Some(2)), "{broken:?}");
+        assert!(broken.why.contains("altered"), "{broken:?}");
+    }
+
+    #[test]
+    fn check_names_a_deleted_or_reordered_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("audit.jsonl");
+        let log = VaultLog::open(&p).unwrap();
+        for i in 0..4 {
+            log.append(
+                "w",
+                "object.create",
+                Some(&format!("o{i}")),
+                serde_json::json!({}),
+            )
+            .unwrap();
+        }
+        let ok = check(&p).unwrap().unwrap();
+        assert_eq!((ok.entries, ok.head_seq), (4, 4));
+        let text = std::fs::read_to_string(&p).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        std::fs::write(&p, format!("{}\n{}\n{}\n", lines[0], lines[2], lines[3])).unwrap();
+        let broken = check(&p).unwrap().unwrap_err();
+        assert_eq!(broken.line, 2);
+        assert!(broken.why.contains("entry 2 is missing"), "{broken:?}");
+        std::fs::write(&p, format!("{}\n{}\n", lines[1], lines[0])).unwrap();
+        assert_eq!(check(&p).unwrap().unwrap_err().line, 1);
+        assert_eq!(check(&dir.path().join("none")).unwrap().unwrap().entries, 0);
     }
 }

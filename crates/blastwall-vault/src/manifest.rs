@@ -59,6 +59,16 @@ pub fn source_prefix(source: &str) -> String {
     format!("backups/{source}/")
 }
 
+/// `sources/<source>`: the source's registration in the vault (written by `backup source
+/// add` and `backup run` with the writer credential, create-only): from its receipt on, the
+/// vault's scheduled drills expect a backup of the source every drill interval.
+pub fn registration_name(source: &str) -> String {
+    format!("{REGISTRATIONS_PREFIX}{source}")
+}
+
+/// Where source registrations are.
+pub const REGISTRATIONS_PREFIX: &str = "sources/";
+
 /// `backups/<source>/<id>/part-NNNNNN`.
 pub fn part_name(source: &str, id: &str, index: usize) -> String {
     format!("backups/{source}/{id}/part-{index:06}")

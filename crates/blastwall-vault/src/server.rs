@@ -1,5 +1,6 @@
-//! The vault server (axum): create-only uploads, time-locked retention, roles, audit, metrics,
-//! and scheduled drills.
+//! The vault server (axum; HTTPS through rustls when given a certificate): create-only uploads,
+//! time-locked retention, roles, audit, metrics, and scheduled drills, where a drill that could
+//! not run is recorded as a failure.
 //!
 //! Routes (all but `/healthz` and `/metrics` need `Authorization: Bearer <vault credential>`):
 //!
@@ -129,10 +130,12 @@ impl Vault {
             .with_state(self.state.clone())
     }
 
-    /// Serves on `listener` until `shutdown` resolves; runs scheduled drills when configured.
+    /// Serves on `listener` until `shutdown` resolves, over HTTPS when `tls` is given; runs
+    /// scheduled drills when configured.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
+        tls: Option<crate::tls::ServerTls>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), VaultError> {
         let addr = listener
@@ -142,18 +145,29 @@ impl Vault {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         if let Some(secs) = every.filter(|s| *s > 0) {
             let (state, stop) = (self.state.clone(), stop.clone());
-            let base = format!("http://{addr}");
+            let (base, leaf) = match &tls {
+                Some(t) => (format!("https://{addr}"), Some(t.leaf.clone())),
+                None => (format!("http://{addr}"), None),
+            };
             // Drills run on a thread of their own with its own runtime: a long restore never
             // takes a worker from the server, and the server's shutdown is not held up by one.
             std::thread::Builder::new()
                 .name("vault-drills".into())
-                .spawn(move || scheduled_drills(&state, &base, Duration::from_secs(secs), &stop))
+                .spawn(move || {
+                    scheduled_drills(&state, &base, leaf, Duration::from_secs(secs), &stop);
+                })
                 .map_err(|e| VaultError::Other(format!("cannot start the drill scheduler: {e}")))?;
         }
-        let result = axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| VaultError::Other(format!("the server stopped: {e}")));
+        let result = match tls {
+            None => axum::serve(listener, self.router())
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(|e| VaultError::Other(format!("the server stopped: {e}"))),
+            Some(t) => {
+                serve_tls(listener, t, self.router(), shutdown).await;
+                Ok(())
+            }
+        };
         stop.store(true, Ordering::Relaxed);
         result
     }
@@ -237,6 +251,74 @@ impl AppState {
             .append(&format!("vault:{actor}"), action, target, detail)
             .map_err(ApiError::from)
     }
+}
+
+impl AppState {
+    /// Records a drill in `drills.jsonl` and the audit log, and counts it.
+    fn store_drill(&self, actor: &str, drill: &DrillRecord) -> Result<(), VaultError> {
+        let path = self.read_data().drills_path();
+        append_line(&path, drill)?;
+        if drill.passed {
+            self.metrics.drills_passed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.metrics.drills_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.log.append(
+            &format!("vault:{actor}"),
+            "drill",
+            Some(&drill.backup),
+            serde_json::json!({"source": drill.source, "passed": drill.passed, "reason": drill.reason, "rpo_secs": drill.rpo_secs}),
+        )
+    }
+
+    /// Records a scheduled drill that could not run, straight into this vault (not over HTTP,
+    /// which may be what failed).
+    fn drill_could_not_run(&self, source: &str, backup: &str, reason: String) {
+        let rec = crate::drill::failed(source, backup, SCHEDULER_ACTOR, reason);
+        tracing::error!(source, backup, reason = ?rec.reason, "scheduled drill could not run");
+        if let Err(e) = self.store_drill(&self.internal.name, &rec) {
+            tracing::error!(error = %e, "cannot record a failed drill");
+        }
+    }
+
+    /// What the vault holds, read from its own store: each source's latest complete backup (if
+    /// any), and when each registered source was registered.
+    fn expected_sources(&self) -> Result<ExpectedSources, VaultError> {
+        let mut out = ExpectedSources::default();
+        for m in self.store.list("backups/")? {
+            let mut it = m.name.splitn(4, '/');
+            if let (Some(_), Some(src), Some(id), Some("manifest.age")) =
+                (it.next(), it.next(), it.next(), it.next())
+            {
+                let latest = out.latest.entry(src.to_owned()).or_default();
+                if latest.as_str() < id {
+                    *latest = id.to_owned();
+                }
+            }
+        }
+        for m in self.store.list(crate::manifest::REGISTRATIONS_PREFIX)? {
+            if let Some(src) = m
+                .name
+                .strip_prefix(crate::manifest::REGISTRATIONS_PREFIX)
+                .filter(|n| !n.contains('/'))
+                && let Ok(at) = m.received.parse::<Timestamp>()
+            {
+                out.registered.insert(src.to_owned(), at);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Who the scheduled drills are recorded as run by.
+const SCHEDULER_ACTOR: &str = "vault serve";
+
+#[derive(Debug, Default)]
+struct ExpectedSources {
+    /// Source → id of its latest complete backup.
+    latest: std::collections::BTreeMap<String, String>,
+    /// Source → when it was registered.
+    registered: std::collections::BTreeMap<String, Timestamp>,
 }
 
 fn internal_match(internal: &CredentialEntry, presented: &str) -> Option<CredentialEntry> {
@@ -645,19 +727,7 @@ async fn record_drill(
     axum::Json(drill): axum::Json<DrillRecord>,
 ) -> Result<Response, ApiError> {
     let who = s.auth(&headers, &[Role::Reader, Role::Admin], "drill.record", None)?;
-    let path = s.read_data().drills_path();
-    append_line(&path, &drill)?;
-    if drill.passed {
-        s.metrics.drills_passed.fetch_add(1, Ordering::Relaxed);
-    } else {
-        s.metrics.drills_failed.fetch_add(1, Ordering::Relaxed);
-    }
-    s.audit(
-        &who.name,
-        "drill",
-        Some(&drill.backup),
-        serde_json::json!({"passed": drill.passed, "reason": drill.reason, "rpo_secs": drill.rpo_secs}),
-    )?;
+    s.store_drill(&who.name, &drill)?;
     Ok(StatusCode::CREATED.into_response())
 }
 
@@ -716,6 +786,122 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+/// The answer to a plain-HTTP request on the HTTPS port: a clear refusal rather than a reset.
+fn https_only() -> Vec<u8> {
+    let body = serde_json::json!({
+        "error": "https_required",
+        "message": "this vault serves HTTPS only",
+        "hint": "use the vault's `https://` URL, not `http://`",
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Answers plain HTTP with [`https_only`]: reads the request's head first and drains what
+/// follows after the answer, so the client reads the answer rather than a reset.
+async fn refuse_plain_http(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut seen = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.len() < 64 * 1024 {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            }
+        }
+    })
+    .await;
+    if tcp.write_all(&https_only()).await.is_err() || tcp.shutdown().await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut drained = 0usize;
+        while drained < (8 << 20) {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
+}
+
+/// Accepts TLS connections until `shutdown` resolves, then lets open connections finish (up to
+/// 10 s).
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: crate::tls::ServerTls,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, app, mut closing) = (acceptor.clone(), app.clone(), closing_rx.clone());
+        conns.spawn(async move {
+            // A TLS connection opens with a handshake record (0x16); anything else is most
+            // likely plain HTTP sent to the HTTPS port, which gets a plain answer saying so.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(Duration::from_secs(10), tcp.peek(&mut first)).await {
+                Ok(Ok(1)) if first[0] != 0x16 => {
+                    tracing::debug!(%peer, "plain HTTP on the HTTPS port refused");
+                    refuse_plain_http(tcp).await;
+                    return;
+                }
+                Ok(Ok(1)) => {}
+                _ => return,
+            }
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = closing.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+        // Reap finished connections so the set does not grow without bound.
+        while conns.try_join_next().is_some() {}
+    }
+    let _ = closing_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+}
+
 /// Appends one JSON line to `path`, fsynced.
 fn append_line<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Result<(), VaultError> {
     use std::io::Write;
@@ -755,6 +941,7 @@ pub fn read_drills(path: &std::path::Path) -> Result<Vec<DrillRecord>, VaultErro
 fn scheduled_drills(
     state: &AppState,
     base: &str,
+    leaf: Option<rustls::pki_types::CertificateDer<'static>>,
     every: Duration,
     stop: &std::sync::atomic::AtomicBool,
 ) {
@@ -776,47 +963,110 @@ fn scheduled_drills(
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        runtime.block_on(drill_round(state, base));
+        runtime.block_on(drill_round(state, base, leaf.clone(), every));
     }
 }
 
-async fn drill_round(state: &AppState, base: &str) {
+/// One round of scheduled drills. Every source the vault knows (registered, or with a backup)
+/// gets a drill record: a pass, a failure, or a drill that could not run, which is a failure
+/// with its reason, never a skip. A registered source without a backup fails once its first
+/// interval has passed.
+async fn drill_round(
+    state: &AppState,
+    base: &str,
+    leaf: Option<rustls::pki_types::CertificateDer<'static>>,
+    every: Duration,
+) {
+    let known = match state.expected_sources() {
+        Ok(k) => k,
+        Err(e) => {
+            // Not even the vault's own store can be listed: nothing is known to drill, and that
+            // is the failure to record.
+            state.drill_could_not_run(
+                "-",
+                "-",
+                format!(
+                    "cannot list the vault's store: {}",
+                    crate::drill::one_line(&e)
+                ),
+            );
+            return;
+        }
+    };
+    let mut sources: std::collections::BTreeSet<String> = known.latest.keys().cloned().collect();
+    sources.extend(known.registered.keys().cloned());
+    let all_fail = |why: String| {
+        for source in &sources {
+            let backup = known.latest.get(source).map_or("-", String::as_str);
+            state.drill_could_not_run(source, backup, why.clone());
+        }
+    };
     let data = state.read_data();
     let identity = match data.identity() {
         Ok(i) => i,
         Err(e) => {
-            tracing::error!(error = %e, "scheduled drills cannot read the backup identity");
-            return;
+            return all_fail(format!(
+                "the drill could not run: cannot read the backup identity: {}",
+                crate::drill::one_line(&e)
+            ));
         }
     };
-    let client = match VaultClient::new(base, state.internal_secret.clone()) {
+    let client = match leaf {
+        Some(leaf) => VaultClient::pinned(base, state.internal_secret.clone(), leaf),
+        None => VaultClient::new(base, state.internal_secret.clone()),
+    };
+    let client = match client {
         Ok(c) => crate::store::BackupStore::from(c),
         Err(e) => {
-            tracing::error!(error = %e, "scheduled drills cannot reach the vault");
-            return;
+            return all_fail(format!(
+                "the drill could not run: cannot reach the vault: {}",
+                crate::drill::one_line(&e)
+            ));
         }
     };
-    let sources = match crate::drill::sources(&client).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "scheduled drills cannot list the backups");
-            return;
+    let now = crate::now();
+    for source in &sources {
+        if !known.latest.contains_key(source) {
+            let Some(at) = known.registered.get(source) else {
+                continue;
+            };
+            let due = jiff::SignedDuration::try_from(every)
+                .ok()
+                .and_then(|d| at.checked_add(d).ok())
+                .is_none_or(|due| now >= due);
+            if due {
+                state.drill_could_not_run(
+                    source,
+                    "-",
+                    format!(
+                        "no backup of `{source}` in the vault, {} after it was registered (at {at}; one is expected every {})",
+                        blastwall_core::format_duration(Duration::from_secs(
+                            now.duration_since(*at).as_secs().unsigned_abs()
+                        )),
+                        blastwall_core::format_duration(every)
+                    ),
+                );
+            }
+            continue;
         }
-    };
-    for source in sources {
         let opts = crate::drill::DrillOptions {
             backup: None,
             random_older: true,
-            actor: "vault serve".into(),
+            actor: SCHEDULER_ACTOR.into(),
         };
-        match crate::drill::drill_source(&client, &identity, &source, &opts).await {
+        match crate::drill::drill_source(&client, &identity, source, &opts).await {
             Ok(records) => {
                 for r in records {
                     tracing::info!(source = %source, backup = %r.backup, passed = r.passed, reason = ?r.reason, "scheduled drill");
                 }
             }
             Err(e) => {
-                tracing::error!(source = %source, error = %e, "scheduled drill could not run")
+                let backup = known.latest.get(source).map_or("-", String::as_str);
+                state.drill_could_not_run(
+                    source,
+                    backup,
+                    format!("the drill could not run: {}", crate::drill::one_line(&e)),
+                );
             }
         }
     }
@@ -852,6 +1102,8 @@ mod tests {
                 min_retention_secs,
                 drill_every_secs: None,
                 default_quota_bytes: None,
+                tls_cert: None,
+                tls_key: None,
             },
         )
         .unwrap();
@@ -859,7 +1111,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(vault.serve(listener, async {
+        tokio::spawn(vault.serve(listener, None, async {
             let _ = rx.await;
         }));
         Running {

@@ -2,7 +2,9 @@
 //!
 //! Production holds a target with a *writer* vault credential and the vault's public age key:
 //! it can add backups and nothing else. The vault host holds a target with a *reader* credential
-//! and the age identity, and runs drills and restores.
+//! and the age identity, and runs drills and restores. A target's vault credential is kept
+//! sealed to an environment's key (or to the backup identity on the vault host), never in the
+//! clear.
 
 mod immutability;
 mod state;
@@ -11,8 +13,11 @@ use std::io::{IsTerminal, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use base64::Engine;
+use blastwall_core::EnvName;
 use blastwall_core::config::Config;
 use blastwall_core::env::EnvSource;
+use blastwall_core::seal::{EnvIdentity, EnvRecipient};
 use blastwall_vault::client::VaultClient;
 use blastwall_vault::data::read_identity;
 use blastwall_vault::drill::{self, DrillOptions, DrillRecord};
@@ -21,16 +26,16 @@ use blastwall_vault::s3::probes::Report as S3Report;
 use blastwall_vault::s3::{S3Location, S3Options, S3Store};
 use blastwall_vault::source::{SourceKind, SourceSpec};
 use blastwall_vault::store::BackupStore;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::commands::vault::{fail, parse_size};
-use crate::context::{absolute_parent, config_path, load_config};
+use crate::context::{KeyState, absolute_parent, config_path, load_config, load_identity};
 use crate::exit::Exit;
 use crate::failure::Failure;
 use crate::output;
-use state::{BackupState, Source, Target};
+use state::{BackupState, SealedTargetCredential, Source, Target};
 
 /// `blastwall backup …`
 #[derive(Debug, clap::Subcommand)]
@@ -151,19 +156,25 @@ pub(crate) enum TargetCmd {
     #[command(
         after_help = "\
 Examples:
-  blastwall vault credential add prod-writer --role writer | \\
-    blastwall backup target add offsite --url http://vault-host:7171 --recipient age1… --credential-stdin
-  # on the vault host, for drills:
+  # production: the credential is sealed to the production environment's key
+  blastwall backup target add offsite --url https://vault-host:7171 --env production \\
+      --recipient age1… --credential-stdin < writer-credential
+  # a vault whose certificate a private CA (or itself) signed:
+  blastwall backup target add offsite --url https://vault-host:7171 --ca-file vault-ca.pem \\
+      --env production --credential-stdin < writer-credential
+  # on the vault host, for drills: sealed to the backup identity
   blastwall backup target add vault --url http://127.0.0.1:7171 --credential-stdin \\
       --identity /srv/blastwall-vault/keys/backup.key < reader-credential
   # a bucket with Object Lock in COMPLIANCE mode, in another account:
   AWS_PROFILE=backup-writer blastwall backup target add offsite \\
       --s3 s3://acme-backups/prod --recipient age1…
 
-An S3 target stores no secret: the credential comes from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
-AWS_PROFILE or `--profile`, web identity, ECS or instance metadata, each time it is used. The
-bucket must lock new objects in COMPLIANCE mode by default, or the target is refused.",
-        override_usage = "blastwall backup target add [OPTIONS] <NAME> --url <URL> --credential-stdin\n       \
+A vault credential is never stored in the clear: it is sealed to `--env`'s key (or the
+`--identity` file's), and using the target needs that key. An S3 target stores no secret: the
+credential comes from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or `--profile`, web
+identity, ECS or instance metadata, each time it is used. The bucket must lock new objects in
+COMPLIANCE mode by default, or the target is refused.",
+        override_usage = "blastwall backup target add [OPTIONS] <NAME> --url <URL> --credential-stdin (--env <ENV> | --identity <FILE>)\n       \
 blastwall backup target add [OPTIONS] <NAME> --s3 <s3://BUCKET/PREFIX> --recipient <AGE1…>"
     )]
     Add {
@@ -193,6 +204,14 @@ blastwall backup target add [OPTIONS] <NAME> --s3 <s3://BUCKET/PREFIX> --recipie
         /// The age identity file, for drills and restores (the drill host only)
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
+        /// Trust the CA certificate(s) in this PEM file for an `https://` vault, beside the
+        /// system's roots
+        #[arg(long, value_name = "FILE", conflicts_with = "s3")]
+        ca_file: Option<PathBuf>,
+        /// Seal the vault credential to this environment's key (production: the environment
+        /// the backups come from); without it, to the `--identity` file's key
+        #[arg(long = "env", value_name = "ENV", conflicts_with = "s3")]
+        seal_env: Option<String>,
         /// JSON output
         #[arg(long)]
         json: bool,
@@ -242,6 +261,10 @@ pub(crate) async fn run(
     let config = config_or_defaults(flag, env)?;
     let data_dir = config.data_dir.clone();
     let mut st = BackupState::load(&data_dir)?;
+    let keys = Keys {
+        config: &config,
+        env,
+    };
     match cmd {
         Cmd::Target(TargetCmd::Add {
             name,
@@ -253,10 +276,19 @@ pub(crate) async fn run(
             recipient,
             credential_stdin: _,
             identity,
+            ca_file,
+            seal_env,
             json,
         }) => match (url, s3) {
             (Some(url), None) => {
-                target_add(&data_dir, &mut st, &name, &url, recipient, identity, json).await
+                let a = VaultTargetArgs {
+                    url,
+                    recipient,
+                    identity,
+                    ca_file,
+                    seal_env,
+                };
+                target_add(&config, &data_dir, &mut st, &name, a, json).await
             }
             (None, Some(s3)) => {
                 let opts = S3Options {
@@ -294,19 +326,19 @@ pub(crate) async fn run(
                 target,
                 allow_same_volume,
             };
-            source_add(&data_dir, &mut st, args, json).await
+            source_add(&keys, &data_dir, &mut st, args, json).await
         }
         Cmd::Run {
             source,
             part_size,
             json,
-        } => backup_run(&st, &source, &part_size, json).await,
+        } => backup_run(&keys, &st, &source, &part_size, json).await,
         Cmd::List {
             source,
             target,
             json,
-        } => list(&st, source.as_deref(), target.as_deref(), json).await,
-        Cmd::CheckImmutability { target, json } => check(&st, target.as_deref(), json).await,
+        } => list(&keys, &st, source.as_deref(), target.as_deref(), json).await,
+        Cmd::CheckImmutability { target, json } => check(&keys, &st, target.as_deref(), json).await,
         Cmd::Drill {
             source,
             backup,
@@ -315,17 +347,31 @@ pub(crate) async fn run(
             identity,
             json,
         } => {
-            let (_, t) = st.target(target.as_deref())?;
+            let (n, t) = st.target(target.as_deref())?;
             let id = identity_of(&t, identity)?;
-            let client = store(&t).await?;
+            let client = keys.store(&n, &t).await?;
             let opts = DrillOptions {
                 random_older: !latest_only && backup.is_none(),
                 backup,
                 actor: crate::context::actor(env),
             };
-            let records = drill::drill_source(&client, &id, &source, &opts)
-                .await
-                .map_err(fail)?;
+            let records = match drill::drill_source(&client, &id, &source, &opts).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // A drill that could not run is a failed drill: said so, recorded when the
+                    // store still takes it, and exit 1.
+                    let r = drill::failed(
+                        &source,
+                        opts.backup.as_deref().unwrap_or("-"),
+                        &opts.actor,
+                        format!("the drill could not run: {}", drill::one_line(&e)),
+                    );
+                    if let Err(e) = client.record_drill(&r).await {
+                        tracing::warn!(error = %drill::one_line(&e), "cannot record the failed drill");
+                    }
+                    vec![r]
+                }
+            };
             print_drills(&records, json)?;
             Ok(if records.iter().all(|r| r.passed) {
                 Exit::Clean
@@ -340,9 +386,9 @@ pub(crate) async fn run(
             identity,
             json,
         } => {
-            let (_, t) = st.target(target.as_deref())?;
+            let (n, t) = st.target(target.as_deref())?;
             let ident = identity_of(&t, identity)?;
-            let client = store(&t).await?;
+            let client = keys.store(&n, &t).await?;
             let report = drill::restore(&client, &ident, &id, &to)
                 .await
                 .map_err(fail)?;
@@ -382,16 +428,128 @@ fn config_or_defaults(flag: Option<&Path>, env: &dyn EnvSource) -> Result<Config
     Ok(Config::parse(None, None, &base, env)?)
 }
 
-fn client(t: &Target) -> Result<VaultClient, Failure> {
-    VaultClient::new(&t.url, SecretString::from(t.credential.clone())).map_err(fail)
+/// What opens a target's sealed credential: the config's `[keys]` (or the default key
+/// locations) and the process's environment.
+struct Keys<'a> {
+    config: &'a Config,
+    env: &'a dyn EnvSource,
 }
 
-/// The target's vault or bucket; for S3 this loads the credential from the AWS sources.
-async fn store(t: &Target) -> Result<BackupStore, Failure> {
-    match &t.s3 {
-        None => Ok(BackupStore::from(client(t)?)),
-        Some(opts) => Ok(BackupStore::from(s3_store(t, opts).await?)),
+impl Keys<'_> {
+    /// The vault credential of target `name`, unsealed with this process's key; fails closed
+    /// (with what to do) when it is in plain text, missing, or the key is not here.
+    fn credential(&self, name: &str, t: &Target) -> Result<SecretString, Failure> {
+        let Some(sealed) = &t.sealed_credential else {
+            let why = if t.plain_credential.is_some() {
+                "keeps its vault credential in plain text, which is no longer accepted"
+            } else {
+                "has no vault credential"
+            };
+            return Err(Failure::usage(
+                format!("the backup target `{name}` {why}"),
+                format!(
+                    "add it again, sealed: pipe the credential into `blastwall backup target add {name} --url {} --env ENV --credential-stdin` (or `--identity FILE` on the drill host); it replaces the old entry",
+                    t.url
+                ),
+            ));
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&sealed.sealed)
+            .map_err(|_| {
+                Failure::usage(
+                    format!("the sealed credential of the backup target `{name}` is damaged"),
+                    "add the target again with `blastwall backup target add … --credential-stdin`",
+                )
+            })?;
+        let (identity, opened_by) = match &sealed.env {
+            Some(e) => {
+                let env_name = EnvName::new(e)?;
+                match load_identity(self.config, &env_name, self.env) {
+                    KeyState::Present(id) => (id, format!("the key of environment `{e}`")),
+                    KeyState::Sealed(d) => {
+                        return Err(Failure::usage(
+                            format!(
+                                "the credential of the backup target `{name}` is sealed to environment `{e}`, whose key is not here ({d})"
+                            ),
+                            format!(
+                                "run backups where the key of `{e}` is: `[keys]` in the config, {}, or `{}`",
+                                blastwall_core::env::env_key_var(e),
+                                self.config.default_key_path(&env_name).display()
+                            ),
+                        ));
+                    }
+                    KeyState::Invalid(d) => {
+                        return Err(Failure::usage(
+                            format!("the key of environment `{e}` cannot be used: {d}"),
+                            "check the key file or variable named above",
+                        ));
+                    }
+                }
+            }
+            None => {
+                let path = t.identity.as_ref().ok_or_else(|| {
+                    Failure::usage(
+                        format!(
+                            "the credential of the backup target `{name}` is sealed to a backup identity, and the target names none"
+                        ),
+                        "add the target again with `--env ENV` or `--identity FILE`",
+                    )
+                })?;
+                (
+                    env_identity_file(path)?,
+                    format!("the identity `{}`", path.display()),
+                )
+            }
+        };
+        let plain = identity.unseal(&bytes).map_err(|_| {
+            Failure::usage(
+                format!(
+                    "cannot unseal the credential of the backup target `{name}` with {opened_by}"
+                ),
+                "the key does not match the one it was sealed to (`recipient` in backup.json); add the target again",
+            )
+        })?;
+        let text = std::str::from_utf8(plain.expose_secret()).map_err(|_| {
+            Failure::usage(
+                format!("the sealed credential of the backup target `{name}` is damaged"),
+                "add the target again with `blastwall backup target add … --credential-stdin`",
+            )
+        })?;
+        Ok(SecretString::from(text.to_owned()))
     }
+
+    /// A client of target `name`'s vault.
+    fn client(&self, name: &str, t: &Target) -> Result<VaultClient, Failure> {
+        vault_client(t, self.credential(name, t)?)
+    }
+
+    /// The target's vault or bucket; for S3 this loads the credential from the AWS sources.
+    async fn store(&self, name: &str, t: &Target) -> Result<BackupStore, Failure> {
+        match &t.s3 {
+            None => Ok(BackupStore::from(self.client(name, t)?)),
+            Some(opts) => Ok(BackupStore::from(s3_store(t, opts).await?)),
+        }
+    }
+}
+
+fn vault_client(t: &Target, credential: SecretString) -> Result<VaultClient, Failure> {
+    VaultClient::with_ca(&t.url, credential, t.ca_file.as_deref()).map_err(fail)
+}
+
+/// An age identity file (the vault's `keys/backup.key`) as a sealing key.
+fn env_identity_file(path: &Path) -> Result<EnvIdentity, Failure> {
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+        Failure::usage(
+            format!("cannot read the identity `{}`: {e}", path.display()),
+            "pass the vault's `keys/backup.key` with `--identity`",
+        )
+    })?);
+    EnvIdentity::parse(&text).map_err(|_| {
+        Failure::usage(
+            format!("`{}` is not an age identity", path.display()),
+            "pass the vault's `keys/backup.key` with `--identity`",
+        )
+    })
 }
 
 async fn s3_store(t: &Target, opts: &S3Options) -> Result<S3Store, Failure> {
@@ -428,21 +586,56 @@ fn check_name(what: &str, name: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+struct VaultTargetArgs {
+    url: String,
+    recipient: Option<String>,
+    identity: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    seal_env: Option<String>,
+}
+
 async fn target_add(
+    config: &Config,
     data_dir: &Path,
     st: &mut BackupState,
     name: &str,
-    url: &str,
-    recipient: Option<String>,
-    identity: Option<PathBuf>,
+    a: VaultTargetArgs,
     as_json: bool,
 ) -> Result<Exit, Failure> {
+    let VaultTargetArgs {
+        url,
+        recipient,
+        identity,
+        ca_file,
+        seal_env,
+    } = a;
     check_name("target", name)?;
-    if st.targets.contains_key(name) {
+    // A target whose credential is still in plain text may be added again: that is the way out.
+    if st
+        .targets
+        .get(name)
+        .is_some_and(|t| t.sealed_credential.is_some() || t.s3.is_some())
+    {
         return Err(Failure::usage(
             format!("a backup target `{name}` already exists"),
             "pick another name",
         ));
+    }
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(Failure::usage(
+            format!("invalid vault URL `{url}`"),
+            "write it as `https://vault-host:7171` (or `http://127.0.0.1:7171` on the vault host)",
+        ));
+    }
+    if ca_file.is_some() && !url.starts_with("https://") {
+        return Err(Failure::usage(
+            "`--ca-file` is for an `https://` vault",
+            "give the vault's `https://` URL, or drop `--ca-file`",
+        ));
+    }
+    let ca_file = ca_file.map(|p| std::path::absolute(&p)).transpose()?;
+    if let Some(p) = &ca_file {
+        blastwall_vault::tls::client_config(Some(p)).map_err(fail)?;
     }
     let mut text = Zeroizing::new(String::new());
     if std::io::stdin().is_terminal() {
@@ -452,7 +645,7 @@ async fn target_add(
         ));
     }
     std::io::stdin().take(4096).read_to_string(&mut text)?;
-    let credential = text.trim().to_owned();
+    let credential = Zeroizing::new(text.trim().to_owned());
     blastwall_core::token::check_shape(&credential).map_err(|_| {
         Failure::usage(
             "standard input does not hold a vault credential",
@@ -463,14 +656,29 @@ async fn target_add(
     if let Some(p) = &identity {
         read_identity(p).map_err(fail)?;
     }
+    let sealed = seal_credential(
+        config,
+        seal_env.as_deref(),
+        identity.as_deref(),
+        &credential,
+    )
+    .await?;
     let mut target = Target {
         url: url.trim_end_matches('/').to_owned(),
         recipient: None,
-        credential,
+        plain_credential: None,
+        sealed_credential: Some(sealed),
         s3: None,
         identity,
+        ca_file,
     };
-    let info = client(&target)?.info().await;
+    let info = vault_client(&target, SecretString::from(credential.to_string()))?
+        .info()
+        .await;
+    // An untrusted certificate is never "unreachable for now": it is refused outright.
+    if let Err(e @ blastwall_vault::VaultError::Untrusted { .. }) = info {
+        return Err(fail(e));
+    }
     let recipient = match (recipient, info) {
         (Some(r), Ok(info)) => {
             if info.recipient != r.trim() {
@@ -497,6 +705,53 @@ async fn target_add(
         output::line(&format!("backup target `{name}` added: {}", target.url));
     }
     Ok(Exit::Clean)
+}
+
+/// Seals `credential` to environment `env`'s recipient (from the store), or else to the
+/// recipient of the age identity file `identity`.
+async fn seal_credential(
+    config: &Config,
+    env: Option<&str>,
+    identity: Option<&Path>,
+    credential: &str,
+) -> Result<SealedTargetCredential, Failure> {
+    let (recipient, env) = match (env, identity) {
+        (Some(e), _) => {
+            if config.source.is_none() {
+                return Err(Failure::usage(
+                    format!(
+                        "`--env {e}` needs this host's Blastwall setup, and there is no configuration here"
+                    ),
+                    "run it where `blastwall init` was run (or pass `--config FILE`); on the drill host, seal to `--identity FILE` instead",
+                ));
+            }
+            let store = blastwall_store::open(&config.store).await?;
+            let name = EnvName::new(e)?;
+            let environment = store.env_get(&name).await?.ok_or_else(|| {
+                Failure::usage(
+                    format!("unknown environment `{name}`"),
+                    "`blastwall env list` shows the environments",
+                )
+            })?;
+            (
+                EnvRecipient::parse(&environment.recipient)?,
+                Some(name.to_string()),
+            )
+        }
+        (None, Some(path)) => (env_identity_file(path)?.recipient(), None),
+        (None, None) => {
+            return Err(Failure::usage(
+                "a vault target's credential is kept sealed, and nothing to seal it to was given",
+                "pass `--env ENV` (the environment whose key this host holds, e.g. `--env production`), or on the drill host `--identity FILE`",
+            ));
+        }
+    };
+    let sealed = recipient.seal(credential.as_bytes())?;
+    Ok(SealedTargetCredential {
+        env,
+        recipient: recipient.to_string(),
+        sealed: base64::engine::general_purpose::STANDARD.encode(sealed),
+    })
 }
 
 struct S3TargetArgs {
@@ -545,9 +800,11 @@ async fn target_add_s3(
     let target = Target {
         url: location.to_string(),
         recipient: Some(recipient.trim().to_owned()),
-        credential: String::new(),
+        plain_credential: None,
+        sealed_credential: None,
         s3: Some(a.opts),
         identity,
+        ca_file: None,
     };
     let s3 = s3_store(&target, target.s3.as_ref().unwrap_or(&S3Options::default())).await?;
     let lock = s3.require_compliance().await.map_err(fail)?;
@@ -577,6 +834,7 @@ struct SourceArgs {
 }
 
 async fn source_add(
+    keys: &Keys<'_>,
     data_dir: &Path,
     st: &mut BackupState,
     a: SourceArgs,
@@ -647,7 +905,15 @@ async fn source_add(
         kind,
         location,
     };
-    same_volume_guard(&spec, &target, a.allow_same_volume).await?;
+    same_volume_guard(keys, &spec, &target_name, &target, a.allow_same_volume).await?;
+    // From now on the vault's scheduled drills expect this source's backups.
+    drill::register_source(
+        &keys.store(&target_name, &target).await?,
+        &spec.name,
+        &kind.to_string(),
+    )
+    .await
+    .map_err(fail)?;
     st.sources.insert(
         a.name.clone(),
         Source {
@@ -672,20 +938,30 @@ async fn source_add(
 
 /// Refuses a vault on the same host and filesystem as the source (issue 6: the incident's
 /// backups lived in the volume they backed up).
-async fn same_volume_guard(spec: &SourceSpec, target: &Target, allow: bool) -> Result<(), Failure> {
+async fn same_volume_guard(
+    keys: &Keys<'_>,
+    spec: &SourceSpec,
+    target_name: &str,
+    target: &Target,
+    allow: bool,
+) -> Result<(), Failure> {
     if target.s3.is_some() {
         // A bucket is never on the source's filesystem.
         return Ok(());
     }
-    let info = client(target)?.info().await.map_err(|e| {
-        Failure::usage(
-            format!(
-                "cannot ask the vault where it stores its data: {}",
-                blastwall_vault::drill::one_line(&e)
-            ),
-            "start the vault first: the same-volume guard needs its answer",
-        )
-    })?;
+    let info = keys
+        .client(target_name, target)?
+        .info()
+        .await
+        .map_err(|e| {
+            Failure::usage(
+                format!(
+                    "cannot ask the vault where it stores its data: {}",
+                    blastwall_vault::drill::one_line(&e)
+                ),
+                "start the vault first: the same-volume guard needs its answer",
+            )
+        })?;
     if info.machine_id != blastwall_vault::data::machine_id() {
         return Ok(());
     }
@@ -715,6 +991,7 @@ async fn same_volume_guard(spec: &SourceSpec, target: &Target, allow: bool) -> R
 }
 
 async fn backup_run(
+    keys: &Keys<'_>,
     st: &BackupState,
     source: &str,
     part_size: &str,
@@ -726,7 +1003,7 @@ async fn backup_run(
             "add it with `blastwall backup source add`",
         )
     })?;
-    let (_, target) = st.target(Some(&s.target))?;
+    let (target_name, target) = st.target(Some(&s.target))?;
     let recipient = target.recipient.as_deref().ok_or_else(|| {
         Failure::usage(
             format!("the target `{}` has no recipient", s.target),
@@ -735,7 +1012,13 @@ async fn backup_run(
     })?;
     let recipient = BackupRecipient::parse(recipient).map_err(fail)?;
     let part = usize::try_from(parse_size(part_size)?).unwrap_or(usize::MAX);
-    let summary = blastwall_vault::pipeline::run(&s.spec, &store(&target).await?, &recipient, part)
+    let store = keys.store(&target_name, &target).await?;
+    // Sources added before registrations existed are registered by their next run (a no-op
+    // when the vault has it already).
+    drill::register_source(&store, &s.spec.name, &s.spec.kind.to_string())
+        .await
+        .map_err(fail)?;
+    let summary = blastwall_vault::pipeline::run(&s.spec, &store, &recipient, part)
         .await
         .map_err(fail)?;
     if as_json {
@@ -756,17 +1039,18 @@ async fn backup_run(
 }
 
 async fn list(
+    keys: &Keys<'_>,
     st: &BackupState,
     source: Option<&str>,
     target: Option<&str>,
     as_json: bool,
 ) -> Result<Exit, Failure> {
-    let (_, t) = st.target(target)?;
-    let client = store(&t).await?;
+    let (name, t) = st.target(target)?;
+    let client = keys.store(&name, &t).await?;
     let backups = drill::list_backups(&client, source).await.map_err(fail)?;
     let drills = client.drills().await.map_err(fail)?;
     let last = |pred: &dyn Fn(&DrillRecord) -> bool| drills.iter().rfind(|d| pred(d)).cloned();
-    let rows: Vec<serde_json::Value> = backups
+    let mut rows: Vec<serde_json::Value> = backups
         .iter()
         .map(|b| {
             let drill = last(&|d| d.backup == b.id && d.source == b.source);
@@ -782,6 +1066,30 @@ async fn list(
             })
         })
         .collect();
+    // A source whose drill failed before it had any backup (none arrived, or none could be
+    // listed) has no row of its own: it gets one, so the failure shows.
+    let mut without: Vec<&DrillRecord> = Vec::new();
+    for d in drills.iter().rev() {
+        if source.is_some_and(|s| s != d.source)
+            || d.source == "-"
+            || backups.iter().any(|b| b.source == d.source)
+            || without.iter().any(|w| w.source == d.source)
+        {
+            continue;
+        }
+        without.push(d);
+    }
+    for d in without.into_iter().rev().filter(|d| !d.passed) {
+        rows.push(json!({
+            "id": "-",
+            "source": d.source,
+            "taken_at": null,
+            "size": 0,
+            "retain_until": null,
+            "last_drill": {"at": d.at, "passed": d.passed, "reason": d.reason},
+            "source_last_passed": null,
+        }));
+    }
     if as_json {
         output::json(&rows)?;
         return Ok(Exit::Clean);
@@ -829,14 +1137,19 @@ async fn list(
     Ok(Exit::Clean)
 }
 
-async fn check(st: &BackupState, target: Option<&str>, as_json: bool) -> Result<Exit, Failure> {
+async fn check(
+    keys: &Keys<'_>,
+    st: &BackupState,
+    target: Option<&str>,
+    as_json: bool,
+) -> Result<Exit, Failure> {
     let (name, t) = st.target(target)?;
     if let Some(opts) = &t.s3 {
         let s3 = s3_store(&t, opts).await?;
         let report = blastwall_vault::s3::probes::run(&s3).await.map_err(fail)?;
         return print_s3_check(&name, &report, as_json);
     }
-    let client = client(&t)?;
+    let client = keys.client(&name, &t)?;
     let probes = immutability::run(&client).await.map_err(fail)?;
     let pass = probes.iter().all(|p| p.refused);
     if as_json {

@@ -1,5 +1,5 @@
-//! `blastwall vault init|serve|credential add|recipient`: the backup vault, run under its own
-//! credentials on another host or account (issue 6).
+//! `blastwall vault init|serve|credential add|log verify|log tail|recipient`: the backup vault,
+//! run under its own credentials on another host or account (issue 6).
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -38,26 +38,37 @@ host) that production cannot reach but over HTTP.")]
         /// Default quota of a writer credential (`50G`, `500M`)
         #[arg(long, value_name = "SIZE")]
         quota: Option<String>,
+        #[command(flatten)]
+        tls: TlsArgs,
         /// JSON output
         #[arg(long)]
         json: bool,
     },
-    /// Serve the vault over HTTP: create-only uploads, /healthz, /metrics, scheduled drills
+    /// Serve the vault (HTTPS given a certificate): create-only uploads, /healthz, /metrics, drills
     #[command(after_help = "\
 Examples:
-  blastwall vault serve --data /srv/blastwall-vault --listen 0.0.0.0:7171
+  blastwall vault serve --data /srv/blastwall-vault --listen 0.0.0.0:7171 \\
+      --tls-cert /etc/blastwall/vault.crt --tls-key /etc/blastwall/vault.key
+  blastwall vault serve --data /srv/blastwall-vault            # plain HTTP on 127.0.0.1:7171
 
-Writes `blastwall vault listening on http://ADDR` on stderr once it listens.")]
+Writes `blastwall vault listening on https://ADDR` (or `http://ADDR`) on stderr once it listens.
+The certificate and key may also be set once with `vault init --tls-cert … --tls-key …`; the
+flags win. A certificate or key that cannot be used stops the start, naming the file.")]
     Serve {
         #[command(flatten)]
         data: DataArg,
         /// Address to listen on
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7171")]
         listen: SocketAddr,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Manage the vault's credentials
     #[command(subcommand)]
     Credential(CredentialCmd),
+    /// Read and check the vault's own audit log
+    #[command(subcommand)]
+    Log(LogCmd),
     /// Print the age public key backups are encrypted to (give it to production)
     #[command(after_help = "Examples:\n  blastwall vault recipient --data /srv/blastwall-vault")]
     Recipient {
@@ -96,6 +107,53 @@ admin:  lengthen retention or the policy, delete what has expired; nothing earli
     },
 }
 
+/// `blastwall vault log …`
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum LogCmd {
+    /// Check the vault's hash-chained audit log; exit 1 names the first bad entry
+    #[command(after_help = "\
+Examples:
+  blastwall vault log verify --data /srv/blastwall-vault
+  blastwall vault log verify --data /srv/blastwall-vault --json
+
+Detects an edited, deleted or reordered entry of `audit.jsonl`. The last entry's hash is printed:
+keep it elsewhere, and a later truncation back past it shows (the vault's log has no signed
+checkpoints).")]
+    Verify {
+        #[command(flatten)]
+        data: DataArg,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the last entries of the vault's audit log (without checking the chain)
+    #[command(after_help = "\
+Examples:
+  blastwall vault log tail --data /srv/blastwall-vault
+  blastwall vault log tail -n 50 --json")]
+    Tail {
+        #[command(flatten)]
+        data: DataArg,
+        /// How many entries
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `--tls-cert FILE --tls-key FILE`: both or neither.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TlsArgs {
+    /// Serve HTTPS with this PEM certificate chain (with `--tls-key`)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
 /// The vault's folder.
 #[derive(Debug, clap::Args)]
 pub(crate) struct DataArg {
@@ -116,15 +174,17 @@ pub(crate) async fn run(cmd: Cmd) -> Result<Exit, Failure> {
             min_retention,
             drill_every,
             quota,
+            tls,
             json,
         } => init(
             &data.dir,
             &min_retention,
             drill_every.as_deref(),
             quota.as_deref(),
+            tls,
             json,
         ),
-        Cmd::Serve { data, listen } => serve(&data.dir, listen).await,
+        Cmd::Serve { data, listen, tls } => serve(&data.dir, listen, tls).await,
         Cmd::Credential(CredentialCmd::Add {
             name,
             role,
@@ -132,6 +192,27 @@ pub(crate) async fn run(cmd: Cmd) -> Result<Exit, Failure> {
             data,
             json,
         }) => credential_add(&data.dir, &name, &role, quota.as_deref(), json),
+        Cmd::Log(LogCmd::Verify { data, json }) => log_verify(&data.dir, json),
+        Cmd::Log(LogCmd::Tail { data, lines, json }) => {
+            let d = open(&data.dir)?;
+            let entries = blastwall_vault::log::tail(&d.audit_path(), lines).map_err(fail)?;
+            if json {
+                output::json(&entries)?;
+            } else {
+                for e in &entries {
+                    output::line(&format!(
+                        "{:>6}  {}  {:<24} {:<40} {}  {}",
+                        e.seq,
+                        e.record.at,
+                        e.record.action,
+                        e.record.target.as_deref().unwrap_or("-"),
+                        e.record.actor,
+                        e.record.detail
+                    ));
+                }
+            }
+            Ok(Exit::Clean)
+        }
         Cmd::Recipient { data } => {
             let d = open(&data.dir)?;
             output::line(&d.recipient().map_err(fail)?.to_string());
@@ -196,14 +277,26 @@ fn init(
     min_retention: &str,
     drill_every: Option<&str>,
     quota: Option<&str>,
+    tls: TlsArgs,
     as_json: bool,
 ) -> Result<Exit, Failure> {
+    // Checked now, so a vault is never made with a certificate it cannot serve.
+    let (tls_cert, tls_key) = match (tls.tls_cert, tls.tls_key) {
+        (Some(c), Some(k)) => {
+            let (c, k) = (std::path::absolute(&c)?, std::path::absolute(&k)?);
+            blastwall_vault::tls::server_config(&c, &k).map_err(fail)?;
+            (Some(c), Some(k))
+        }
+        _ => (None, None),
+    };
     let settings = Settings {
         min_retention_secs: duration("--min-retention", min_retention)?,
         drill_every_secs: drill_every
             .map(|d| duration("--drill-every", d))
             .transpose()?,
         default_quota_bytes: quota.map(parse_size).transpose()?,
+        tls_cert,
+        tls_key,
     };
     let (data, recipient) = VaultData::init(dir, settings).map_err(fail)?;
     if as_json {
@@ -224,8 +317,29 @@ fn init(
     Ok(Exit::Clean)
 }
 
-async fn serve(dir: &Path, listen: SocketAddr) -> Result<Exit, Failure> {
+async fn serve(dir: &Path, listen: SocketAddr, tls: TlsArgs) -> Result<Exit, Failure> {
     let data = open(dir)?;
+    let files = match (tls.tls_cert, tls.tls_key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        _ => match (&data.settings.tls_cert, &data.settings.tls_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            _ => {
+                return Err(Failure::usage(
+                    format!(
+                        "`{}` sets only one of `tls_cert` and `tls_key`",
+                        data.root().join("vault.json").display()
+                    ),
+                    "set both (a PEM certificate chain and its key) or neither",
+                ));
+            }
+        },
+    };
+    // A certificate or key that cannot be used stops the start, before the port opens.
+    let tls = files
+        .map(|(c, k)| blastwall_vault::tls::server_config(&c, &k))
+        .transpose()
+        .map_err(fail)?;
     let vault = Vault::open(data).map_err(fail)?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         Failure::usage(
@@ -234,14 +348,52 @@ async fn serve(dir: &Path, listen: SocketAddr) -> Result<Exit, Failure> {
         )
     })?;
     let local = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if tls.is_none() && !local.ip().is_loopback() {
+        tracing::warn!(%local, "serving plain HTTP beyond loopback: vault credentials cross the network in the clear; pass --tls-cert and --tls-key");
+    }
     // The one line scripts wait for: where the vault listens.
-    eprintln!("blastwall vault listening on http://{local}");
-    tracing::info!(%local, "vault listening");
+    eprintln!("blastwall vault listening on {scheme}://{local}");
+    tracing::info!(%local, scheme, "vault listening");
     vault
-        .serve(listener, shutdown_signal())
+        .serve(listener, tls, shutdown_signal())
         .await
         .map_err(fail)?;
     Ok(Exit::Clean)
+}
+
+fn log_verify(dir: &Path, as_json: bool) -> Result<Exit, Failure> {
+    let d = open(dir)?;
+    let path = d.audit_path();
+    match blastwall_vault::log::check(&path).map_err(fail)? {
+        Ok(s) => {
+            if as_json {
+                output::json(
+                    &json!({"ok": true, "log": path.display().to_string(), "entries": s.entries, "head_seq": s.head_seq, "head_hash": s.head_hash}),
+                )?;
+            } else {
+                output::line(&format!(
+                    "ok: {} entries, chain intact; head: entry {} {}",
+                    s.entries, s.head_seq, s.head_hash
+                ));
+            }
+            Ok(Exit::Clean)
+        }
+        Err(b) => {
+            let entry = b.seq.map_or_else(
+                || format!("line {}", b.line),
+                |s| format!("entry {s} (line {})", b.line),
+            );
+            if as_json {
+                output::json(
+                    &json!({"ok": false, "log": path.display().to_string(), "line": b.line, "seq": b.seq, "error": b.why}),
+                )?;
+            } else {
+                output::line(&format!("FAILED: {}: {entry}: {}", path.display(), b.why));
+            }
+            Ok(Exit::Failed)
+        }
+    }
 }
 
 fn credential_add(

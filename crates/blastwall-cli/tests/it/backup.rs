@@ -22,6 +22,8 @@ struct VaultHost {
     reader: String,
     admin: String,
     log: Arc<Mutex<Vec<u8>>>,
+    /// `--tls-cert` and `--tls-key` (a self-signed certificate) when it serves HTTPS.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Drop for VaultHost {
@@ -35,7 +37,33 @@ impl Drop for VaultHost {
 
 impl VaultHost {
     fn new(extra: &[&str]) -> Self {
+        Self::build(extra, false)
+    }
+
+    /// A vault serving HTTPS with a fresh self-signed certificate for `127.0.0.1` and
+    /// `localhost`; its drill runner trusts it with `--ca-file`.
+    fn https(extra: &[&str]) -> Self {
+        Self::build(extra, true)
+    }
+
+    /// The PEM certificate an HTTPS vault serves (its own CA).
+    fn cert(&self) -> &Path {
+        &self.tls.as_ref().unwrap().0
+    }
+
+    fn build(extra: &[&str], https: bool) -> Self {
         let bw = Bw::new();
+        let tls = https.then(|| {
+            let ck = rcgen::generate_simple_self_signed(vec![
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+            ])
+            .unwrap();
+            let (cert, key) = (bw.path().join("vault.crt"), bw.path().join("vault.key"));
+            std::fs::write(&cert, ck.cert.pem()).unwrap();
+            std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+            (cert, key)
+        });
         let data = bw.path().join("vault");
         let d = data.to_str().unwrap();
         let mut args = vec!["vault", "init", "--data", d, "--min-retention", "30d"];
@@ -66,23 +94,26 @@ impl VaultHost {
             reader,
             admin,
             log: Arc::new(Mutex::new(Vec::new())),
+            tls,
         };
         v.start();
         // The drill runner lives here: a reader target and the identity.
-        let o = v.bw.run_stdin(
-            &[
-                "backup",
-                "target",
-                "add",
-                "vault",
-                "--url",
-                &v.url,
-                "--credential-stdin",
-                "--identity",
-                v.data().join("keys/backup.key").to_str().unwrap(),
-            ],
-            &v.reader,
-        );
+        let key = v.data().join("keys/backup.key");
+        let mut args = vec![
+            "backup",
+            "target",
+            "add",
+            "vault",
+            "--url",
+            &v.url,
+            "--credential-stdin",
+            "--identity",
+            key.to_str().unwrap(),
+        ];
+        if let Some((cert, _)) = &v.tls {
+            args.extend(["--ca-file", cert.to_str().unwrap()]);
+        }
+        let o = v.bw.run_stdin(&args, &v.reader);
         assert!(o.status.success(), "{}", stderr(&o));
         v
     }
@@ -95,14 +126,19 @@ impl VaultHost {
         let listen = if self.url.is_empty() {
             "127.0.0.1:0".to_owned()
         } else {
-            self.url.trim_start_matches("http://").to_owned()
+            self.url
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .to_owned()
         };
-        let mut child = self
-            .bw
-            .std_cmd()
-            .args(["vault", "serve", "--data"])
+        let mut cmd = self.bw.std_cmd();
+        cmd.args(["vault", "serve", "--data"])
             .arg(self.data())
-            .args(["--listen", &listen])
+            .args(["--listen", &listen]);
+        if let Some((cert, key)) = &self.tls {
+            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        }
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -139,6 +175,32 @@ impl VaultHost {
         }
     }
 
+    /// Every drill recorded in the vault.
+    fn drills(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.data().join("drills.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Waits (up to a minute) for a drill record that `pred` accepts, and returns it.
+    fn wait_for_drill(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(d) = self.drills().into_iter().rev().find(|d| pred(d)) {
+                return d;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no such drill in {:#?}\n{}",
+                self.drills(),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn log_text(&self) -> String {
         String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
     }
@@ -155,9 +217,17 @@ impl VaultHost {
     }
 }
 
-/// Production: holds the writer credential and the recipient only.
-fn production(v: &VaultHost) -> Bw {
+/// A production host: `blastwall init` (staging and production, with their keys).
+fn production_host() -> Bw {
     let bw = Bw::new();
+    bw.ok(&["init"]);
+    bw
+}
+
+/// Production: holds the writer credential (sealed to the production key) and the recipient
+/// only.
+fn production(v: &VaultHost) -> Bw {
+    let bw = production_host();
     let o = bw.run_stdin(
         &[
             "backup",
@@ -166,6 +236,8 @@ fn production(v: &VaultHost) -> Bw {
             "offsite",
             "--url",
             &v.url,
+            "--env",
+            "production",
             "--credential-stdin",
         ],
         &v.writer,
@@ -717,7 +789,7 @@ fn a_full_disk_is_a_clear_error_and_loses_no_earlier_backup() {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    let prod = Bw::new();
+    let prod = production_host();
     let o = prod.run_stdin(
         &[
             "backup",
@@ -726,6 +798,8 @@ fn a_full_disk_is_a_clear_error_and_loses_no_earlier_backup() {
             "t",
             "--url",
             &url,
+            "--env",
+            "production",
             "--credential-stdin",
         ],
         &writer,
@@ -788,6 +862,101 @@ fn vault_serve_runs_scheduled_drills() {
     make_tree(&src);
     add_source(&prod, "files", "dir", src.to_str().unwrap());
     run_backup(&prod, "files", &[]);
+    v.wait_for_drill(|d| d["actor"] == "vault serve" && d["passed"] == true);
+    let list = prod.json(&["backup", "list"]);
+    assert_eq!(list[0]["last_drill"]["passed"], true, "{list}");
+}
+
+#[test]
+fn vault_log_verify_names_an_edited_deleted_or_reordered_entry() {
+    let v = VaultHost::new(&[]);
+    let prod = production(&v);
+    let src = prod.path().join("files");
+    make_tree(&src);
+    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    run_backup(&prod, "files", &[]);
+    run_backup(&prod, "files", &[]);
+    let data = v.data();
+    let d = data.to_str().unwrap();
+    let ok = v.bw.json(&["vault", "log", "verify", "--data", d]);
+    assert_eq!(ok["ok"], true, "{ok}");
+    let n = ok["entries"].as_u64().unwrap();
+    assert!(n >= 4, "{ok}");
+    let tail = v.bw.json(&["vault", "log", "tail", "-n", "2", "--data", d]);
+    assert_eq!(tail.as_array().unwrap().len(), 2, "{tail}");
+
+    let log = data.join("audit.jsonl");
+    let original = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    let verify = |text: String| {
+        std::fs::write(&log, text).unwrap();
+        let o = v.bw.run(&["vault", "log", "verify", "--data", d]);
+        assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+        stdout(&o)
+    };
+    // An entry edited (its size changed).
+    let mut edited = lines.clone();
+    let third = lines[2].replace("object.create", "object.cre8te");
+    edited[2] = &third;
+    let out = verify(edited.join("\n") + "\n");
+    assert!(
+        out.contains("entry 3 (line 3)") && out.contains("altered"),
+        "{out}"
+    );
+    // An entry deleted.
+    let mut deleted = lines.clone();
+    deleted.remove(1);
+    let out = verify(deleted.join("\n") + "\n");
+    assert!(
+        out.contains("line 2") && out.contains("entry 2 is missing"),
+        "{out}"
+    );
+    // Two entries swapped.
+    let mut swapped = lines.clone();
+    swapped.swap(1, 2);
+    let out = verify(swapped.join("\n") + "\n");
+    assert!(out.contains("line 2"), "{out}");
+    // Put back, it verifies again.
+    std::fs::write(&log, &original).unwrap();
+    v.bw.ok(&["vault", "log", "verify", "--data", d]);
+}
+
+#[test]
+fn backups_and_drills_over_https_with_a_ca_file() {
+    let v = VaultHost::https(&["--drill-every", "1s"]);
+    assert!(v.url.starts_with("https://"), "{}", v.url);
+    let cert = v.cert().to_str().unwrap().to_owned();
+
+    // Production trusts the vault's certificate through `--ca-file`.
+    let prod = production_host();
+    let add = |bw: &Bw, name: &str, url: &str, extra: &[&str]| {
+        let mut args = vec![
+            "backup",
+            "target",
+            "add",
+            name,
+            "--url",
+            url,
+            "--env",
+            "production",
+            "--credential-stdin",
+        ];
+        args.extend_from_slice(extra);
+        bw.run_stdin(&args, &v.writer)
+    };
+    let o = add(&prod, "offsite", &v.url, &["--ca-file", &cert]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let src = prod.path().join("files");
+    make_tree(&src);
+    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    let b = run_backup(&prod, "files", &["--part-size", "16K"]);
+    assert!(b["parts"].as_u64().unwrap() > 1, "{b}");
+    let o = v.drill("files", &["--json"]);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let report = prod.json(&["backup", "check-immutability"]);
+    assert_eq!(report["pass"], true, "{report}");
+
+    // The scheduler inside `vault serve` drills over the same HTTPS port.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let drills = std::fs::read_to_string(v.data().join("drills.jsonl")).unwrap_or_default();
@@ -795,13 +964,245 @@ fn vault_serve_runs_scheduled_drills() {
             assert!(drills.contains("\"passed\":true"), "{drills}");
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no scheduled drill: {}",
-            v.log_text()
-        );
+        assert!(std::time::Instant::now() < deadline, "{}", v.log_text());
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // Without the CA file the certificate is not trusted: refused, with a clear reason.
+    let other = production_host();
+    let o = add(&other, "offsite", &v.url, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("certificate") && err.contains("--ca-file"),
+        "{err}"
+    );
+    // Not even with `--recipient`, which lets an unreachable vault be added for later.
+    let recipient = b["id"].as_str().map(|_| {
+        std::fs::read_to_string(v.data().join("recipient.txt"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    });
+    let o = add(
+        &other,
+        "offsite",
+        &v.url,
+        &["--recipient", recipient.as_deref().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("certificate"), "{}", stderr(&o));
+    assert!(!other.path().join("data/backup.json").exists());
+
+    // Plain HTTP to the HTTPS port gets a plain answer saying so.
+    let plain = v.url.replacen("https://", "http://", 1);
+    let o = add(&other, "plain", &plain, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("serves HTTPS only"), "{}", stderr(&o));
+
+    // A certificate or key that cannot be used stops `vault serve` at start, naming the file.
+    let bogus = v.bw.path().join("bogus.pem");
+    std::fs::write(&bogus, "not a certificate").unwrap();
+    let o = v.bw.run(&[
+        "vault",
+        "serve",
+        "--data",
+        v.data().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        bogus.to_str().unwrap(),
+        "--tls-key",
+        v.tls.as_ref().unwrap().1.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("bogus.pem") && stderr(&o).contains("no PEM certificate"),
+        "{}",
+        stderr(&o)
+    );
+    let o = v.bw.run(&[
+        "vault",
+        "serve",
+        "--data",
+        v.data().to_str().unwrap(),
+        "--tls-cert",
+        &cert,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "both or neither: {}", stderr(&o));
+}
+
+#[test]
+fn the_vault_credential_is_sealed_at_rest() {
+    let v = VaultHost::new(&[]);
+    let mut prod = production(&v);
+    let src = prod.path().join("srv-files");
+    make_tree(&src);
+    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    run_backup(&prod, "files", &[]);
+    assert!(v.drill("files", &[]).status.success());
+
+    // No credential in the clear anywhere: not in backup.json, not under either data folder.
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(prod.data().join("backup.json")).unwrap()).unwrap();
+    let t = &state["targets"]["offsite"];
+    assert_eq!(t["sealed_credential"]["env"], "production", "{state}");
+    assert!(t.get("credential").is_none(), "{state}");
+    for (host, files) in [
+        ("production", crate::support::all_files(prod.path())),
+        ("vault host", crate::support::all_files(v.bw.path())),
+    ] {
+        assert!(!files.is_empty());
+        for (path, bytes) in files {
+            for secret in [&v.writer, &v.reader, &v.admin] {
+                assert!(
+                    !crate::support::contains(&bytes, secret.as_bytes()),
+                    "a credential in the clear in {} on the {host}",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    // Without the production key the credential stays sealed: nothing is sent.
+    let key = prod.data().join("keys/production.key");
+    let moved = prod.path().join("production.key");
+    std::fs::rename(&key, &moved).unwrap();
+    let o = prod.run(&["backup", "run", "files"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("sealed to environment `production`")
+            && stderr(&o).contains("BLASTWALL_ENV_KEY_PRODUCTION"),
+        "{}",
+        stderr(&o)
+    );
+    // The key from a variable opens it (as on a host that keeps keys out of files).
+    prod.extra_env.push((
+        "BLASTWALL_ENV_KEY_PRODUCTION".into(),
+        std::fs::read_to_string(&moved).unwrap(),
+    ));
+    run_backup(&prod, "files", &[]);
+    prod.extra_env.clear();
+    std::fs::rename(&moved, &key).unwrap();
+
+    // A backup.json from before sealing (the credential in plain text) fails closed ...
+    let mut old = state.clone();
+    old["targets"]["offsite"]
+        .as_object_mut()
+        .unwrap()
+        .remove("sealed_credential");
+    old["targets"]["offsite"]["credential"] = Value::String(v.writer.clone());
+    std::fs::write(
+        prod.data().join("backup.json"),
+        serde_json::to_vec_pretty(&old).unwrap(),
+    )
+    .unwrap();
+    let o = prod.run(&["backup", "run", "files"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("plain text")
+            && stderr(&o).contains("hint: add it again, sealed")
+            && !stderr(&o).contains(&v.writer),
+        "{}",
+        stderr(&o)
+    );
+    // ... until the target is added again, which replaces the entry and drops the plain text.
+    let o = prod.run_stdin(
+        &[
+            "backup",
+            "target",
+            "add",
+            "offsite",
+            "--url",
+            &v.url,
+            "--env",
+            "production",
+            "--credential-stdin",
+        ],
+        &v.writer,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read(prod.data().join("backup.json")).unwrap();
+    assert!(!crate::support::contains(&text, v.writer.as_bytes()));
+    run_backup(&prod, "files", &[]);
+
+    // A target with nothing to seal to is refused.
+    let o = Bw::new().run_stdin(
+        &[
+            "backup",
+            "target",
+            "add",
+            "x",
+            "--url",
+            &v.url,
+            "--credential-stdin",
+        ],
+        &v.writer,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--env ENV"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_scheduled_drill_that_cannot_run_is_a_failure_never_a_skip() {
+    let mut v = VaultHost::new(&["--drill-every", "1s"]);
+    let prod = production(&v);
+    let src = prod.path().join("files");
+    make_tree(&src);
+    // Registered by `source add`, but never backed up: once its first interval has passed, each
+    // round records a failed drill.
+    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    let scheduled = |d: &Value| d["actor"] == "vault serve" && d["source"] == "files";
+    let d = v.wait_for_drill(|d| scheduled(d) && d["passed"] == false);
+    let reason = d["reason"].as_str().unwrap();
+    assert!(reason.contains("no backup of `files` in the vault"), "{d}");
     let list = prod.json(&["backup", "list"]);
-    assert_eq!(list[0]["last_drill"]["passed"], true, "{list}");
+    assert_eq!(list[0]["id"], "-", "{list}");
+    assert_eq!(list[0]["last_drill"]["passed"], false, "{list}");
+    let table = prod.ok(&["backup", "list"]);
+    assert!(table.contains("files") && table.contains("FAIL"), "{table}");
+    let audit = std::fs::read_to_string(v.data().join("audit.jsonl")).unwrap();
+    assert!(audit.contains("no backup of `files`"), "{audit}");
+
+    // A backup arrives: the next scheduled drill passes.
+    let b = run_backup(&prod, "files", &["--part-size", "16K"]);
+    let id = b["id"].as_str().unwrap().to_owned();
+    v.wait_for_drill(|d| scheduled(d) && d["backup"] == id.as_str() && d["passed"] == true);
+
+    // The identity cannot be read: every source's drill fails, with the reason.
+    let key = v.data().join("keys/backup.key");
+    let away = v.data().join("keys/backup.key.away");
+    std::fs::rename(&key, &away).unwrap();
+    let d = v.wait_for_drill(|d| {
+        scheduled(d)
+            && d["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("cannot read the backup identity"))
+    });
+    assert_eq!(d["backup"], id.as_str(), "{d}");
+    assert_eq!(
+        prod.json(&["backup", "list"])[0]["last_drill"]["passed"],
+        false
+    );
+    std::fs::rename(&away, &key).unwrap();
+
+    // A part goes missing: the scheduled drill fails naming it.
+    std::fs::remove_file(v.backup_dir("files", &id).join("part-000001")).unwrap();
+    v.wait_for_drill(|d| {
+        scheduled(d)
+            && d["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("part 2 of") && r.contains("is missing"))
+    });
+
+    // On the command line, a drill that cannot run (the vault is down) is exit 1 with the
+    // reason, not a usage error.
+    v.kill9();
+    let o = v.drill("files", &[]);
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("FAIL") && stdout(&o).contains("the drill could not run"),
+        "{}",
+        stdout(&o)
+    );
 }

@@ -29,6 +29,8 @@ fn every_subcommand_has_help_with_examples() {
         &["vault", "serve"],
         &["vault", "credential", "add"],
         &["vault", "recipient"],
+        &["vault", "log", "verify"],
+        &["vault", "log", "tail"],
         &["backup", "target", "add"],
         &["backup", "source", "add"],
         &["backup", "run"],

@@ -1,5 +1,7 @@
-//! Where production keeps its backup targets and sources: `<data_dir>/backup.json`, mode 0600
-//! (a target holds a vault credential, a PostgreSQL source may hold a password).
+//! Where production keeps its backup targets and sources: `<data_dir>/backup.json`, mode 0600.
+//! A vault target's credential is kept sealed (age) to an environment's key, or on the drill
+//! host to the backup identity the target names; never in plain text. A PostgreSQL source may
+//! hold a password in its URL.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -19,22 +21,42 @@ pub(crate) struct Target {
     pub(crate) url: String,
     /// The age recipient backups are encrypted to.
     pub(crate) recipient: Option<String>,
-    /// The vault credential (writer in production, reader on the vault host); empty for S3,
-    /// whose credential comes from the standard AWS sources and is never stored here.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub(crate) credential: String,
+    /// A plain-text vault credential, as files written before sealing held it: read only to
+    /// refuse it (fail closed, with a hint to add the target again), never written back.
+    #[serde(default, rename = "credential", skip_serializing)]
+    pub(crate) plain_credential: Option<String>,
+    /// The vault credential (writer in production, reader on the vault host), sealed; none for
+    /// S3, whose credential comes from the standard AWS sources and is never stored here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) sealed_credential: Option<SealedTargetCredential>,
     /// How to reach the bucket, for an S3 target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) s3: Option<S3Options>,
     /// The age identity file (on the vault host only, for drills and restores).
     #[serde(default)]
     pub(crate) identity: Option<PathBuf>,
+    /// Extra CA certificates (PEM) trusted for an `https://` vault, beside the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Target({}, ***)", self.url)
     }
+}
+
+/// A vault credential sealed with age (X25519), as `blastwall upstream add` seals upstream
+/// credentials.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct SealedTargetCredential {
+    /// The environment whose key opens it; `None`: the target's backup identity opens it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) env: Option<String>,
+    /// The recipient it is sealed to (`age1…`).
+    pub(crate) recipient: String,
+    /// The age ciphertext, base64.
+    pub(crate) sealed: String,
 }
 
 /// A source and the target it is backed up to.
