@@ -293,7 +293,7 @@ async fn drill_steps(
             pg_restore(&fetched.artifact, &url).await?;
             rec.restore_ms = ms(t);
             let tv = Instant::now();
-            let facts = crate::source::postgres::facts_at(&url).await?;
+            let facts = crate::source::postgres::facts_at(&url, Some(&m.facts)).await?;
             let amcheck = amcheck(scratch.port()).await;
             rec.verify_ms = ms(tv);
             let _ = tokio::task::spawn_blocking(move || drop(scratch)).await;
@@ -385,7 +385,7 @@ pub async fn restore(
                     ));
                 }
                 pg_restore(&fetched.artifact, to).await?;
-                crate::source::postgres::facts_at(to).await?
+                crate::source::postgres::facts_at(to, Some(&m.facts)).await?
             }
             "sqlite" => {
                 let dest = Path::new(to);

@@ -4,9 +4,15 @@
 //! per-table row counts and digests are read in that transaction while `pg_dump -Fc
 //! --snapshot=<id>` dumps the very same snapshot (concurrently: the transaction stays open until
 //! both are done), so the facts describe exactly what the dump holds. The digest of a table is
-//! the sum of each row's 64-bit `hashtextextended(row::text, 0)` (the stable hash behind hash
-//! partitioning, 2.5× cheaper than `md5`), computed by the server: independent of row order and
-//! never sent row by row.
+//! a sum of one 64-bit hash per row, computed by the server: independent of row order and never
+//! sent row by row. Where every column has a built-in type whose hash depends only on the value
+//! (integers, text, numeric, timestamps, uuid, jsonb, …), the row hash is
+//! `hash_record_extended(row, 0)` (PostgreSQL 14+: each column's own hash function, the stable
+//! one behind hash partitioning) and the digest is written `rec:<sum>`; otherwise (an enum, whose
+//! hash is its OID and so changes in a restore; arrays; composite and extension types; an older
+//! server) it is `hashtextextended(row::text, 0)`, about twice as costly because every value is
+//! first printed as text, written as the bare sum. A drill recomputes each table the way its
+//! recorded digest says.
 
 use std::collections::BTreeMap;
 
@@ -64,26 +70,72 @@ pub async fn prepare(spec: &SourceSpec) -> Result<Prepared, VaultError> {
 
 /// Per-table row counts and order-independent digests, read on `conn` (in its snapshot).
 pub async fn facts(conn: &mut PgConnection) -> Result<Facts, VaultError> {
-    let tables: Vec<(String, String)> = sqlx::query_as(
-        "SELECT n.nspname || '.' || c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname) \
+    facts_like(conn, None).await
+}
+
+/// Prefix of a digest summed over `hash_record_extended` (see the module's documentation).
+const RECORD_DIGEST: &str = "rec:";
+
+/// Built-in types (fixed OIDs) whose hash function depends on the value alone, so a row of them
+/// hashes the same after a dump and a restore into another cluster: bool, bytea, char, name,
+/// int8, int2, int4, text, float4, float8, bpchar, varchar, date, time, timestamp, timestamptz,
+/// interval, timetz, numeric, uuid, jsonb, inet, cidr, macaddr, money, bit, varbit.
+const VALUE_HASHED_TYPES: &[i32] = &[
+    16, 17, 18, 19, 20, 21, 23, 25, 700, 701, 1042, 1043, 1082, 1083, 1114, 1184, 1186, 1266, 1700,
+    2950, 3802, 869, 650, 829, 790, 1560, 1562,
+];
+
+/// [`facts`], computing each table's digest the way `recorded` (a backup's facts) did, when
+/// given: a drill of a backup recorded with the text digest recomputes the text digest.
+pub async fn facts_like(
+    conn: &mut PgConnection,
+    recorded: Option<&Facts>,
+) -> Result<Facts, VaultError> {
+    let server_num: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int4")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(VaultError::db("reading the server version"))?;
+    let tables: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT n.nspname || '.' || c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
+           coalesce((SELECT bool_and(coalesce(nullif(t.typbasetype, 0), t.oid)::int4 = ANY($1)) \
+                     FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+                     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), true) \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
            AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' \
          ORDER BY 1",
     )
+    .bind(VALUE_HASHED_TYPES)
     .fetch_all(&mut *conn)
     .await
     .map_err(VaultError::db("listing tables"))?;
+    let recorded_tables = match recorded {
+        Some(Facts::Tables { tables, .. }) => Some(tables),
+        _ => None,
+    };
     let mut out = BTreeMap::new();
-    for (name, quoted) in tables {
+    for (name, quoted, value_hashed) in tables {
+        let by_record = match recorded_tables.and_then(|t| t.get(&name)) {
+            Some(r) => r.digest.starts_with(RECORD_DIGEST),
+            None => value_hashed && server_num >= 140_000,
+        };
+        let row_hash = if by_record {
+            "hash_record_extended(t, 0)"
+        } else {
+            "hashtextextended(t::text, 0)"
+        };
         let sql = format!(
-            "SELECT count(*)::int8, coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text \
-             FROM ONLY {quoted} AS t"
+            "SELECT count(*)::int8, coalesce(sum({row_hash}), 0)::text FROM ONLY {quoted} AS t"
         );
-        let (rows, digest): (i64, String) = sqlx::query_as(&sql)
+        let (rows, sum): (i64, String) = sqlx::query_as(&sql)
             .fetch_one(&mut *conn)
             .await
             .map_err(VaultError::db(format!("reading `{name}`")))?;
+        let digest = if by_record {
+            format!("{RECORD_DIGEST}{sum}")
+        } else {
+            sum
+        };
         out.insert(
             name,
             TableFacts {
@@ -98,15 +150,15 @@ pub async fn facts(conn: &mut PgConnection) -> Result<Facts, VaultError> {
     })
 }
 
-/// The facts of the database at `url`.
-pub async fn facts_at(url: &str) -> Result<Facts, VaultError> {
+/// The facts of the database at `url`, computed the way `recorded` was (see [`facts_like`]).
+pub async fn facts_at(url: &str, recorded: Option<&Facts>) -> Result<Facts, VaultError> {
     let mut conn = PgConnection::connect(url)
         .await
         .map_err(VaultError::db(format!(
             "connecting to `{}`",
             blastwall_core::config::redact_url(url)
         )))?;
-    let f = facts(&mut conn).await;
+    let f = facts_like(&mut conn, recorded).await;
     let _ = conn.close().await;
     f
 }
