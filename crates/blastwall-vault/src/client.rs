@@ -192,9 +192,9 @@ impl VaultClient {
             |b| (b.error, b.message),
         );
         if code == "https_required" {
-            return Err(unreachable(
-                "this vault serves HTTPS only: use its `https://` URL".into(),
-            ));
+            return Err(VaultError::HttpsRequired {
+                url: self.base.clone(),
+            });
         }
         Err(VaultError::Remote {
             status: status.as_u16(),

@@ -134,13 +134,19 @@ pub async fn register_source(
     if let BackupStore::Vault(_) = client {
         let body = serde_json::json!({ "source": source, "kind": kind }).to_string();
         let sha = crate::sha256_hex(body.as_bytes());
-        client
+        match client
             .put_hashed(
                 &crate::manifest::registration_name(source),
                 bytes::Bytes::from(body),
                 sha,
             )
-            .await?;
+            .await
+        {
+            // Registered before (perhaps with another kind, when a source was added again under
+            // the same name): the name is what the scheduled drills look for.
+            Ok(_) | Err(VaultError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

@@ -140,6 +140,14 @@ pub enum VaultError {
         /// What the TLS layer said.
         why: String,
     },
+    /// A plain-HTTP request reached a vault that serves HTTPS only.
+    #[error(
+        "the vault at `{url}` serves HTTPS only\nhint: use its `https://` URL; the credential just crossed the network in clear, so replace it (`blastwall vault credential add`)"
+    )]
+    HttpsRequired {
+        /// The vault URL.
+        url: String,
+    },
     /// A certificate, key or CA file that cannot be used for TLS.
     #[error(
         "cannot use `{}` for TLS: {why}\nhint: give a PEM certificate chain (`--tls-cert`) and its PEM private key (`--tls-key`), or a PEM CA certificate (`--ca-file`)", path.display()

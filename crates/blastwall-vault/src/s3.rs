@@ -142,6 +142,8 @@ impl LockConfig {
 pub struct S3Store {
     client: aws_sdk_s3::Client,
     location: S3Location,
+    /// Whether the endpoint is another S3-compatible server than AWS's.
+    custom_endpoint: bool,
 }
 
 impl fmt::Debug for S3Store {
@@ -188,10 +190,22 @@ impl S3Store {
                 .endpoint_url(ep.trim_end_matches('/'))
                 .force_path_style(true);
         }
+        let custom_endpoint = opts.endpoint.as_deref().is_some_and(|ep| {
+            !url::Url::parse(ep)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+                .is_some_and(|h| h == "amazonaws.com" || h.ends_with(".amazonaws.com"))
+        });
         Ok(Self {
             client: aws_sdk_s3::Client::from_conf(conf.build()),
             location,
+            custom_endpoint,
         })
+    }
+
+    /// Whether the bucket is on another S3-compatible server than AWS (`--endpoint`).
+    pub fn custom_endpoint(&self) -> bool {
+        self.custom_endpoint
     }
 
     /// Where the backups are.
@@ -230,7 +244,9 @@ impl S3Store {
             .await
             .map_err(|e| {
                 let e = S3Failure::of("PutObject", &key, e);
-                if matches!(e.status, Some(412 | 409)) {
+                // 412: `If-None-Match: *` found the key. (409 is a concurrent write of the same
+                // key, to be retried, not proof that other bytes are there.)
+                if e.status == Some(412) {
                     VaultError::Conflict {
                         name: name.to_owned(),
                     }
@@ -424,9 +440,11 @@ impl S3Failure {
         }
     }
 
-    /// Whether S3 refused on authorization (or the lock): HTTP 403.
+    /// Whether S3 refused on authorization (or the lock): HTTP 403 `AccessDenied`. Other 403s
+    /// (an expired token, a bad signature, a skewed clock, a proxy's page) say nothing about
+    /// what the credential may do.
     pub(crate) fn is_refusal(&self) -> bool {
-        self.status == Some(403)
+        self.status == Some(403) && self.code == "AccessDenied"
     }
 
     pub(crate) fn short(&self) -> String {

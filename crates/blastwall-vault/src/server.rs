@@ -50,6 +50,9 @@ use crate::objects::{Created, ObjectMeta, ObjectStore};
 /// Largest single object accepted (a part, or a manifest).
 pub const MAX_OBJECT: u64 = 1 << 30;
 
+/// Most sources one vault accepts registrations for (see `put_object`).
+pub const MAX_SOURCES: usize = 1000;
+
 /// A vault ready to serve.
 #[derive(Debug)]
 pub struct Vault {
@@ -432,6 +435,19 @@ async fn put_object(
                 }
                 .into());
             }
+        }
+        if name.starts_with(crate::manifest::REGISTRATIONS_PREFIX)
+            && s.store.get(&name)?.is_none()
+            && s.store.list(crate::manifest::REGISTRATIONS_PREFIX)?.len() >= MAX_SOURCES
+        {
+            // Each registered source costs a scheduled drill (and, without backups, a recorded
+            // failure) every round: a writer must not be able to multiply them at will.
+            s.refuse(&who.name, "object.create", Some(&name), "too many sources");
+            return Err(VaultError::Forbidden {
+                role: format!("writer (this vault already has {MAX_SOURCES} sources)"),
+                action: "source.register".into(),
+            }
+            .into());
         }
         let tmp = s.store.temp_path()?;
         let actual = match receive(&tmp, body, size).await {

@@ -90,6 +90,11 @@ Exit 0 when every probe was refused, 1 when any got through (or could not be jud
         /// The target to probe (default: the only one)
         #[arg(long)]
         target: Option<String>,
+        /// On an S3-compatible `--endpoint` other than AWS, also try the bucket-level changes
+        /// (versioning, lock configuration, policy, lifecycle); such a server may apply them if
+        /// the credential is allowed, so use the writer credential
+        #[arg(long)]
+        bucket_probes: bool,
         /// JSON output
         #[arg(long)]
         json: bool,
@@ -338,7 +343,11 @@ pub(crate) async fn run(
             target,
             json,
         } => list(&keys, &st, source.as_deref(), target.as_deref(), json).await,
-        Cmd::CheckImmutability { target, json } => check(&keys, &st, target.as_deref(), json).await,
+        Cmd::CheckImmutability {
+            target,
+            bucket_probes,
+            json,
+        } => check(&keys, &st, target.as_deref(), bucket_probes, json).await,
         Cmd::Drill {
             source,
             backup,
@@ -633,6 +642,12 @@ async fn target_add(
             "give the vault's `https://` URL, or drop `--ca-file`",
         ));
     }
+    if url.starts_with("http://") && !is_loopback_url(&url) {
+        tracing::warn!(
+            "`{url}` is plain HTTP to another host: the vault credential will cross the network \
+             in clear; serve the vault with `--tls-cert`/`--tls-key` and use its `https://` URL"
+        );
+    }
     let ca_file = ca_file.map(|p| std::path::absolute(&p)).transpose()?;
     if let Some(p) = &ca_file {
         blastwall_vault::tls::client_config(Some(p)).map_err(fail)?;
@@ -675,8 +690,13 @@ async fn target_add(
     let info = vault_client(&target, SecretString::from(credential.to_string()))?
         .info()
         .await;
-    // An untrusted certificate is never "unreachable for now": it is refused outright.
-    if let Err(e @ blastwall_vault::VaultError::Untrusted { .. }) = info {
+    // An untrusted certificate, or plain HTTP to an HTTPS vault, is never "unreachable for
+    // now": it is refused outright.
+    if let Err(
+        e @ (blastwall_vault::VaultError::Untrusted { .. }
+        | blastwall_vault::VaultError::HttpsRequired { .. }),
+    ) = info
+    {
         return Err(fail(e));
     }
     let recipient = match (recipient, info) {
@@ -705,6 +725,16 @@ async fn target_add(
         output::line(&format!("backup target `{name}` added: {}", target.url));
     }
     Ok(Exit::Clean)
+}
+
+/// Whether `url`'s host is this machine (`localhost`, `127.0.0.0/8`, `::1`).
+fn is_loopback_url(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    })
 }
 
 /// Seals `credential` to environment `env`'s recipient (from the store), or else to the
@@ -1141,12 +1171,15 @@ async fn check(
     keys: &Keys<'_>,
     st: &BackupState,
     target: Option<&str>,
+    bucket_probes: bool,
     as_json: bool,
 ) -> Result<Exit, Failure> {
     let (name, t) = st.target(target)?;
     if let Some(opts) = &t.s3 {
         let s3 = s3_store(&t, opts).await?;
-        let report = blastwall_vault::s3::probes::run(&s3).await.map_err(fail)?;
+        let report = blastwall_vault::s3::probes::run(&s3, bucket_probes)
+            .await
+            .map_err(fail)?;
         return print_s3_check(&name, &report, as_json);
     }
     let client = keys.client(&name, &t)?;

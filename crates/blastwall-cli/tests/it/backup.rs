@@ -1038,6 +1038,18 @@ fn backups_and_drills_over_https_with_a_ca_file() {
     let o = add(&other, "plain", &plain, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("serves HTTPS only"), "{}", stderr(&o));
+    // Even with `--recipient` (which lets a target be added while its vault is down), and the
+    // hint says to replace the credential that crossed in clear.
+    let o = add(
+        &other,
+        "plain",
+        &plain,
+        &["--recipient", recipient.as_deref().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("serves HTTPS only"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("replace it"), "{}", stderr(&o));
+    assert!(!other.path().join("data/backup.json").exists());
 
     // A certificate or key that cannot be used stops `vault serve` at start, naming the file.
     let bogus = v.bw.path().join("bogus.pem");

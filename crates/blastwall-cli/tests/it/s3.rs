@@ -185,7 +185,33 @@ fn s3_backup_drill_restore_and_check_immutability_on_moto() {
     // check-immutability with the writer key: every delete and every bucket change refused;
     // moto lets retention be rewritten (it maps PutObjectRetention to s3:PutObject and never
     // compares dates or modes), so the check must FAIL and name those probes.
+    // On an S3-compatible endpoint (moto here) the bucket-level probes run only when asked:
+    // such a server might apply them. Not run, they cannot prove anything: the check fails.
     let o = prod.run(&["backup", "check-immutability", "--json"]);
+    keep(&o);
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    let check: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let not_run: Vec<&str> = check["s3"]["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["answer"].as_str().unwrap().starts_with("not run"))
+        .map(|p| {
+            assert_eq!(p["refused"], false, "{p}");
+            p["probe"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        not_run,
+        [
+            "suspend versioning",
+            "change the bucket's lock configuration",
+            "put a bucket policy",
+            "put a lifecycle rule"
+        ],
+        "{check}"
+    );
+    let o = prod.run(&["backup", "check-immutability", "--bucket-probes", "--json"]);
     keep(&o);
     assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
     let check: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -223,7 +249,7 @@ fn s3_backup_drill_restore_and_check_immutability_on_moto() {
         ],
         "{check}"
     );
-    let o = prod.run(&["backup", "check-immutability"]);
+    let o = prod.run(&["backup", "check-immutability", "--bucket-probes"]);
     keep(&o);
     assert_eq!(o.status.code(), Some(1));
     insta::assert_snapshot!("s3_check_immutability_on_moto", stdout(&o));

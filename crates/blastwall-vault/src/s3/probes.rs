@@ -1,8 +1,10 @@
 //! `backup check-immutability` against S3: with the target's (writer) credential, write a canary
-//! object and try everything that would let a thief remove or unlock history. Every probe aims
-//! at the canary or sends a change the bucket would reject even if it were allowed (an invalid
-//! policy, lifecycle or lock document), so a probe that gets through changes no real backup and
-//! no bucket setting; it shows that the credential holds the permission.
+//! object and try everything that would let a thief remove or unlock history. The object probes
+//! aim at the canary only. The bucket-level probes send changes AWS rejects even from a caller
+//! allowed to make them on a locked bucket (an invalid policy, lifecycle or lock document;
+//! suspending versioning, which Object Lock forbids), so on AWS they change nothing; they run
+//! only when the lock was read as COMPLIANCE, and on another S3-compatible server only when asked
+//! (see [`run`]). A probe that gets through shows the credential holds the permission.
 //!
 //! A probe passes only when S3 refuses it with HTTP 403 (denied by IAM, a bucket policy or the
 //! lock). Any other answer (a success, a validation error after the permission check, no answer)
@@ -59,7 +61,13 @@ impl Report {
 
 /// Runs the check: reads the lock configuration, writes a canary, then tries to delete it, to
 /// unlock it, and to change the bucket's versioning, lock configuration, policy and lifecycle.
-pub async fn run(store: &S3Store) -> Result<Report, VaultError> {
+///
+/// The four bucket-level probes (versioning, lock configuration, policy, lifecycle) send
+/// requests that AWS rejects even from a caller allowed to make them, on a bucket whose Object
+/// Lock is on; another S3-compatible server may apply them instead. So they run only when the
+/// lock configuration was read as COMPLIANCE and, on an `--endpoint` other than AWS's, only when
+/// `bucket_probes` is set; otherwise each is reported as not run, which fails the check.
+pub async fn run(store: &S3Store, bucket_probes: bool) -> Result<Report, VaultError> {
     let (lock, lock_answer) = match store.lock_config().await {
         Ok(l) => {
             let d = l.describe();
@@ -101,14 +109,7 @@ pub async fn run(store: &S3Store) -> Result<Report, VaultError> {
             answer: "could not tell: S3 returned no version id (is versioning enabled?)".into(),
             shows: "a locked version cannot be deleted".into(),
         });
-        return Ok(Report {
-            location: store.location().to_string(),
-            lock,
-            lock_ok,
-            lock_answer,
-            canary: key,
-            probes,
-        });
+        return finish(store, lock, lock_ok, lock_answer, key, probes).await;
     };
     let r = c
         .delete_object()
@@ -180,6 +181,26 @@ pub async fn run(store: &S3Store) -> Result<Report, VaultError> {
         r.map(|_| ())
             .map_err(|e| S3Failure::of("PutObjectRetention", &key, e)),
     ));
+    let bucket_writes_safe = lock_ok && (bucket_probes || !store.custom_endpoint());
+    if !bucket_writes_safe {
+        let why = if lock_ok {
+            "not run: on an S3-compatible endpoint these requests might be applied; run the \
+             check with the writer credential and `--bucket-probes`"
+        } else {
+            "not run: the bucket's lock configuration is not COMPLIANCE (or could not be read), so \
+             these requests might be applied"
+        };
+        for (probe, shows) in BUCKET_PROBES {
+            probes.push(Probe {
+                probe: (*probe).to_owned(),
+                refused: false,
+                answer: why.to_owned(),
+                shows: (*shows).to_owned(),
+            });
+        }
+        return finish(store, lock, lock_ok, lock_answer, key, probes).await;
+    }
+    let [versioning, lock_change, policy, lifecycle_probe] = BUCKET_PROBES;
     let r = c
         .put_bucket_versioning()
         .bucket(&bucket)
@@ -191,8 +212,8 @@ pub async fn run(store: &S3Store) -> Result<Report, VaultError> {
         .send()
         .await;
     probes.push(judge(
-        "suspend versioning",
-        "overwrites keep creating versions (s3:PutBucketVersioning)",
+        versioning.0,
+        versioning.1,
         r.map(|_| ())
             .map_err(|e| S3Failure::of("PutBucketVersioning", &bucket, e)),
     ));
@@ -219,8 +240,8 @@ pub async fn run(store: &S3Store) -> Result<Report, VaultError> {
         .send()
         .await;
     probes.push(judge(
-        "change the bucket's lock configuration",
-        "future backups keep their COMPLIANCE default (s3:PutBucketObjectLockConfiguration)",
+        lock_change.0,
+        lock_change.1,
         r.map(|_| ())
             .map_err(|e| S3Failure::of("PutObjectLockConfiguration", &bucket, e)),
     ));
@@ -231,12 +252,18 @@ pub async fn run(store: &S3Store) -> Result<Report, VaultError> {
         .policy("{}")
         .send()
         .await;
-    probes.push(judge(
-        "put a bucket policy",
-        "the credential cannot grant itself (or anyone) more (s3:PutBucketPolicy)",
+    let mut p = judge(
+        policy.0,
+        policy.1,
         r.map(|_| ())
             .map_err(|e| S3Failure::of("PutBucketPolicy", &bucket, e)),
-    ));
+    );
+    if !p.refused && p.answer.starts_with("HTTP 405") {
+        // S3's answer to a caller allowed PutBucketPolicy but not of the bucket owner's account:
+        // it cannot change the policy either.
+        p.refused = true;
+    }
+    probes.push(p);
     // A rule with no action: invalid, so an allowed request still changes nothing.
     let rule = LifecycleRule::builder()
         .id("blastwall-immutability-probe")
@@ -255,18 +282,69 @@ pub async fn run(store: &S3Store) -> Result<Report, VaultError> {
         .send()
         .await;
     probes.push(judge(
-        "put a lifecycle rule",
-        "no expiry or transition rule can be set on the backups (s3:PutLifecycleConfiguration)",
+        lifecycle_probe.0,
+        lifecycle_probe.1,
         r.map(|_| ())
             .map_err(|e| S3Failure::of("PutBucketLifecycleConfiguration", &bucket, e)),
     ));
-    tracing::info!(canary = %key, "immutability probes done");
+    finish(store, lock, lock_ok, lock_answer, key, probes).await
+}
+
+/// The bucket-level probes: what each tries, and what its refusal shows.
+const BUCKET_PROBES: [(&str, &str); 4] = [
+    (
+        "suspend versioning",
+        "overwrites keep creating versions (s3:PutBucketVersioning)",
+    ),
+    (
+        "change the bucket's lock configuration",
+        "future backups keep their COMPLIANCE default (s3:PutBucketObjectLockConfiguration)",
+    ),
+    (
+        "put a bucket policy",
+        "the credential cannot grant itself (or anyone) more (s3:PutBucketPolicy)",
+    ),
+    (
+        "put a lifecycle rule",
+        "no expiry or transition rule can be set on the backups (s3:PutLifecycleConfiguration)",
+    ),
+];
+
+/// Ends the check with a control request: if the credential no longer works (expired, revoked,
+/// blocked on the way), its refusals proved nothing, and every refusal becomes "could not tell".
+async fn finish(
+    store: &S3Store,
+    lock: Option<LockConfig>,
+    lock_ok: bool,
+    lock_answer: String,
+    canary: String,
+    mut probes: Vec<Probe>,
+) -> Result<Report, VaultError> {
+    let control = store
+        .client()
+        .list_objects_v2()
+        .bucket(&store.location().bucket)
+        .prefix(&canary)
+        .max_keys(1)
+        .send()
+        .await;
+    if let Err(e) = control {
+        let f = S3Failure::of("ListObjectsV2", &canary, e);
+        for p in probes.iter_mut().filter(|p| p.refused) {
+            p.refused = false;
+            p.answer = format!(
+                "could not tell: the credential no longer works ({}), so this refusal proves nothing",
+                f.short()
+            );
+        }
+    }
+    tracing::info!(canary = %canary, "immutability probes done");
     Ok(Report {
         location: store.location().to_string(),
         lock,
         lock_ok,
         lock_answer,
-        canary: key,
+        canary,
         probes,
     })
 }
