@@ -1257,3 +1257,35 @@ fn a_scheduled_drill_that_cannot_run_is_a_failure_never_a_skip() {
         stdout(&o)
     );
 }
+
+#[test]
+fn a_writer_cannot_register_sources_without_end() {
+    // Each registered source costs a drill (and, without backups, a recorded failure) every
+    // round: the vault stops accepting new registrations at its limit, and says why.
+    let v = VaultHost::new(&[]);
+    let put = |name: &str| {
+        let body = format!("{{\"source\":\"{name}\",\"kind\":\"dir\"}}");
+        let sha = blastwall_vault::sha256_hex(body.as_bytes());
+        http(
+            &v.url,
+            "PUT",
+            &format!("/v1/objects/sources/{name}"),
+            &v.writer,
+            body.as_bytes(),
+            &format!("x-blastwall-sha256: {sha}\r\n"),
+        )
+    };
+    for i in 0..blastwall_vault::server::MAX_SOURCES {
+        assert_eq!(put(&format!("flood-{i}")), 201, "registration {i}");
+    }
+    assert_eq!(put("one-too-many"), 403);
+    // Registering a name again is still fine (create-only: the same bytes are a no-op).
+    assert_eq!(put("flood-0"), 200);
+    // The refusal is in the vault's own audit log.
+    let audit = std::fs::read_to_string(v.data().join("audit.jsonl")).unwrap();
+    let refusal = audit
+        .lines()
+        .find(|l| l.contains("too many sources"))
+        .unwrap_or_else(|| panic!("no refusal in the audit log:\n{audit}"));
+    assert!(refusal.contains("sources/one-too-many"), "{refusal}");
+}
