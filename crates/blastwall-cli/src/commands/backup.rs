@@ -1193,11 +1193,7 @@ async fn check(
             .map(|p| {
                 vec![
                     p.probe.clone(),
-                    if p.refused {
-                        "refused".into()
-                    } else {
-                        "GOT THROUGH".into()
-                    },
+                    probe_result(p.refused, &p.answer).to_owned(),
                     p.answer.clone(),
                 ]
             })
@@ -1210,6 +1206,20 @@ async fn check(
         });
     }
     Ok(if pass { Exit::Clean } else { Exit::Failed })
+}
+
+/// The RESULT column of a probe: a refusal, a probe that got through, one that was not run (S3's
+/// bucket-level probes off AWS), or an answer that proves nothing either way.
+fn probe_result(refused: bool, answer: &str) -> &'static str {
+    if refused {
+        "refused"
+    } else if answer.starts_with("not run") {
+        "NOT RUN"
+    } else if answer.starts_with("could not tell") {
+        "UNKNOWN"
+    } else {
+        "GOT THROUGH"
+    }
 }
 
 fn print_s3_check(name: &str, report: &S3Report, as_json: bool) -> Result<Exit, Failure> {
@@ -1233,11 +1243,7 @@ fn print_s3_check(name: &str, report: &S3Report, as_json: bool) -> Result<Exit, 
             .map(|p| {
                 vec![
                     p.probe.clone(),
-                    if p.refused {
-                        "refused".into()
-                    } else {
-                        "GOT THROUGH".into()
-                    },
+                    probe_result(p.refused, &p.answer).to_owned(),
                     p.answer.clone(),
                     p.shows.clone(),
                 ]
@@ -1247,18 +1253,24 @@ fn print_s3_check(name: &str, report: &S3Report, as_json: bool) -> Result<Exit, 
         if pass {
             output::line("PASS: every attempt was refused and the bucket locks in COMPLIANCE mode");
         } else {
-            let through: Vec<&str> = report
-                .probes
-                .iter()
-                .filter(|p| !p.refused)
-                .map(|p| p.probe.as_str())
-                .collect();
             let mut why = Vec::new();
             if !report.lock_ok {
                 why.push("the bucket does not lock backups in COMPLIANCE mode".to_owned());
             }
-            if !through.is_empty() {
-                why.push(format!("got through: {}", through.join(", ")));
+            for (result, label) in [
+                ("GOT THROUGH", "got through"),
+                ("NOT RUN", "not run"),
+                ("UNKNOWN", "could not tell"),
+            ] {
+                let names: Vec<&str> = report
+                    .probes
+                    .iter()
+                    .filter(|p| !p.refused && probe_result(p.refused, &p.answer) == result)
+                    .map(|p| p.probe.as_str())
+                    .collect();
+                if !names.is_empty() {
+                    why.push(format!("{label}: {}", names.join(", ")));
+                }
             }
             output::line(&format!("FAIL: {}", why.join("; ")));
         }

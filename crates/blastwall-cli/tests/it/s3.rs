@@ -211,6 +211,15 @@ fn s3_backup_drill_restore_and_check_immutability_on_moto() {
         ],
         "{check}"
     );
+    let o = prod.run(&["backup", "check-immutability"]);
+    keep(&o);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(out.contains("NOT RUN"), "{out}");
+    assert!(
+        out.contains("not run: suspend versioning, change the bucket's lock configuration, put a bucket policy, put a lifecycle rule"),
+        "{out}"
+    );
     let o = prod.run(&["backup", "check-immutability", "--bucket-probes", "--json"]);
     keep(&o);
     assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
