@@ -142,39 +142,28 @@ pub async fn run(store: &S3Store, bucket_probes: bool) -> Result<Report, VaultEr
     // shortening.
     let days = lock.as_ref().and_then(|l| l.days).unwrap_or(1).max(1);
     let later = ts(now.as_second() + (i64::from(days) + 1) * 86_400);
-    let r = c
-        .put_object_retention()
-        .bucket(&bucket)
-        .key(&key)
-        .version_id(&version)
-        .retention(
-            ObjectLockRetention::builder()
-                .mode(mode("GOVERNANCE"))
-                .retain_until_date(later)
-                .build(),
-        )
-        .send()
-        .await;
+    // Sets the canary version's retention to `mode` until `until`.
+    let retain = |mode_name: &'static str, until: DateTime| {
+        c.put_object_retention()
+            .bucket(&bucket)
+            .key(&key)
+            .version_id(&version)
+            .retention(
+                ObjectLockRetention::builder()
+                    .mode(mode(mode_name))
+                    .retain_until_date(until)
+                    .build(),
+            )
+            .send()
+    };
+    let r = retain("GOVERNANCE", later).await;
     probes.push(judge(
         "downgrade the canary from COMPLIANCE to GOVERNANCE",
         "the mode cannot be weakened to one that s3:BypassGovernanceRetention can lift",
         r.map(|_| ())
             .map_err(|e| S3Failure::of("PutObjectRetention", &key, e)),
     ));
-    let soon = ts(now.as_second() + 3600);
-    let r = c
-        .put_object_retention()
-        .bucket(&bucket)
-        .key(&key)
-        .version_id(&version)
-        .retention(
-            ObjectLockRetention::builder()
-                .mode(mode("COMPLIANCE"))
-                .retain_until_date(soon)
-                .build(),
-        )
-        .send()
-        .await;
+    let r = retain("COMPLIANCE", ts(now.as_second() + 3600)).await;
     probes.push(judge(
         "shorten the canary's retention",
         "a retain-until date cannot be brought forward (s3:PutObjectRetention and COMPLIANCE)",
