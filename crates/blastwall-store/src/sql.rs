@@ -70,9 +70,25 @@ pub(crate) const AUDIT_INSERT: &str = "INSERT INTO audit_log \
 /// The start of a multi-row audit insert (`QueryBuilder::push_values` adds the rows).
 pub(crate) const AUDIT_INSERT_MANY: &str = "INSERT INTO audit_log \
      (seq, at, actor, action, env, target, detail, prev_hash, hash) ";
-/// Rows per multi-row insert: 9 parameters each stays far below SQLite's limit of 32766
-/// parameters per statement (and PostgreSQL's 65535).
-pub(crate) const AUDIT_ROWS_PER_INSERT: usize = 256;
+/// Rows per multi-row insert, largest first: 9 parameters each stays far below SQLite's limit
+/// of 32766 parameters per statement (and PostgreSQL's 65535). A batch is cut into chunks of
+/// these sizes only, so the few statements there are get prepared once and cached, whatever the
+/// batch's length.
+pub(crate) const AUDIT_ROWS_PER_INSERT: [usize; 4] = [64, 16, 4, 1];
+
+/// `entries` cut into chunks whose lengths are all in [`AUDIT_ROWS_PER_INSERT`].
+pub(crate) fn insert_chunks<T>(entries: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut rest = entries;
+    for size in AUDIT_ROWS_PER_INSERT {
+        while rest.len() >= size {
+            let (chunk, tail) = rest.split_at(size);
+            out.push(chunk);
+            rest = tail;
+        }
+    }
+    out
+}
 pub(crate) const AUDIT_PAGE: &str = "SELECT seq, at, actor, action, env, target, detail, \
      prev_hash, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2";
 pub(crate) const AUDIT_TAIL: &str = "SELECT seq, at, actor, action, env, target, detail, \
@@ -661,7 +677,7 @@ macro_rules! impl_store {
                     seq += 1;
                     entries.push(entry);
                 }
-                for chunk in entries.chunks($crate::sql::AUDIT_ROWS_PER_INSERT) {
+                for chunk in $crate::sql::insert_chunks(&entries) {
                     let mut insert = sqlx::QueryBuilder::<$db>::new($crate::sql::AUDIT_INSERT_MANY);
                     insert.push_values(chunk, |mut row, e| {
                         row.push_bind(e.seq)
@@ -756,6 +772,16 @@ mod tests {
     fn times_round_trip_in_microseconds() {
         let t = Timestamp::from_microsecond(1_790_000_000_123_456).unwrap();
         assert_eq!(from_micros(micros(t), &|| "x".into()).unwrap(), t);
+    }
+
+    #[test]
+    fn batches_are_cut_into_a_few_statement_sizes() {
+        let v: Vec<u32> = (0..150).collect();
+        let chunks = insert_chunks(&v);
+        let lens: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(lens, [64, 64, 16, 4, 1, 1]);
+        assert_eq!(chunks.concat(), v, "in order, nothing lost or repeated");
+        assert!(insert_chunks::<u32>(&[]).is_empty());
     }
 
     #[test]
