@@ -524,7 +524,26 @@ impl Keys<'_> {
                 "add the target again with `blastwall backup target add … --credential-stdin`",
             )
         })?;
-        Ok(SecretString::from(text.to_owned()))
+        // The URL is sealed with the credential: a backup.json edited to point the target
+        // elsewhere would otherwise send the credential there.
+        let Some((sealed_url, credential)) = text.split_once('\n') else {
+            return Err(Failure::usage(
+                format!(
+                    "the sealed credential of the backup target `{name}` does not name its vault"
+                ),
+                "add the target again with `blastwall backup target add … --credential-stdin`",
+            ));
+        };
+        if sealed_url != t.url {
+            return Err(Failure::usage(
+                format!(
+                    "the credential of the backup target `{name}` was sealed for `{sealed_url}`, but the target now points at `{}`",
+                    t.url
+                ),
+                "if the vault really moved, add the target again with its new URL; otherwise backup.json was edited: find out by whom",
+            ));
+        }
+        Ok(SecretString::from(credential.to_owned()))
     }
 
     /// A client of target `name`'s vault.
@@ -673,6 +692,7 @@ async fn target_add(
     }
     let sealed = seal_credential(
         config,
+        url.trim_end_matches('/'),
         seal_env.as_deref(),
         identity.as_deref(),
         &credential,
@@ -737,10 +757,11 @@ fn is_loopback_url(url: &str) -> bool {
     })
 }
 
-/// Seals `credential` to environment `env`'s recipient (from the store), or else to the
-/// recipient of the age identity file `identity`.
+/// Seals `credential`, bound to the vault `url`, to environment `env`'s recipient (from the
+/// store), or else to the recipient of the age identity file `identity`.
 async fn seal_credential(
     config: &Config,
+    url: &str,
     env: Option<&str>,
     identity: Option<&Path>,
     credential: &str,
@@ -776,7 +797,9 @@ async fn seal_credential(
             ));
         }
     };
-    let sealed = recipient.seal(credential.as_bytes())?;
+    // The vault's URL, a newline, the credential (which has none): see `Keys::credential`.
+    let plain = Zeroizing::new(format!("{url}\n{credential}"));
+    let sealed = recipient.seal(plain.as_bytes())?;
     Ok(SealedTargetCredential {
         env,
         recipient: recipient.to_string(),

@@ -1136,6 +1136,30 @@ fn the_vault_credential_is_sealed_at_rest() {
     prod.extra_env.clear();
     std::fs::rename(&moved, &key).unwrap();
 
+    // A backup.json edited to point the target at another host does not send the credential
+    // there: the URL is sealed with it.
+    let mut moved_target = state.clone();
+    moved_target["targets"]["offsite"]["url"] = Value::String("http://127.0.0.1:9".into());
+    std::fs::write(
+        prod.data().join("backup.json"),
+        serde_json::to_vec_pretty(&moved_target).unwrap(),
+    )
+    .unwrap();
+    let o = prod.run(&["backup", "run", "files"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("was sealed for `http://127.0.0.1:")
+            && stderr(&o).contains("now points at `http://127.0.0.1:9`"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(
+        prod.data().join("backup.json"),
+        serde_json::to_vec_pretty(&state).unwrap(),
+    )
+    .unwrap();
+    run_backup(&prod, "files", &[]);
+
     // A backup.json from before sealing (the credential in plain text) fails closed ...
     let mut old = state.clone();
     old["targets"]["offsite"]
