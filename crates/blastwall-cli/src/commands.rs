@@ -12,3 +12,23 @@ pub(crate) mod token;
 pub(crate) mod upstream;
 pub(crate) mod vault;
 pub(crate) mod wall;
+
+/// Waits for Ctrl-C or SIGTERM: when a server (`serve`, `vault serve`) starts draining.
+pub(crate) async fn shutdown_requested() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            // No SIGTERM handler: Ctrl-C still stops the server.
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
