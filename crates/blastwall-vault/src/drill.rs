@@ -220,20 +220,42 @@ pub async fn drill_source(
 
 /// A drill that failed (or could not run) for `reason`, with no timings.
 pub fn failed(source: &str, backup: &str, actor: &str, reason: String) -> DrillRecord {
-    DrillRecord {
-        backup: backup.to_owned(),
-        source: source.to_owned(),
-        at: crate::now().to_string(),
-        passed: false,
-        reason: Some(reason),
-        taken_at: None,
-        rpo_secs: None,
-        fetch_ms: 0,
-        decrypt_ms: 0,
-        restore_ms: 0,
-        verify_ms: 0,
-        amcheck: None,
-        actor: actor.to_owned(),
+    DrillRecord::untimed(
+        source,
+        backup,
+        crate::now().to_string(),
+        false,
+        Some(reason),
+        actor,
+    )
+}
+
+impl DrillRecord {
+    /// A record with its verdict and no timings (a drill that could not run, or one known only
+    /// by name).
+    pub(crate) fn untimed(
+        source: &str,
+        backup: &str,
+        at: String,
+        passed: bool,
+        reason: Option<String>,
+        actor: &str,
+    ) -> Self {
+        Self {
+            backup: backup.to_owned(),
+            source: source.to_owned(),
+            at,
+            passed,
+            reason,
+            taken_at: None,
+            rpo_secs: None,
+            fetch_ms: 0,
+            decrypt_ms: 0,
+            restore_ms: 0,
+            verify_ms: 0,
+            amcheck: None,
+            actor: actor.to_owned(),
+        }
     }
 }
 

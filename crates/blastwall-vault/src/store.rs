@@ -161,21 +161,14 @@ fn drill_from_name(name: &str) -> Option<DrillRecord> {
         .ok()?
         .timestamp()
         .to_string();
-    Some(DrillRecord {
-        backup: backup.to_owned(),
-        source: source.to_owned(),
+    Some(DrillRecord::untimed(
+        source,
+        backup,
         at,
-        passed: verdict == "pass",
-        reason: None,
-        taken_at: None,
-        rpo_secs: None,
-        fetch_ms: 0,
-        decrypt_ms: 0,
-        restore_ms: 0,
-        verify_ms: 0,
-        amcheck: None,
-        actor: String::new(),
-    })
+        verdict == "pass",
+        None,
+        "",
+    ))
 }
 
 #[cfg(test)]
