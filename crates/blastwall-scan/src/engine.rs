@@ -2,9 +2,9 @@
 //! overlaps into one hit per secret.
 //!
 //! For a buffer it (1) runs the Aho-Corasick keyword prefilter and then the regex of each rule
-//! whose keyword appeared; (2) walks the buffer line by line, extracting fingerprint candidates
-//! (token runs, assignment values, quoted strings, URL passwords) and testing them against every
-//! loaded wall file; (3) decodes base64 runs and scans the decoded text again with the rules that
+//! whose keyword appeared; (2) extracts the buffer's fingerprint candidates (token runs, assignment
+//! values, quoted strings, URL passwords: see [`candidates`]) and tests them against every loaded
+//! wall file; (3) decodes base64 runs and scans the decoded text again with the rules that
 //! ask for it, and the fingerprints. Offsets in hits are offsets in the buffer; the callers map
 //! them to lines, variables or processes.
 
@@ -18,8 +18,10 @@ use blastwall_core::Tier;
 use sha2::{Digest, Sha256};
 
 use crate::finding::{Confidence, Severity, redact};
-use crate::fingerprint::{MAX_SECRET_LEN, MIN_SECRET_LEN, WallFile, tier_of_env};
+use crate::fingerprint::{MAX_SECRET_LEN, WallFile, tier_of_env};
 use crate::rules::{RuleMatch, RuleSet, Validator};
+
+mod candidates;
 
 /// Base64 runs shorter than this are not decoded.
 const MIN_BASE64_RUN: usize = 24;
@@ -162,47 +164,27 @@ impl<'a> Engine<'a> {
         hit
     }
 
-    /// Tests the fingerprint candidates of every line of `text` against the wall files.
+    /// Tests the fingerprint candidates of `text` against the wall files.
     fn scan_fingerprints(&self, text: &[u8], hits: &mut Vec<Hit>) {
-        let min = self.lengths.min();
         SEEN.with_borrow_mut(|slot| {
-            let seen = slot.get_or_insert_with(Box::default).for_engine(self.id);
-            let mut spans = Vec::new();
-            for (start, end) in lines(text) {
-                // A line shorter than the shortest listed secret holds no candidate.
-                if end - start < min {
-                    continue;
-                }
-                let Some(line) = text.get(start..end) else {
+            let cache = slot.get_or_insert_with(Box::default).for_engine(self.id);
+            let mut spans = std::mem::take(&mut cache.spans);
+            spans.clear();
+            candidates::candidates(text, &self.lengths, &mut cache.maps, &mut spans);
+            for &(s, e) in &spans {
+                let Some(value) = text.get(s..e) else {
                     continue;
                 };
-                // A line seen before had all its candidates tested, and none matched.
-                if seen.lines.contains(line) {
+                // Text repeats (identifiers, keys of a config file): a candidate that matched no
+                // wall is not hashed again.
+                if cache.candidates.contains(value) {
                     continue;
                 }
-                spans.clear();
-                line_candidates(line, &self.lengths, &mut spans);
-                let mut matched = false;
-                // Duplicate spans are caught by `seen`, and duplicate hits merged.
-                for &(s, e) in &spans {
-                    let Some(value) = line.get(s..e) else {
-                        continue;
-                    };
-                    // Text repeats (identifiers, keys of a config file): a candidate that
-                    // matched no wall is not hashed again.
-                    if seen.candidates.contains(value) {
-                        continue;
-                    }
-                    if self.test_fingerprints(value, start + s, start + e, hits) {
-                        matched = true;
-                    } else {
-                        seen.candidates.insert(value);
-                    }
-                }
-                if !matched {
-                    seen.lines.insert(line);
+                if !self.test_fingerprints(value, s, e, hits) {
+                    cache.candidates.insert(value);
                 }
             }
+            cache.spans = spans;
         });
     }
 
@@ -267,6 +249,14 @@ impl LengthSet {
     }
 
     #[cfg(test)]
+    fn insert(&mut self, len: usize) {
+        if let Some(slot) = self.on.get_mut(len) {
+            *slot = true;
+            self.min = self.min.min(len);
+        }
+    }
+
+    #[cfg(test)]
     fn all() -> Self {
         Self {
             on: vec![true; MAX_SECRET_LEN + 1],
@@ -300,12 +290,6 @@ struct Seen<const SLOTS: usize, const MAX: usize> {
 
 /// Candidates (32 KiB of hashes and 196 KiB of bytes per thread): identifiers and keys repeat.
 type SeenCandidates = Seen<{ 1 << 12 }, 48>;
-/// Whole lines of up to 127 bytes (128 KiB of hashes and 2 MiB of bytes per thread): a line's
-/// candidates depend only on its bytes, so a line seen before with no match is skipped whole,
-/// before its candidates are even built. About 40% of the lines of source code repeat a recent
-/// one (imports, attributes, license headers).
-type SeenLines = Seen<{ 1 << 14 }, 127>;
-
 impl<const SLOTS: usize, const MAX: usize> Default for Seen<SLOTS, MAX> {
     fn default() -> Self {
         Self {
@@ -370,14 +354,15 @@ impl<const SLOTS: usize, const MAX: usize> Seen<SLOTS, MAX> {
 struct SeenCache {
     engine: u64,
     candidates: SeenCandidates,
-    lines: SeenLines,
+    /// Scratch for the candidate extractor (not tied to an engine).
+    maps: candidates::Bitmaps,
+    spans: Vec<(usize, usize)>,
 }
 
 impl SeenCache {
     fn for_engine(&mut self, engine: u64) -> &mut Self {
         if self.engine != engine {
             self.candidates.clear();
-            self.lines.clear();
             self.engine = engine;
         }
         self
@@ -468,274 +453,6 @@ fn combine(keep: &mut Hit, other: Hit, rules: &RuleSet) {
     keep.token_env = token_env;
     if fingerprint {
         keep.confidence = Confidence::Fingerprint;
-    }
-}
-
-/// `(start, end)` of each line of `text`, without the line break.
-pub(crate) fn lines(text: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
-    let mut pos = 0;
-    std::iter::from_fn(move || {
-        if pos >= text.len() {
-            return None;
-        }
-        let start = pos;
-        let end = memchr::memchr(b'\n', text.get(start..).unwrap_or(&[]))
-            .map_or(text.len(), |i| start + i);
-        pos = end + 1;
-        let trimmed = if end > start && text.get(end - 1) == Some(&b'\r') {
-            end - 1
-        } else {
-            end
-        };
-        Some((start, trimmed))
-    })
-}
-
-/// Byte classes of the candidate extractor.
-const FIELD: u8 = 1;
-const TOKEN: u8 = 2;
-const WORD: u8 = 4;
-
-const CLASS: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        let field = !(b.is_ascii_whitespace() || matches!(b, b'"' | b'\'' | b'`'));
-        let word = b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-');
-        let token = word || matches!(b, b'+' | b'/' | b'=' | b'.' | b'~');
-        t[i] = ((field as u8) * FIELD) | ((token as u8) * TOKEN) | ((word as u8) * WORD);
-        i += 1;
-    }
-    t
-};
-
-fn class(b: u8) -> u8 {
-    CLASS[usize::from(b)]
-}
-
-/// Pushes `line[s..e]`, trimmed of punctuation that closes or separates values, if its length
-/// is one a wall lists (or it holds a `%` escape, whose decoded form may be).
-fn push_span(line: &[u8], s: usize, e: usize, lengths: &LengthSet, out: &mut Vec<(usize, usize)>) {
-    // Trimming only shortens.
-    if e.saturating_sub(s) < lengths.min().max(MIN_SECRET_LEN) {
-        return;
-    }
-    let mut s = s;
-    let mut e = e;
-    while s < e && matches!(line.get(s), Some(b'(' | b'[' | b'{' | b'<')) {
-        s += 1;
-    }
-    while e > s
-        && matches!(
-            line.get(e - 1),
-            Some(b',' | b';' | b')' | b']' | b'}' | b'>')
-        )
-    {
-        e -= 1;
-    }
-    let len = e - s;
-    if !(MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&len) {
-        return;
-    }
-    // The same span often comes as a field, a token run and a word run in a row.
-    if out.last() == Some(&(s, e)) {
-        return;
-    }
-    if lengths.contains(len)
-        || line
-            .get(s..e)
-            .is_some_and(|v| memchr::memchr(b'%', v).is_some())
-    {
-        out.push((s, e));
-    }
-}
-
-/// The length of the field at the start of `rest`: the offset of the first field break
-/// (whitespace or a quote), or `rest.len()`.
-///
-/// Eight bytes at a time: a word with no byte at or below `0x20` and no quote holds no break
-/// (the bytes it flags are then checked one by one, since not every control byte is a break).
-fn field_end(rest: &[u8]) -> usize {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    // High bit of each byte of `x` that is zero.
-    let zero = |x: u64| !(((x & LOW7).wrapping_add(LOW7)) | x) & HI;
-    let mut i = 0;
-    while let Some(chunk) = rest.get(i..i + 8) {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(w);
-        // High bit of each byte below 0x21 (no carry crosses bytes: at most 0x7f + 0x5f).
-        let low = !(((x & LOW7).wrapping_add(0x5f * LO)) | x) & HI;
-        let mask = low
-            | zero(x ^ (u64::from(b'"') * LO))
-            | zero(x ^ (u64::from(b'\'') * LO))
-            | zero(x ^ (u64::from(b'`') * LO));
-        if mask == 0 {
-            i += 8;
-            continue;
-        }
-        let first = i + (mask.trailing_zeros() / 8) as usize;
-        if rest.get(first).is_some_and(|&b| class(b) & FIELD == 0) {
-            return first;
-        }
-        i = first + 1;
-    }
-    rest.get(i..)
-        .unwrap_or(&[])
-        .iter()
-        .position(|&b| class(b) & FIELD == 0)
-        .map_or(rest.len(), |p| i + p)
-}
-
-/// Pushes the runs of token characters of `field` (at `offset` in `line`) and, inside each one
-/// long enough to hold a listed secret, its runs of word characters. Short runs are skipped in a
-/// tight loop: they are most of the text, and none of them can be a candidate.
-fn push_runs(
-    field: &[u8],
-    offset: usize,
-    line: &[u8],
-    lengths: &LengthSet,
-    out: &mut Vec<(usize, usize)>,
-) {
-    let min = lengths.min().max(MIN_SECRET_LEN);
-    let mut i = 0;
-    // One pass: each token run is measured and checked for non-word bytes at once.
-    while i < field.len() {
-        while field.get(i).is_some_and(|&b| class(b) & TOKEN == 0) {
-            i += 1;
-        }
-        let ts = i;
-        let mut all_word = true;
-        while let Some(&b) = field.get(i) {
-            let c = class(b);
-            if c & TOKEN == 0 {
-                break;
-            }
-            all_word &= c & WORD != 0;
-            i += 1;
-        }
-        let te = i;
-        if te - ts < min {
-            continue;
-        }
-        push_span(line, offset + ts, offset + te, lengths, out);
-        if all_word {
-            // The word run is the token run.
-            continue;
-        }
-        let run = field.get(ts..te).unwrap_or(&[]);
-        let mut j = 0;
-        while j < run.len() {
-            while run.get(j).is_some_and(|&b| class(b) & WORD == 0) {
-                j += 1;
-            }
-            let ws = j;
-            while run.get(j).is_some_and(|&b| class(b) & WORD != 0) {
-                j += 1;
-            }
-            if j - ws >= min {
-                push_span(line, offset + ts + ws, offset + ts + j, lengths, out);
-            }
-        }
-    }
-}
-
-/// The fingerprint candidates of one line: whitespace- and quote-separated fields; the value after
-/// the first `=` or `:` of a field; the password of a URL's userinfo; runs of token characters and
-/// of word characters; quoted strings; and the value of an assignment up to the end of the line.
-/// Only candidates of a length in `lengths` (or holding a `%` escape) are pushed.
-fn line_candidates(line: &[u8], lengths: &LengthSet, out: &mut Vec<(usize, usize)>) {
-    let n = line.len();
-    let mut i = 0;
-    // Every break byte is visited by the loop below (fields are skipped whole), so it can tell
-    // whether the line has a quote at all.
-    let mut quoted = false;
-    while i < n {
-        // One field: a run of non-break bytes, with its token and word runs, in one pass.
-        while let Some(&b) = line.get(i) {
-            if class(b) & FIELD != 0 {
-                break;
-            }
-            quoted |= b == b'"' || b == b'\'';
-            i += 1;
-        }
-        if i >= n {
-            break;
-        }
-        let fs = i;
-        let field_len = field_end(line.get(fs..).unwrap_or(&[]));
-        // A field shorter than the shortest listed secret holds no candidate (its sub-runs are
-        // shorter still).
-        if field_len < lengths.min() {
-            i = fs + field_len;
-            continue;
-        }
-        let fe = fs + field_len;
-        i = fe;
-        let field = line.get(fs..fe).unwrap_or(&[]);
-        push_span(line, fs, fe, lengths, out);
-        // Fields are short: plain loops beat `memchr`'s set-up here.
-        let sep = field.iter().position(|&b| b == b'=' || b == b':');
-        if let Some(p) = sep {
-            push_span(line, fs + p + 1, fe, lengths, out);
-        }
-        push_runs(field, fs, line, lengths, out);
-        let scheme = sep.and_then(|p| {
-            let from = field.get(p..).unwrap_or(&[]);
-            from.windows(3).position(|w| w == b"://").map(|c| p + c)
-        });
-        if let Some(scheme) = scheme {
-            let after = scheme + 3;
-            let rest = field.get(after..).unwrap_or(&[]);
-            if let Some(at) = rest.iter().position(|&b| b == b'@') {
-                let userinfo = rest.get(..at).unwrap_or(&[]);
-                if let Some(colon) = userinfo.iter().position(|&b| b == b':') {
-                    push_span(line, fs + after + colon + 1, fs + after + at, lengths, out);
-                }
-            }
-        }
-    }
-    // Quoted strings, which may hold spaces (passphrases).
-    let mut i = if quoted { 0 } else { n };
-    while let Some(q) = line
-        .get(i..)
-        .and_then(|rest| rest.iter().position(|&b| b == b'"' || b == b'\''))
-    {
-        let open = i + q;
-        let quote = line.get(open).copied().unwrap_or(b'"');
-        match line
-            .get(open + 1..)
-            .and_then(|rest| rest.iter().position(|&b| b == quote))
-        {
-            Some(close) => {
-                push_span(line, open + 1, open + 1 + close, lengths, out);
-                i = open + close + 2;
-            }
-            None => i = open + 1,
-        }
-    }
-    // The value of `key = value with spaces` / `key: value` to the end of the line.
-    if let Some(p) = line.iter().position(|&b| b == b'=' || b == b':') {
-        let mut s = p + 1;
-        let mut e = line.len();
-        while s < e
-            && line
-                .get(s)
-                .is_some_and(|b| b.is_ascii_whitespace() || *b == b'"' || *b == b'\'')
-        {
-            s += 1;
-        }
-        while e > s
-            && line
-                .get(e - 1)
-                .is_some_and(|b| b.is_ascii_whitespace() || matches!(b, b'"' | b'\'' | b';' | b','))
-        {
-            e -= 1;
-        }
-        push_span(line, s, e, lengths, out);
     }
 }
 
@@ -999,7 +716,7 @@ mod tests {
     fn candidates_include_url_passwords_and_quoted_phrases() {
         let mut spans = Vec::new();
         let line = br#"url = "https://u:p4ssw0rd-xyz@h/x"; say 'correct horse battery'"#;
-        line_candidates(line, &LengthSet::all(), &mut spans);
+        candidates::candidates(line, &LengthSet::all(), &mut Default::default(), &mut spans);
         let texts: Vec<&[u8]> = spans.iter().map(|&(s, e)| &line[s..e]).collect();
         assert!(texts.contains(&&b"p4ssw0rd-xyz"[..]), "{texts:?}");
         assert!(texts.contains(&&b"correct horse battery"[..]));
@@ -1081,7 +798,9 @@ mod tests {
         let mut spans = Vec::new();
         let line =
             b"short words pl41n-pr0d-s3cret-with-no-format x%41yzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz";
-        line_candidates(line, &engine.lengths, &mut spans);
+        candidates::candidates(line, &engine.lengths, &mut Default::default(), &mut spans);
+        spans.sort_unstable();
+        spans.dedup();
         let texts: Vec<&[u8]> = spans.iter().map(|&(s, e)| &line[s..e]).collect();
         assert_eq!(texts.len(), 2, "{texts:?}");
         assert!(texts.iter().all(|t| t.len() == 32 || t.contains(&b'%')));
@@ -1111,32 +830,5 @@ mod tests {
         let long = [b'a'; 49];
         seen.insert(&long);
         assert!(!seen.contains(&long));
-    }
-
-    #[test]
-    fn field_end_agrees_with_the_byte_by_byte_definition() {
-        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
-        let alphabet = b"ab_-=:/\"'` \t\n\r\x0b\x01\x7f\x80\xff%@.";
-        for _ in 0..20_000 {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let len = (rng % 40) as usize;
-            let text: Vec<u8> = (0..len)
-                .map(|k| {
-                    let r = rng.rotate_left(k as u32 * 5);
-                    if r.is_multiple_of(3) {
-                        alphabet[(r >> 8) as usize % alphabet.len()]
-                    } else {
-                        b'x'
-                    }
-                })
-                .collect();
-            let expected = text
-                .iter()
-                .position(|&b| b.is_ascii_whitespace() || matches!(b, b'"' | b'\'' | b'`'))
-                .unwrap_or(text.len());
-            assert_eq!(field_end(&text), expected, "{text:?}");
-        }
     }
 }
