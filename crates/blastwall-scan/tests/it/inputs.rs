@@ -123,3 +123,34 @@ fn bytes_are_scanned_like_a_file() {
     };
     assert_eq!((*line, *column), (2, 6));
 }
+
+#[test]
+fn files_read_one_after_another_on_one_thread_keep_their_own_bytes() {
+    // One walker thread reuses its read buffer from file to file: a short file read after a
+    // long one must not see the long one's tail (here, a secret past the short file's end).
+    let mut rng = Rng::new(15);
+    let dir = tempfile::tempdir().unwrap();
+    let mut long = "x".repeat(200_000);
+    long.push_str(&format!("\nkey: {}\n", github_token(&mut rng)));
+    for (name, content) in [("a-long.txt", long.as_str()), ("b-short.txt", "short\n")] {
+        fs::write(dir.path().join(name), content).unwrap();
+    }
+    for order in [["a-long.txt", "b-short.txt"], ["b-short.txt", "a-long.txt"]] {
+        let paths: Vec<_> = order.iter().map(|n| dir.path().join(n)).collect();
+        let options = blastwall_scan::ScanOptions {
+            threads: 1,
+            ..Default::default()
+        };
+        let report = scanner().with_options(options).scan_paths(&paths);
+        let places: Vec<String> = report
+            .findings
+            .iter()
+            .map(|f| match &f.location {
+                Location::File { path, line, .. } => format!("{}:{line}", path.display()),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        let expected = format!("{}:2", dir.path().join("a-long.txt").display());
+        assert_eq!(places, [expected], "{order:?}");
+    }
+}
