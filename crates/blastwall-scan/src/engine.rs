@@ -111,7 +111,17 @@ impl<'a> Engine<'a> {
         }
         if want_b64 {
             let mut decoded = Vec::new();
-            for (s, e) in base64_runs(text).flat_map(|(s, e)| base64_values(text, s, e)) {
+            // Found before any run is decoded and scanned (which uses the same thread's
+            // scratch again).
+            let mut runs = Vec::new();
+            SEEN.with_borrow_mut(|slot| {
+                let cache = slot.get_or_insert_with(Box::default);
+                candidates::base64_runs(text, MIN_BASE64_RUN, &mut cache.maps, &mut runs);
+            });
+            for (s, e) in runs
+                .into_iter()
+                .flat_map(|(s, e)| base64_values(text, s, e))
+            {
                 let Some(run) = text.get(s..e) else {
                     continue;
                 };
@@ -489,57 +499,6 @@ const B64URL: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// Which bytes are base64 (standard or URL-safe) characters.
-const BASE64_CHAR: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-');
-        i += 1;
-    }
-    t
-};
-
-/// Runs of base64 (standard or URL-safe) characters long enough to be worth decoding.
-///
-/// Probes one byte in every [`MIN_BASE64_RUN`]: a long enough run must cover a probe, so only
-/// the neighbourhood of probes that land on a base64 character is looked at byte by byte, and
-/// only forward unless the run can be long enough.
-fn base64_runs(text: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
-    let is_b64 = |i: usize| text.get(i).is_some_and(|&b| BASE64_CHAR[usize::from(b)]);
-    let mut probe = MIN_BASE64_RUN - 1;
-    std::iter::from_fn(move || {
-        while probe < text.len() {
-            if !is_b64(probe) {
-                probe += MIN_BASE64_RUN;
-                continue;
-            }
-            let mut end = probe + 1;
-            while is_b64(end) {
-                end += 1;
-            }
-            let next = end + MIN_BASE64_RUN;
-            // A long enough run reaches back to `end - MIN_BASE64_RUN`: when that byte is not
-            // a base64 character (most words), the run is too short, with no walk back.
-            let reach = end.checked_sub(MIN_BASE64_RUN);
-            if !reach.is_some_and(is_b64) {
-                probe = next;
-                continue;
-            }
-            let mut start = probe;
-            while start > 0 && is_b64(start - 1) {
-                start -= 1;
-            }
-            probe = next;
-            if end - start >= MIN_BASE64_RUN {
-                return Some((start, end));
-            }
-        }
-        None
-    })
-}
-
 /// The base64 values of the run `start..end`: split after a `=` that is followed by more base64
 /// characters (`KEY=c2VjcmV0…` is a name and a value; `…==` at the end is padding), keeping the
 /// parts of at least [`MIN_BASE64_RUN`] bytes.
@@ -705,11 +664,24 @@ mod tests {
         let run = "QmFzZTY0IHJ1biBvZiBzb21lIGxlbmd0aA==";
         for pad in 0..30 {
             let text = format!("{}{run} tail", " ".repeat(pad));
-            let runs: Vec<(usize, usize)> = base64_runs(text.as_bytes()).collect();
+            let mut runs = Vec::new();
+            candidates::base64_runs(
+                text.as_bytes(),
+                MIN_BASE64_RUN,
+                &mut Default::default(),
+                &mut runs,
+            );
             assert_eq!(runs, [(pad, pad + run.len())], "pad {pad}");
         }
         let short = "a b c QmFzZTY0IHJ1biBvZ short words only";
-        assert_eq!(base64_runs(short.as_bytes()).count(), 0);
+        let mut runs = Vec::new();
+        candidates::base64_runs(
+            short.as_bytes(),
+            MIN_BASE64_RUN,
+            &mut Default::default(),
+            &mut runs,
+        );
+        assert!(runs.is_empty());
     }
 
     #[test]

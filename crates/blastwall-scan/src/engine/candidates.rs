@@ -13,7 +13,7 @@
 //! secret are then found with shifts and masks over those bitmaps, without a branch per byte, and
 //! only they, and the lines holding a separator or a quote, are looked at byte by byte. The result
 //! is, span for span, what the byte-by-byte definition in the tests below gives, which a
-//! property test checks.
+//! property test checks. The runs of base64 characters worth decoding are found the same way.
 
 use wide::{i8x16, u8x16};
 
@@ -39,6 +39,8 @@ pub(super) struct Bitmaps {
     sep: Vec<u64>,
     /// `"` and `'`.
     quote: Vec<u64>,
+    /// Base64 bytes (both alphabets, and `=`).
+    base64: Vec<u64>,
     /// Scratch for the run search.
     tmp: Vec<u64>,
     /// Spans of the current segment, before sorting.
@@ -71,6 +73,49 @@ pub(super) fn candidates(
     }
 }
 
+/// Appends to `out` the maximal runs of base64 characters (standard or URL-safe alphabet, and
+/// `=`) of `text` that are at least `min` long, in order, from the same bitmaps (one bit per
+/// byte, found sixteen bytes per compare) rather than byte by byte.
+pub(super) fn base64_runs(
+    text: &[u8],
+    min: usize,
+    maps: &mut Bitmaps,
+    out: &mut Vec<(usize, usize)>,
+) {
+    let min = min.max(1);
+    if text.len() < min {
+        return;
+    }
+    // A run never holds a line break, so segments cut at line breaks split none.
+    let mut start = 0;
+    while start < text.len() {
+        let end = segment_end(text, start);
+        let seg = text.get(start..end).unwrap_or(&[]);
+        let words = seg.len().div_ceil(64);
+        maps.base64.clear();
+        maps.base64.resize(words, 0);
+        for (j, block) in seg.chunks(64).enumerate() {
+            let mut bytes = [b' '; 64];
+            if let Some(dst) = bytes.get_mut(..block.len()) {
+                dst.copy_from_slice(block);
+            }
+            let mut bits = 0u64;
+            for (k, quarter) in bytes.chunks_exact(16).enumerate() {
+                let mut sixteen = [0u8; 16];
+                sixteen.copy_from_slice(quarter);
+                bits |= u64::from(base64_16(sixteen)) << (k * 16);
+            }
+            if let Some(w) = maps.base64.get_mut(j) {
+                *w = bits;
+            }
+        }
+        long_runs(&maps.base64, seg.len(), min, &mut maps.tmp, |s, e| {
+            out.push((start + s, start + e));
+        });
+        start = end;
+    }
+}
+
 /// The end of the segment starting at `start`: just after the last line break within
 /// [`SEGMENT`] bytes, or, for a longer line, after its own break (or the end of `text`).
 fn segment_end(text: &[u8], start: usize) -> usize {
@@ -98,6 +143,7 @@ fn segment_candidates(seg: &[u8], lengths: &LengthSet, min: usize, maps: &mut Bi
         quote,
         tmp,
         spans,
+        ..
     } = maps;
     // Fields long enough to hold a listed secret: the field itself, the value after its first
     // separator, and a URL password.
@@ -349,6 +395,18 @@ fn classes16(bytes: [u8; 16]) -> Classes16 {
         sep: mask(sep),
         quote: mask(quote),
     }
+}
+
+/// The base64 bits of sixteen bytes: ASCII letters and digits, `+ / = _ -`.
+fn base64_16(bytes: [u8; 16]) -> u16 {
+    let v = u8x16::new(bytes);
+    let eq = |c: u8| v.cmp_eq(u8x16::splat(c));
+    let within = |x: u8x16, lo: u8, n: u8| {
+        let d = x - u8x16::splat(lo);
+        d.min(u8x16::splat(n)).cmp_eq(d)
+    };
+    let letter = within(v | u8x16::splat(0x20), b'a', 25);
+    mask(letter | within(v, b'0', 9) | eq(b'+') | eq(b'/') | eq(b'=') | eq(b'_') | eq(b'-'))
 }
 
 /// The top bit of each byte of `x` (all ones or all zeros after a compare), packed.
@@ -696,6 +754,32 @@ mod tests {
         text.extend(std::iter::repeat_n(b'z', 100));
         assert_eq!(fast(&text, &lengths), reference(&text, &lengths));
         assert!(!fast(&text, &lengths).is_empty());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+        #[test]
+        fn base64_runs_agree_with_the_byte_by_byte_definition(
+            text in text_strategy(),
+            min in 1usize..40,
+        ) {
+            let is_b64 = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-');
+            let mut expected = Vec::new();
+            let mut i = 0;
+            while i < text.len() {
+                let s = i;
+                while i < text.len() && is_b64(text[i]) {
+                    i += 1;
+                }
+                if i - s >= min {
+                    expected.push((s, i));
+                }
+                i = i.max(s + 1);
+            }
+            let mut got = Vec::new();
+            base64_runs(&text, min, &mut Bitmaps::default(), &mut got);
+            prop_assert_eq!(got, expected);
+        }
     }
 
     #[test]
