@@ -1,5 +1,5 @@
-//! Forwarding to upstreams: the HTTPS client (rustls, the system's roots, optional CA files per
-//! upstream), hop-by-hop header handling, and the scrubbed, streamed response.
+//! Forwarding to upstreams: the connection pools (rustls, the system's roots, optional CA files
+//! per upstream), hop-by-hop header handling, and the scrubbed, streamed response.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,23 +8,18 @@ use std::time::Duration;
 use axum::body::Body;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
+use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::error::GatewayError;
+use crate::pool::{Checkin, Pool};
 use crate::scrub::Scrubber;
 
-/// The client used for one upstream.
-pub(crate) type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-/// Clients: one default (system roots), one per upstream that has its own CA file.
+/// Connection pools: one default (system roots), one per upstream that has its own CA file.
 #[derive(Debug)]
 pub(crate) struct Clients {
-    default: UpstreamClient,
-    by_upstream: HashMap<String, UpstreamClient>,
+    default: Pool,
+    by_upstream: HashMap<String, Pool>,
 }
 
 impl Clients {
@@ -60,7 +55,7 @@ impl Clients {
         })
     }
 
-    pub(crate) fn for_upstream(&self, name: &str) -> &UpstreamClient {
+    pub(crate) fn for_upstream(&self, name: &str) -> &Pool {
         self.by_upstream.get(name).unwrap_or(&self.default)
     }
 }
@@ -83,10 +78,7 @@ fn read_pem(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static
     Ok(certs)
 }
 
-fn build(
-    roots: rustls::RootCertStore,
-    connect_timeout: Duration,
-) -> Result<UpstreamClient, GatewayError> {
+fn build(roots: rustls::RootCertStore, connect_timeout: Duration) -> Result<Pool, GatewayError> {
     let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -98,15 +90,13 @@ fn build(
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
+    // HTTP/1.1 only (ALPN too): the pool speaks HTTP/1.1 to upstreams.
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .enable_http2()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build(https))
+    Ok(Pool::new(https))
 }
 
 /// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1), plus the
@@ -184,14 +174,25 @@ fn connection_named(h: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-/// The upstream's body, streamed through the scrubber, with an idle time limit per chunk.
+/// The upstream's body, streamed through the scrubber, with an idle time limit per chunk. The
+/// connection goes back to its pool once the body has been read to its end, and only then.
 pub(crate) fn scrubbed_body(
     body: hyper::body::Incoming,
+    checkin: Checkin,
     scrubber: Scrubber,
     idle: Duration,
 ) -> Body {
-    let frames = futures_util::stream::unfold(Some(body), move |body| async move {
-        let mut body = body?;
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        checkin.release();
+        return Body::from_stream(ScrubStream {
+            inner: Box::pin(futures_util::stream::empty::<Result<Frame, std::io::Error>>()),
+            scrubber,
+            done: false,
+        });
+    }
+    let frames = futures_util::stream::unfold(Some((body, checkin)), move |state| async move {
+        let (mut body, checkin) = state?;
         loop {
             match tokio::time::timeout(idle, body.frame()).await {
                 Err(_) => {
@@ -199,11 +200,20 @@ pub(crate) fn scrubbed_body(
                         std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream body stalled");
                     return Some((Err(e), None));
                 }
-                Ok(None) => return Some((Ok(Frame::End), None)),
+                Ok(None) => {
+                    checkin.release();
+                    return Some((Ok(Frame::End), None));
+                }
                 Ok(Some(Err(e))) => return Some((Err(std::io::Error::other(e)), None)),
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
-                        return Some((Ok(Frame::Data(data)), Some(body)));
+                        // The last chunk of a body of known length: the connection is free now,
+                        // whether or not the agent's side polls again.
+                        if body.is_end_stream() {
+                            checkin.release();
+                            return Some((Ok(Frame::Data(data)), None));
+                        }
+                        return Some((Ok(Frame::Data(data)), Some((body, checkin))));
                     }
                     // Trailers are not passed on.
                 }

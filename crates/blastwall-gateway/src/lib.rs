@@ -12,6 +12,7 @@ pub mod error;
 mod forward;
 mod matrix;
 mod metrics;
+mod pool;
 mod proxy;
 mod scrub;
 mod server;

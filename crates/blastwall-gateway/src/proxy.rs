@@ -333,31 +333,31 @@ async fn forward(
 
     let client = inner.clients.for_upstream(upstream.name.as_str());
     let t0 = Instant::now();
-    let resp = match tokio::time::timeout(inner.config.response_timeout, client.request(req)).await
-    {
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                format!(
-                    "`{}` did not answer within {}",
-                    upstream.name,
-                    blastwall_core::format_duration(inner.config.response_timeout)
-                ),
-                "retry later; the request may or may not have been carried out upstream",
-            ));
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "upstream request failed");
-            return Err(ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_unreachable",
-                format!("cannot reach `{}`", upstream.name),
-                "retry later; the operator should check the upstream's base URL and network",
-            ));
-        }
-        Ok(Ok(r)) => r,
-    };
+    let (resp, checkin) =
+        match tokio::time::timeout(inner.config.response_timeout, client.send(req)).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    format!(
+                        "`{}` did not answer within {}",
+                        upstream.name,
+                        blastwall_core::format_duration(inner.config.response_timeout)
+                    ),
+                    "retry later; the request may or may not have been carried out upstream",
+                ));
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "upstream request failed");
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unreachable",
+                    format!("cannot reach `{}`", upstream.name),
+                    "retry later; the operator should check the upstream's base URL and network",
+                ));
+            }
+            Ok(Ok(r)) => r,
+        };
     inner
         .metrics
         .upstream_seconds
@@ -371,7 +371,12 @@ async fn forward(
     ]);
     let (parts, body) = resp.into_parts();
     let headers = agent_response_headers(&parts.headers, &scrubber);
-    let mut out = Response::new(scrubbed_body(body, scrubber, inner.config.response_timeout));
+    let mut out = Response::new(scrubbed_body(
+        body,
+        checkin,
+        scrubber,
+        inner.config.response_timeout,
+    ));
     *out.status_mut() = parts.status;
     *out.headers_mut() = headers;
     Ok(out)
