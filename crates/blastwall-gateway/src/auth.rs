@@ -143,7 +143,14 @@ impl Tokens {
             }
         }
         if let Ok(mut t) = self.touched.lock() {
-            t.insert(record.id.clone(), Timestamp::now());
+            // No new key (and no allocation) for a token already seen since the last flush.
+            let now = Timestamp::now();
+            match t.get_mut(&record.id) {
+                Some(at) => *at = now,
+                None => {
+                    t.insert(record.id.clone(), now);
+                }
+            }
         }
         Ok(record)
     }

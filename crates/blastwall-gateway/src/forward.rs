@@ -113,55 +113,59 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Copies request headers for the upstream: drops hop-by-hop headers (and those the
-/// `Connection` header names), the agent's credentials and `Host`, and asks for an unencoded
+/// The request headers for the upstream, edited in place: drops hop-by-hop headers (and those
+/// the `Connection` header names), the agent's credentials and `Host`, and asks for an unencoded
 /// body so the response can be scrubbed.
-pub(crate) fn upstream_request_headers(incoming: &HeaderMap) -> HeaderMap {
-    let named = connection_named(incoming);
-    let mut out = HeaderMap::with_capacity(incoming.len());
-    for (name, value) in incoming {
-        let n = name.as_str();
-        if HOP_BY_HOP.contains(&n)
-            || named.iter().any(|c| c == n)
-            || n == "authorization"
-            || n == "cookie"
-            || n == "host"
-            || n == "content-length"
-            || n == "accept-encoding"
-            || n.starts_with("x-blastwall-")
-        {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
+pub(crate) fn upstream_request_headers(mut headers: HeaderMap) -> HeaderMap {
+    let named = connection_named(&headers);
+    let dropped: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            HOP_BY_HOP.contains(&n)
+                || named.iter().any(|c| c == n)
+                || n == "authorization"
+                || n == "cookie"
+                || n == "host"
+                || n == "content-length"
+                || n == "accept-encoding"
+                || n.starts_with("x-blastwall-")
+        })
+        .cloned()
+        .collect();
+    for name in &dropped {
+        headers.remove(name);
     }
-    out.insert(
+    headers.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
-    out
+    headers
 }
 
-/// Copies response headers for the agent: drops hop-by-hop headers and scrubs every value.
-pub(crate) fn agent_response_headers(upstream: &HeaderMap, scrubber: &Scrubber) -> HeaderMap {
-    let named = connection_named(upstream);
-    let mut out = HeaderMap::with_capacity(upstream.len());
-    for (name, value) in upstream {
-        let n = name.as_str();
-        if HOP_BY_HOP.contains(&n) || named.iter().any(|c| c == n) {
-            continue;
-        }
-        match scrubber.scrub_all(value.as_bytes()) {
-            None => {
-                out.append(name.clone(), value.clone());
-            }
-            Some(clean) => {
-                if let Ok(v) = HeaderValue::from_bytes(&clean) {
-                    out.append(name.clone(), v);
-                }
-            }
+/// The response headers for the agent, edited in place: drops hop-by-hop headers and scrubs
+/// every value (a value is copied only when it holds a secret).
+pub(crate) fn agent_response_headers(mut headers: HeaderMap, scrubber: &Scrubber) -> HeaderMap {
+    let named = connection_named(&headers);
+    let dropped: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            HOP_BY_HOP.contains(&n) || named.iter().any(|c| c == n)
+        })
+        .cloned()
+        .collect();
+    for name in &dropped {
+        headers.remove(name);
+    }
+    for value in headers.values_mut() {
+        if let Some(clean) = scrubber.scrub_all(value.as_bytes()) {
+            // Masking keeps a valid value valid; should it not, the value goes whole.
+            *value =
+                HeaderValue::from_bytes(&clean).unwrap_or_else(|_| HeaderValue::from_static("***"));
         }
     }
-    out
+    headers
 }
 
 fn connection_named(h: &HeaderMap) -> Vec<String> {
@@ -274,5 +278,76 @@ where
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn the_agents_credentials_and_hop_by_hop_headers_stay_behind() {
+        let out = upstream_request_headers(map(&[
+            ("host", "gateway"),
+            ("authorization", "Bearer bwt_agent"),
+            ("authorization", "Basic second"),
+            ("cookie", "session=1"),
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("keep-alive", "timeout=5"),
+            ("content-length", "3"),
+            ("accept-encoding", "gzip"),
+            ("x-blastwall-approval", "x"),
+            ("content-type", "application/json"),
+            ("x-request", "a"),
+            ("x-request", "b"),
+        ]));
+        // Fields of different names may change places (RFC 9110 §5.3); values of one name not.
+        let mut names: Vec<&str> = out.keys().map(http::HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["accept-encoding", "content-type", "x-request"]);
+        let values: Vec<&[u8]> = out
+            .get_all("x-request")
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        assert_eq!(values, [b"a".as_slice(), b"b"]);
+        assert_eq!(out["accept-encoding"], "identity");
+    }
+
+    #[test]
+    fn response_headers_are_scrubbed_and_hop_by_hop_ones_dropped() {
+        let scrubber = Scrubber::new(vec![b"s3cret".to_vec()]);
+        let out = agent_response_headers(
+            map(&[
+                ("connection", "keep-alive, x-hop"),
+                ("x-hop", "1"),
+                ("transfer-encoding", "chunked"),
+                ("x-echo", "Bearer s3cret"),
+                ("x-echo", "plain"),
+                ("content-length", "2"),
+            ]),
+            &scrubber,
+        );
+        let mut names: Vec<&str> = out.keys().map(http::HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-length", "x-echo"]);
+        let echoes: Vec<&[u8]> = out
+            .get_all("x-echo")
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        assert_eq!(echoes, [b"Bearer ******".as_slice(), b"plain"]);
     }
 }

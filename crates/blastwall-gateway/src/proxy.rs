@@ -328,7 +328,7 @@ async fn forward(
         .uri(uri)
         .body(Full::new(body))
         .map_err(|_| ApiError::internal())?;
-    *req.headers_mut() = upstream_request_headers(&incoming);
+    *req.headers_mut() = upstream_request_headers(incoming);
     req.headers_mut().insert(header_name, value);
 
     let client = inner.clients.for_upstream(upstream.name.as_str());
@@ -370,7 +370,7 @@ async fn forward(
         injected.expose_secret().as_bytes().to_vec(),
     ]);
     let (parts, body) = resp.into_parts();
-    let headers = agent_response_headers(&parts.headers, &scrubber);
+    let headers = agent_response_headers(parts.headers, &scrubber);
     let mut out = Response::new(scrubbed_body(
         body,
         checkin,

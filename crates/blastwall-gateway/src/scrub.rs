@@ -28,8 +28,16 @@ impl Scrubber {
         }
     }
 
-    /// Scrubs one value completely (a header).
+    /// Scrubs one value completely (a header): `None` when it holds no secret.
     pub(crate) fn scrub_all(&self, data: &[u8]) -> Option<Vec<u8>> {
+        // Most values hold no secret: look before copying.
+        if !self
+            .needles
+            .iter()
+            .any(|n| data.windows(n.len()).any(|w| w == n.as_slice()))
+        {
+            return None;
+        }
         let mut buf = data.to_vec();
         mask(&self.needles, &mut buf).then_some(buf)
     }
