@@ -20,7 +20,7 @@ use tracing::Instrument;
 use crate::authorize::Verdict;
 use crate::error::ApiError;
 use crate::forward::{agent_response_headers, scrubbed_body, upstream_request_headers};
-use crate::scrub::Scrubber;
+use crate::scrub::{Needles, Scrubber};
 use crate::server::Gateway;
 
 /// Handles every request that is not `/healthz` or `/metrics`.
@@ -365,10 +365,10 @@ async fn forward(
             upstream: upstream.name.to_string(),
         })
         .observe(t0.elapsed().as_secs_f64());
-    let scrubber = Scrubber::new(vec![
+    let scrubber = Scrubber::new(Arc::new(Needles::new(vec![
         credential.expose_secret().clone(),
         injected.expose_secret().as_bytes().to_vec(),
-    ]);
+    ])));
     let (parts, body) = resp.into_parts();
     let headers = agent_response_headers(parts.headers, &scrubber);
     let mut out = Response::new(scrubbed_body(

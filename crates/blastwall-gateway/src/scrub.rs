@@ -6,24 +6,76 @@
 //! length, so `Content-Length` stays right. Matches that straddle two chunks are found by keeping
 //! the last `longest - 1` bytes of each chunk back until the next one arrives.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
+use memchr::memmem::Finder;
+
+/// The secrets to scrub, each with its searcher built once (a linear-time search, where
+/// comparing a window at every offset cost the needle's length per byte of a large body).
+/// Shared by every response that scrubs the same secrets.
+pub(crate) struct Needles {
+    finders: Vec<Finder<'static>>,
+    longest: usize,
+}
+
+impl Needles {
+    /// The searchers for these secrets (empty ones are ignored).
+    pub(crate) fn new(needles: Vec<Vec<u8>>) -> Self {
+        let finders: Vec<Finder<'static>> = needles
+            .iter()
+            .filter(|n| !n.is_empty())
+            .map(|n| Finder::new(n).into_owned())
+            .collect();
+        let longest = finders.iter().map(|f| f.needle().len()).max().unwrap_or(0);
+        Self { finders, longest }
+    }
+
+    /// Whether `data` holds any of the secrets.
+    fn any_in(&self, data: &[u8]) -> bool {
+        self.finders.iter().any(|f| f.find(data).is_some())
+    }
+
+    /// Overwrites every occurrence of each secret with `*`, secret by secret in order, leftmost
+    /// first and without overlaps; returns whether anything was found.
+    fn mask(&self, buf: &mut [u8]) -> bool {
+        let mut found = false;
+        for f in &self.finders {
+            let len = f.needle().len();
+            let mut start = 0;
+            while let Some(pos) = buf.get(start..).and_then(|hay| f.find(hay)) {
+                let at = start + pos;
+                if let Some(slot) = buf.get_mut(at..at + len) {
+                    slot.fill(b'*');
+                }
+                found = true;
+                start = at + len;
+            }
+        }
+        found
+    }
+}
+
+/// The secrets are never printed.
+impl std::fmt::Debug for Needles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Needles")
+            .field("count", &self.finders.len())
+            .finish_non_exhaustive()
+    }
+}
 
 /// What to scrub, and the bytes held back between chunks.
-#[derive(Debug)]
 pub(crate) struct Scrubber {
-    needles: Vec<Vec<u8>>,
-    longest: usize,
+    needles: Arc<Needles>,
     carry: BytesMut,
 }
 
 impl Scrubber {
-    /// A scrubber for these secrets (empty ones are ignored).
-    pub(crate) fn new(needles: Vec<Vec<u8>>) -> Self {
-        let needles: Vec<Vec<u8>> = needles.into_iter().filter(|n| !n.is_empty()).collect();
-        let longest = needles.iter().map(Vec::len).max().unwrap_or(0);
+    /// A scrubber for one response.
+    pub(crate) fn new(needles: Arc<Needles>) -> Self {
         Self {
             needles,
-            longest,
             carry: BytesMut::new(),
         }
     }
@@ -31,25 +83,21 @@ impl Scrubber {
     /// Scrubs one value completely (a header): `None` when it holds no secret.
     pub(crate) fn scrub_all(&self, data: &[u8]) -> Option<Vec<u8>> {
         // Most values hold no secret: look before copying.
-        if !self
-            .needles
-            .iter()
-            .any(|n| data.windows(n.len()).any(|w| w == n.as_slice()))
-        {
+        if !self.needles.any_in(data) {
             return None;
         }
         let mut buf = data.to_vec();
-        mask(&self.needles, &mut buf).then_some(buf)
+        self.needles.mask(&mut buf).then_some(buf)
     }
 
     /// Takes the next chunk; returns what can be sent now.
     pub(crate) fn push(&mut self, chunk: &[u8]) -> Bytes {
-        if self.longest == 0 {
+        if self.needles.longest == 0 {
             return Bytes::copy_from_slice(chunk);
         }
         self.carry.extend_from_slice(chunk);
-        mask(&self.needles, &mut self.carry);
-        let keep = self.longest - 1;
+        self.needles.mask(&mut self.carry);
+        let keep = self.needles.longest - 1;
         if self.carry.len() <= keep {
             return Bytes::new();
         }
@@ -59,32 +107,19 @@ impl Scrubber {
 
     /// The end of the body: what was held back.
     pub(crate) fn finish(&mut self) -> Bytes {
-        mask(&self.needles, &mut self.carry);
+        self.needles.mask(&mut self.carry);
         self.carry.split().freeze()
     }
 }
 
-/// Overwrites every occurrence of each needle with `*`; returns whether anything was found.
-fn mask(needles: &[Vec<u8>], buf: &mut [u8]) -> bool {
-    let mut found = false;
-    for n in needles {
-        let mut start = 0;
-        while start + n.len() <= buf.len() {
-            let Some(pos) = buf
-                .get(start..)
-                .and_then(|hay| hay.windows(n.len()).position(|w| w == n.as_slice()))
-            else {
-                break;
-            };
-            let at = start + pos;
-            if let Some(slot) = buf.get_mut(at..at + n.len()) {
-                slot.fill(b'*');
-            }
-            found = true;
-            start = at + n.len();
-        }
+/// The held-back bytes may begin a secret: only their count is printed.
+impl std::fmt::Debug for Scrubber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scrubber")
+            .field("needles", &self.needles)
+            .field("carry_len", &self.carry.len())
+            .finish()
     }
-    found
 }
 
 #[cfg(test)]
@@ -93,8 +128,14 @@ mod tests {
 
     use super::*;
 
+    fn scrubber(needles: &[&str]) -> Scrubber {
+        Scrubber::new(Arc::new(Needles::new(
+            needles.iter().map(|n| n.as_bytes().to_vec()).collect(),
+        )))
+    }
+
     fn run(needles: &[&str], chunks: &[&[u8]]) -> Vec<u8> {
-        let mut s = Scrubber::new(needles.iter().map(|n| n.as_bytes().to_vec()).collect());
+        let mut s = scrubber(needles);
         let mut out = Vec::new();
         for c in chunks {
             out.extend_from_slice(&s.push(c));
@@ -111,12 +152,92 @@ mod tests {
 
     #[test]
     fn headers() {
-        let s = Scrubber::new(vec![b"tok".to_vec()]);
+        let s = scrubber(&["tok"]);
         assert_eq!(s.scrub_all(b"Bearer tok").unwrap(), b"Bearer ***");
         assert!(s.scrub_all(b"nothing").is_none());
     }
 
+    /// The byte-by-byte definition the searchers must agree with.
+    fn reference_mask(needles: &[&[u8]], buf: &mut [u8]) {
+        for n in needles.iter().filter(|n| !n.is_empty()) {
+            let mut start = 0;
+            while let Some(pos) = buf[start..].windows(n.len()).position(|w| w == *n) {
+                let at = start + pos;
+                buf[at..at + n.len()].fill(b'*');
+                start = at + n.len();
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_body_in_uneven_chunks() {
+        let secret = b"rw_live_0123456789abcdef";
+        let mut body = Vec::with_capacity(4 << 20);
+        let mut x: u32 = 7;
+        while body.len() < 4 << 20 {
+            // Filler that is never the secret but often begins like it.
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            body.extend_from_slice(if x.is_multiple_of(3) {
+                b"rw_live_0123"
+            } else {
+                b"abc "
+            });
+        }
+        // Chunks of 1 to 16 KiB (uneven), and a secret across each of the first boundaries.
+        let mut cuts = Vec::new();
+        let mut at = 0;
+        let mut step = 1;
+        while at < body.len() {
+            step = (step * 7919 + 13) % 16_384 + 1;
+            at = (at + step).min(body.len());
+            cuts.push(at);
+        }
+        for (i, &c) in cuts.iter().take(64).enumerate() {
+            let start = (c.saturating_sub(i % secret.len() + 1)).min(body.len() - secret.len());
+            body[start..start + secret.len()].copy_from_slice(secret);
+        }
+        let tail = body.len() - secret.len();
+        body[tail..].copy_from_slice(secret);
+        let planted = body.windows(secret.len()).filter(|w| w == secret).count();
+        assert!(planted > 32, "only {planted} secrets planted");
+        let mut expected = body.clone();
+        reference_mask(&[secret], &mut expected);
+        let mut chunks = Vec::new();
+        let mut last = 0;
+        for c in cuts {
+            chunks.push(&body[last..c]);
+            last = c;
+        }
+        let out = run(&["rw_live_0123456789abcdef"], &chunks);
+        assert_eq!(out.len(), body.len());
+        assert!(!out.windows(secret.len()).any(|w| w == secret));
+        assert!(out == expected, "differs from the byte-by-byte masking");
+    }
+
+    #[test]
+    fn empty_needles_are_ignored() {
+        assert_eq!(run(&["", ""], &[b"as ", b"is"]), b"as is");
+        assert_eq!(run(&["", "ab"], &[b"xa", b"bx"]), b"x**x");
+    }
+
     proptest! {
+        #[test]
+        fn masks_as_the_byte_by_byte_definition(
+            needles in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..5), 0..4),
+            body in proptest::collection::vec(0u8..4, 0..200),
+        ) {
+            let refs: Vec<&[u8]> = needles.iter().map(Vec::as_slice).collect();
+            let mut expected = body.clone();
+            reference_mask(&refs, &mut expected);
+            let n = Needles::new(needles.clone());
+            let mut got = body.clone();
+            n.mask(&mut got);
+            prop_assert_eq!(&got, &expected);
+            let s = Scrubber::new(Arc::new(n));
+            prop_assert_eq!(s.scrub_all(&body).unwrap_or_else(|| body.clone()), expected);
+        }
+
+
         #[test]
         fn never_leaks_whatever_the_chunking(
             prefix in proptest::collection::vec(any::<u8>(), 0..64),
