@@ -328,8 +328,8 @@ mod tests {
 
     #[test]
     fn response_headers_are_scrubbed_and_hop_by_hop_ones_dropped() {
-        let scrubber = Scrubber::new(std::sync::Arc::new(crate::scrub::Needles::new(vec![
-            b"s3cret".to_vec(),
+        let scrubber = Scrubber::new(std::sync::Arc::new(crate::scrub::Needles::new(&[
+            b"s3cret",
         ])));
         let out = agent_response_headers(
             map(&[

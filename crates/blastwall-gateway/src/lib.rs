@@ -10,6 +10,7 @@ mod auth;
 mod authorize;
 pub mod error;
 mod forward;
+mod inject;
 mod matrix;
 mod metrics;
 mod pool;

@@ -13,14 +13,14 @@ use blastwall_policy::Classification;
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode, Uri};
 use http_body_util::Full;
-use secrecy::{ExposeSecret, SecretBox};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use crate::authorize::Verdict;
 use crate::error::ApiError;
 use crate::forward::{agent_response_headers, scrubbed_body, upstream_request_headers};
-use crate::scrub::{Needles, Scrubber};
+use crate::inject::OpenedCredential;
+use crate::scrub::Scrubber;
 use crate::server::Gateway;
 
 /// Handles every request that is not `/healthz` or `/metrics`.
@@ -291,26 +291,16 @@ async fn forward(
     c: &Classification,
     incoming: http::HeaderMap,
     body: Bytes,
-    credential: &SecretBox<Vec<u8>>,
+    credential: &OpenedCredential,
 ) -> Result<Response, ApiError> {
     let inner = &gw.inner;
     let profile = inner
         .catalog
         .profile(&upstream.profile)
         .ok_or_else(ApiError::internal)?;
-    let template = profile.credential();
-    let cred_text = std::str::from_utf8(credential.expose_secret()).map_err(|_| {
-        tracing::error!("the sealed credential is not UTF-8 text and cannot go in a header");
-        ApiError::internal()
-    })?;
-    let injected = template.render(cred_text);
-    let mut value = HeaderValue::from_str(injected.expose_secret()).map_err(|_| {
-        tracing::error!("the sealed credential cannot be sent as a header value");
-        ApiError::internal()
-    })?;
-    value.set_sensitive(true);
-    let header_name = http::HeaderName::from_bytes(template.header().as_bytes())
-        .map_err(|_| ApiError::internal())?;
+    let injection = credential
+        .injection(&upstream.profile, profile.credential())
+        .ok_or_else(ApiError::internal)?;
 
     let uri: Uri = format!("{}{}", upstream.base_url, c.target)
         .parse()
@@ -329,7 +319,8 @@ async fn forward(
         .body(Full::new(body))
         .map_err(|_| ApiError::internal())?;
     *req.headers_mut() = upstream_request_headers(incoming);
-    req.headers_mut().insert(header_name, value);
+    req.headers_mut()
+        .insert(injection.name.clone(), injection.value.clone());
 
     let client = inner.clients.for_upstream(upstream.name.as_str());
     let t0 = Instant::now();
@@ -365,10 +356,7 @@ async fn forward(
             upstream: upstream.name.to_string(),
         })
         .observe(t0.elapsed().as_secs_f64());
-    let scrubber = Scrubber::new(Arc::new(Needles::new(vec![
-        credential.expose_secret().clone(),
-        injected.expose_secret().as_bytes().to_vec(),
-    ])));
+    let scrubber = Scrubber::new(injection.needles.clone());
     let (parts, body) = resp.into_parts();
     let headers = agent_response_headers(parts.headers, &scrubber);
     let mut out = Response::new(scrubbed_body(
@@ -450,7 +438,7 @@ async fn credential_for(
     gw: &Gateway,
     upstream: &UpstreamRecord,
     env: &EnvName,
-) -> Result<Arc<SecretBox<Vec<u8>>>, ApiError> {
+) -> Result<Arc<OpenedCredential>, ApiError> {
     let key = (upstream.name.to_string(), env.clone());
     if let Some(c) = gw.inner.credentials.read().await.get(&key) {
         return Ok(c.clone());
@@ -488,7 +476,7 @@ async fn credential_for(
             "ask the operator to re-seal it (`blastwall upstream check`)",
         )
     })?;
-    let opened = Arc::new(opened);
+    let opened = Arc::new(OpenedCredential::new(opened));
     gw.inner
         .credentials
         .write()

@@ -21,7 +21,7 @@ pub(crate) struct Needles {
 
 impl Needles {
     /// The searchers for these secrets (empty ones are ignored).
-    pub(crate) fn new(needles: Vec<Vec<u8>>) -> Self {
+    pub(crate) fn new(needles: &[&[u8]]) -> Self {
         let finders: Vec<Finder<'static>> = needles
             .iter()
             .filter(|n| !n.is_empty())
@@ -129,9 +129,8 @@ mod tests {
     use super::*;
 
     fn scrubber(needles: &[&str]) -> Scrubber {
-        Scrubber::new(Arc::new(Needles::new(
-            needles.iter().map(|n| n.as_bytes().to_vec()).collect(),
-        )))
+        let needles: Vec<&[u8]> = needles.iter().map(|n| n.as_bytes()).collect();
+        Scrubber::new(Arc::new(Needles::new(&needles)))
     }
 
     fn run(needles: &[&str], chunks: &[&[u8]]) -> Vec<u8> {
@@ -229,7 +228,7 @@ mod tests {
             let refs: Vec<&[u8]> = needles.iter().map(Vec::as_slice).collect();
             let mut expected = body.clone();
             reference_mask(&refs, &mut expected);
-            let n = Needles::new(needles.clone());
+            let n = Needles::new(&refs);
             let mut got = body.clone();
             n.mask(&mut got);
             prop_assert_eq!(&got, &expected);

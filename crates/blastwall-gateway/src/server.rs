@@ -17,13 +17,13 @@ use blastwall_core::{EnvName, Environment};
 use blastwall_policy::Catalog;
 use blastwall_store::{Auditor, Store};
 use http::StatusCode;
-use secrecy::SecretBox;
 use tokio::sync::{RwLock, mpsc};
 
 use crate::auth::Tokens;
 use crate::authorize::Authorize;
 use crate::error::GatewayError;
 use crate::forward::Clients;
+use crate::inject::OpenedCredential;
 use crate::metrics::Metrics;
 
 /// Everything `blastwall serve` needs to start a gateway.
@@ -51,9 +51,6 @@ impl std::fmt::Debug for GatewaySetup {
     }
 }
 
-/// An upstream credential opened with an environment key this process holds.
-pub(crate) type OpenedCredential = Arc<SecretBox<Vec<u8>>>;
-
 /// The shared state of a running gateway.
 #[derive(Clone, Debug)]
 pub struct Gateway {
@@ -69,7 +66,7 @@ pub(crate) struct Inner {
     pub(crate) tokens: Arc<Tokens>,
     pub(crate) envs: RwLock<HashMap<EnvName, Environment>>,
     pub(crate) upstreams: RwLock<HashMap<String, Arc<UpstreamRecord>>>,
-    pub(crate) credentials: RwLock<HashMap<(String, EnvName), OpenedCredential>>,
+    pub(crate) credentials: RwLock<HashMap<(String, EnvName), Arc<OpenedCredential>>>,
     pub(crate) clients: Clients,
     pub(crate) audit: mpsc::Sender<AuditRecord>,
     pub(crate) metrics: Metrics,

@@ -1,0 +1,158 @@
+//! The opened upstream credential and what is derived from it once: the header it is sent in and
+//! the searchers that scrub it from responses.
+//!
+//! Both live in the opened credential's cache entry, so they are built again exactly when the
+//! credential is opened again (the cache in `server::Inner::credentials`): caching them adds no
+//! staleness of its own.
+
+use std::sync::{Arc, OnceLock};
+
+use blastwall_policy::CredentialTemplate;
+use http::{HeaderName, HeaderValue};
+use secrecy::{ExposeSecret, SecretBox};
+
+use crate::scrub::Needles;
+
+/// An upstream credential opened with an environment key this process holds.
+pub(crate) struct OpenedCredential {
+    secret: SecretBox<Vec<u8>>,
+    injection: OnceLock<Arc<Injection>>,
+}
+
+/// The credential header of one (upstream, environment), and what scrubs it from responses.
+pub(crate) struct Injection {
+    /// The profile whose template built it.
+    profile: String,
+    /// The header name, from the profile's template.
+    pub(crate) name: HeaderName,
+    /// The rendered value, marked sensitive (its `Debug` prints `Sensitive`; HTTP/2 would never
+    /// index it).
+    pub(crate) value: HeaderValue,
+    /// The credential and the whole header value, for the scrubber.
+    pub(crate) needles: Arc<Needles>,
+}
+
+impl OpenedCredential {
+    /// Wraps a freshly opened credential.
+    pub(crate) fn new(secret: SecretBox<Vec<u8>>) -> Self {
+        Self {
+            secret,
+            injection: OnceLock::new(),
+        }
+    }
+
+    /// The header for `profile`'s template, rendered on first use and then shared. `None` (the
+    /// reason logged) when the credential cannot go in a header: an internal error on every
+    /// request, as before, since nothing is cached then.
+    pub(crate) fn injection(
+        &self,
+        profile: &str,
+        template: &CredentialTemplate,
+    ) -> Option<Arc<Injection>> {
+        if let Some(i) = self.injection.get() {
+            if i.profile == profile {
+                return Some(i.clone());
+            }
+            // Today an upstream's record (and so its profile) is cached for the process's life
+            // like its credential; should it ever change, the header is rendered afresh.
+            return self.render(profile, template).map(Arc::new);
+        }
+        let built = Arc::new(self.render(profile, template)?);
+        Some(self.injection.get_or_init(|| built).clone())
+    }
+
+    fn render(&self, profile: &str, template: &CredentialTemplate) -> Option<Injection> {
+        let Ok(text) = std::str::from_utf8(self.secret.expose_secret()) else {
+            tracing::error!("the sealed credential is not UTF-8 text and cannot go in a header");
+            return None;
+        };
+        let rendered = template.render(text);
+        let Ok(mut value) = HeaderValue::from_str(rendered.expose_secret()) else {
+            tracing::error!("the sealed credential cannot be sent as a header value");
+            return None;
+        };
+        value.set_sensitive(true);
+        let name = HeaderName::from_bytes(template.header().as_bytes()).ok()?;
+        let needles = Arc::new(Needles::new(&[
+            self.secret.expose_secret(),
+            rendered.expose_secret().as_bytes(),
+        ]));
+        Some(Injection {
+            profile: profile.to_owned(),
+            name,
+            value,
+            needles,
+        })
+    }
+}
+
+/// The secret is never printed.
+impl std::fmt::Debug for OpenedCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenedCredential").finish_non_exhaustive()
+    }
+}
+
+/// The value is never printed.
+impl std::fmt::Debug for Injection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Injection")
+            .field("profile", &self.profile)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use blastwall_policy::Catalog;
+
+    use super::*;
+
+    const CANARY: &str = "rw_live_canary_0123456789";
+
+    fn opened(secret: &[u8]) -> OpenedCredential {
+        OpenedCredential::new(SecretBox::new(Box::new(secret.to_vec())))
+    }
+
+    #[test]
+    fn rendered_once_sensitive_and_never_printed() {
+        let catalog = Catalog::builtin().unwrap();
+        let template = catalog.profile("railway").unwrap().credential();
+        let c = opened(CANARY.as_bytes());
+        let first = c.injection("railway", template).unwrap();
+        let again = c.injection("railway", template).unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(first.name, http::header::AUTHORIZATION);
+        assert_eq!(
+            first.value.as_bytes(),
+            format!("Bearer {CANARY}").as_bytes()
+        );
+        assert!(first.value.is_sensitive());
+        for printed in [
+            format!("{first:?}"),
+            format!("{c:?}"),
+            format!("{:?}", first.value),
+        ] {
+            assert!(!printed.contains(CANARY), "{printed}");
+        }
+        // Both the credential and the whole header value are scrubbed from responses.
+        let s = crate::scrub::Scrubber::new(first.needles.clone());
+        assert_eq!(
+            s.scrub_all(CANARY.as_bytes()).unwrap(),
+            vec![b'*'; CANARY.len()]
+        );
+    }
+
+    #[test]
+    fn a_credential_that_cannot_be_a_header_is_refused_every_time() {
+        let catalog = Catalog::builtin().unwrap();
+        let template = catalog.profile("railway").unwrap().credential();
+        for bad in [&b"\xff\xfe"[..], b"line\nbreak"] {
+            let c = opened(bad);
+            assert!(c.injection("railway", template).is_none());
+            assert!(c.injection("railway", template).is_none());
+            assert!(c.injection.get().is_none());
+        }
+    }
+}
