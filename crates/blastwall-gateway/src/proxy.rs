@@ -418,19 +418,22 @@ async fn lookup_upstream(gw: &Gateway, name: &str) -> Result<Arc<UpstreamRecord>
     Ok(up)
 }
 
-async fn lookup_env(gw: &Gateway, name: &EnvName) -> Result<blastwall_core::Environment, ApiError> {
+async fn lookup_env(
+    gw: &Gateway,
+    name: &EnvName,
+) -> Result<Arc<blastwall_core::Environment>, ApiError> {
     if let Some(e) = gw.inner.envs.read().await.get(name) {
         return Ok(e.clone());
     }
     let found = gw.inner.store.env_get(name).await.map_err(store_down)?;
-    let e = found.ok_or_else(|| {
+    let e = Arc::new(found.ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unknown_environment",
             format!("this token's environment `{name}` does not exist"),
             "ask the token's owner for a new token",
         )
-    })?;
+    })?);
     gw.inner.envs.write().await.insert(name.clone(), e.clone());
     Ok(e)
 }
@@ -442,8 +445,14 @@ async fn credential_for(
     upstream: &UpstreamRecord,
     env: &EnvName,
 ) -> Result<Arc<OpenedCredential>, ApiError> {
-    let key = (upstream.name.to_string(), env.clone());
-    if let Some(c) = gw.inner.credentials.read().await.get(&key) {
+    if let Some(c) = gw
+        .inner
+        .credentials
+        .read()
+        .await
+        .get(upstream.name.as_str())
+        .and_then(|by_env| by_env.get(env))
+    {
         return Ok(c.clone());
     }
     let Some(identity) = gw.inner.keys.get(env) else {
@@ -484,7 +493,9 @@ async fn credential_for(
         .credentials
         .write()
         .await
-        .insert(key, opened.clone());
+        .entry(upstream.name.as_str().to_owned())
+        .or_default()
+        .insert(env.clone(), opened.clone());
     Ok(opened)
 }
 

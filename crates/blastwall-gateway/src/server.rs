@@ -64,9 +64,10 @@ pub(crate) struct Inner {
     pub(crate) authorize: Authorize,
     pub(crate) keys: HashMap<EnvName, EnvIdentity>,
     pub(crate) tokens: Arc<Tokens>,
-    pub(crate) envs: RwLock<HashMap<EnvName, Environment>>,
+    pub(crate) envs: RwLock<HashMap<EnvName, Arc<Environment>>>,
     pub(crate) upstreams: RwLock<HashMap<String, Arc<UpstreamRecord>>>,
-    pub(crate) credentials: RwLock<HashMap<(String, EnvName), Arc<OpenedCredential>>>,
+    /// By upstream, then environment, so a lookup copies neither name.
+    pub(crate) credentials: RwLock<HashMap<String, HashMap<EnvName, Arc<OpenedCredential>>>>,
     pub(crate) clients: Clients,
     pub(crate) audit: mpsc::Sender<AuditRecord>,
     pub(crate) metrics: Metrics,
@@ -93,7 +94,7 @@ impl Gateway {
             .env_list()
             .await?
             .into_iter()
-            .map(|e| (e.name.clone(), e))
+            .map(|e| (e.name.clone(), Arc::new(e)))
             .collect();
         let tokens = Arc::new(Tokens::new(
             setup.store.clone(),
