@@ -16,6 +16,9 @@ use crate::scrub::Needles;
 /// An upstream credential opened with an environment key this process holds.
 pub(crate) struct OpenedCredential {
     secret: SecretBox<Vec<u8>>,
+    /// SHA-256 of the sealed record it was opened from: a re-sealed (rotated) credential has
+    /// another, and the refresher drops this one then.
+    sealed_digest: [u8; 32],
     injection: OnceLock<Arc<Injection>>,
 }
 
@@ -33,12 +36,18 @@ pub(crate) struct Injection {
 }
 
 impl OpenedCredential {
-    /// Wraps a freshly opened credential.
-    pub(crate) fn new(secret: SecretBox<Vec<u8>>) -> Self {
+    /// Wraps a freshly opened credential and the sealed bytes it was opened from.
+    pub(crate) fn new(secret: SecretBox<Vec<u8>>, sealed: &[u8]) -> Self {
         Self {
             secret,
+            sealed_digest: sealed_digest(sealed),
             injection: OnceLock::new(),
         }
+    }
+
+    /// Whether it was opened from exactly these sealed bytes.
+    pub(crate) fn opened_from(&self, sealed: &[u8]) -> bool {
+        self.sealed_digest == sealed_digest(sealed)
     }
 
     /// The header for `profile`'s template, rendered on first use and then shared. `None` (the
@@ -86,6 +95,12 @@ impl OpenedCredential {
     }
 }
 
+/// The digest of a sealed record (age ciphertext: a public value).
+fn sealed_digest(sealed: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(sealed).into()
+}
+
 /// The secret is never printed.
 impl std::fmt::Debug for OpenedCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,7 +127,7 @@ mod tests {
     const CANARY: &str = "rw_live_canary_0123456789";
 
     fn opened(secret: &[u8]) -> OpenedCredential {
-        OpenedCredential::new(SecretBox::new(Box::new(secret.to_vec())))
+        OpenedCredential::new(SecretBox::new(Box::new(secret.to_vec())), b"sealed")
     }
 
     #[test]
@@ -142,6 +157,13 @@ mod tests {
             s.scrub_all(CANARY.as_bytes()).unwrap(),
             vec![b'*'; CANARY.len()]
         );
+    }
+
+    #[test]
+    fn it_knows_the_sealed_record_it_came_from() {
+        let c = opened(CANARY.as_bytes());
+        assert!(c.opened_from(b"sealed"));
+        assert!(!c.opened_from(b"sealed again"));
     }
 
     #[test]

@@ -488,7 +488,7 @@ async fn credential_for(
             "ask the operator to re-seal it (`blastwall upstream check`)",
         )
     })?;
-    let opened = Arc::new(OpenedCredential::new(opened));
+    let opened = Arc::new(OpenedCredential::new(opened, &sealed.sealed));
     gw.inner
         .credentials
         .write()

@@ -81,6 +81,7 @@ pub struct Running {
     pub gateway: Gateway,
     audit_task: tokio::task::JoinHandle<()>,
     poll_task: tokio::task::JoinHandle<()>,
+    refresh_task: tokio::task::JoinHandle<()>,
 }
 
 impl Gateway {
@@ -121,12 +122,15 @@ impl Gateway {
             metrics: Metrics::new(),
             config: setup.config,
         };
+        let gateway = Gateway {
+            inner: Arc::new(inner),
+        };
+        let refresh_task = tokio::spawn(refresh_credentials(gateway.clone()));
         Ok(Running {
-            gateway: Gateway {
-                inner: Arc::new(inner),
-            },
+            gateway,
             audit_task,
             poll_task,
+            refresh_task,
         })
     }
 
@@ -143,6 +147,52 @@ impl Gateway {
     pub(crate) async fn audit(&self, record: AuditRecord) {
         if self.inner.audit.send(record).await.is_err() {
             tracing::error!("the audit writer has stopped; an audit entry was not written");
+        }
+    }
+}
+
+/// Drops opened credentials whose sealed record was replaced (`blastwall upstream add … --env E
+/// --secret-stdin` again, from any process sharing the store) or removed, every
+/// `revocation_poll`: the next request opens the stored one. Without this a rotated credential
+/// took effect only at a restart. When the store cannot be read, the cache is left as it is
+/// (token checks already fail closed when the store stays unreachable).
+async fn refresh_credentials(gw: Gateway) {
+    let every = gw.inner.config.revocation_poll;
+    loop {
+        tokio::time::sleep(every).await;
+        let stored = match gw.inner.store.credential_list().await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list sealed credentials; keeping the opened ones");
+                continue;
+            }
+        };
+        let current = |upstream: &str, env: &EnvName, opened: &OpenedCredential| {
+            stored.iter().any(|c| {
+                c.upstream.as_str() == upstream && c.env == *env && opened.opened_from(&c.sealed)
+            })
+        };
+        // Read first: the write lock is taken only when something changed.
+        let stale = {
+            let cache = gw.inner.credentials.read().await;
+            cache.iter().any(|(upstream, by_env)| {
+                by_env
+                    .iter()
+                    .any(|(env, opened)| !current(upstream, env, opened))
+            })
+        };
+        if !stale {
+            continue;
+        }
+        let mut cache = gw.inner.credentials.write().await;
+        for (upstream, by_env) in cache.iter_mut() {
+            by_env.retain(|env, opened| {
+                let keep = current(upstream, env, opened);
+                if !keep {
+                    tracing::info!(upstream = %upstream, env = %env, "sealed credential replaced; the stored one is opened on the next request");
+                }
+                keep
+            });
         }
     }
 }
@@ -166,6 +216,7 @@ impl Running {
     /// Stops the background tasks, writing every queued audit entry first.
     pub async fn stop(self) {
         self.poll_task.abort();
+        self.refresh_task.abort();
         self.gateway.inner.tokens.flush_touched().await;
         let Running {
             gateway,

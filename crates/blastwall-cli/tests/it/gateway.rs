@@ -460,6 +460,50 @@ async fn production_destructive_operations_are_held() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_rotated_by_another_process_is_used_within_a_second() {
+    let s = setup().await;
+    let (token, _) = issue(&s.bw, "staging", "railway:domain.*", "1h");
+    let gw = serve(&s.bw);
+    assert_eq!(gql(&gw.base, &token, CREATE).await.status, 200);
+    const ROTATED: &str = "rw_STAGING_rotated_9f8e7d6c5b4a3f2e1d";
+    let o = s.bw.run_stdin(
+        &[
+            "upstream",
+            "add",
+            "railway",
+            "--env",
+            "staging",
+            "--secret-stdin",
+        ],
+        ROTATED,
+    );
+    assert!(o.status.success());
+    let rotated_at = Instant::now();
+    let mut switched = false;
+    while rotated_at.elapsed() < Duration::from_secs(1) {
+        assert_eq!(gql(&gw.base, &token, CREATE).await.status, 200);
+        let seen = s.railway.seen();
+        let last = seen.last().and_then(|r| r.authorization());
+        if last.as_deref() == Some(format!("Bearer {ROTATED}").as_str()) {
+            switched = true;
+            break;
+        }
+        assert_eq!(
+            last.as_deref(),
+            Some(format!("Bearer {STAGING_SECRET}").as_str())
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        switched,
+        "the gateway still sent the old credential a second after the rotation"
+    );
+    // And the new one is scrubbed from responses like the old one.
+    let r = gql(&gw.base, &token, CREATE).await;
+    assert!(!r.text().contains(ROTATED));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_and_revoked_tokens_are_refused() {
     let s = setup().await;
     let (short, _) = issue(&s.bw, "staging", "railway:*", "2s");
