@@ -94,21 +94,15 @@ pub(super) fn base64_runs(
         let words = seg.len().div_ceil(64);
         maps.base64.clear();
         maps.base64.resize(words, 0);
-        for (j, block) in seg.chunks(64).enumerate() {
-            let mut bytes = [b' '; 64];
-            if let Some(dst) = bytes.get_mut(..block.len()) {
-                dst.copy_from_slice(block);
-            }
+        for_blocks(seg, |j, quarters| {
             let mut bits = 0u64;
-            for (k, quarter) in bytes.chunks_exact(16).enumerate() {
-                let mut sixteen = [0u8; 16];
-                sixteen.copy_from_slice(quarter);
-                bits |= u64::from(base64_16(sixteen)) << (k * 16);
+            for (k, quarter) in quarters.into_iter().enumerate() {
+                bits |= u64::from(base64_16(quarter)) << (k * 16);
             }
             if let Some(w) = maps.base64.get_mut(j) {
                 *w = bits;
             }
-        }
+        });
         long_runs(&maps.base64, seg.len(), min, &mut maps.tmp, |s, e| {
             out.push((start + s, start + e));
         });
@@ -324,22 +318,15 @@ fn classify(seg: &[u8], maps: &mut Bitmaps) {
         v.clear();
         v.resize(words, 0);
     }
-    for (j, block) in seg.chunks(64).enumerate() {
-        let mut bytes = [b' '; 64];
-        if let Some(dst) = bytes.get_mut(..block.len()) {
-            dst.copy_from_slice(block);
-        }
+    for_blocks(seg, |j, quarters| {
         let mut m = [0u64; 6];
-        for (k, quarter) in bytes.chunks_exact(16).enumerate() {
-            let mut sixteen = [0u8; 16];
-            sixteen.copy_from_slice(quarter);
-            let c = classes16(sixteen);
-            let shift = k * 16;
+        for (k, quarter) in quarters.into_iter().enumerate() {
+            let c = classes16(quarter);
             for (acc, bits) in m
                 .iter_mut()
                 .zip([c.field, c.token, c.word, c.newline, c.sep, c.quote])
             {
-                *acc |= u64::from(bits) << shift;
+                *acc |= u64::from(bits) << (k * 16);
             }
         }
         for (v, bits) in [
@@ -357,6 +344,20 @@ fn classify(seg: &[u8], maps: &mut Bitmaps) {
                 *w = bits;
             }
         }
+    });
+}
+
+/// Calls `f(j, quarters)` for the `j`-th 64-byte block of `seg`, as four 16-byte quarters (the
+/// last block padded with spaces, which are in no class).
+fn for_blocks(seg: &[u8], mut f: impl FnMut(usize, [[u8; 16]; 4])) {
+    for (j, block) in seg.chunks(64).enumerate() {
+        let mut quarters = [[b' '; 16]; 4];
+        for (quarter, src) in quarters.iter_mut().zip(block.chunks(16)) {
+            if let Some(dst) = quarter.get_mut(..src.len()) {
+                dst.copy_from_slice(src);
+            }
+        }
+        f(j, quarters);
     }
 }
 
@@ -371,22 +372,15 @@ struct Classes16 {
 }
 
 fn classes16(bytes: [u8; 16]) -> Classes16 {
-    let v = u8x16::new(bytes);
-    let eq = |c: u8| v.cmp_eq(u8x16::splat(c));
-    // `lo <= x <= lo + n`, unsigned: `x - lo` wraps above `n` otherwise.
-    let within = |x: u8x16, lo: u8, n: u8| {
-        let d = x - u8x16::splat(lo);
-        d.min(u8x16::splat(n)).cmp_eq(d)
-    };
-    let letter = within(v | u8x16::splat(0x20), b'a', 25);
-    let word = letter | within(v, b'0', 9) | eq(b'_') | eq(b'-');
-    let token = word | eq(b'+') | eq(b'/') | eq(b'=') | eq(b'.') | eq(b'~');
-    let newline = eq(b'\n');
+    let v = Lanes::new(bytes);
+    let word = v.alphanumeric() | v.eq(b'_') | v.eq(b'-');
+    let token = word | v.eq(b'+') | v.eq(b'/') | v.eq(b'=') | v.eq(b'.') | v.eq(b'~');
+    let newline = v.eq(b'\n');
     // ASCII whitespace as Rust defines it: `\t \n \x0c \r` and space (not `\x0b`).
-    let space = eq(b'\t') | newline | eq(0x0c) | eq(b'\r') | eq(b' ');
-    let quote = eq(b'"') | eq(b'\'');
-    let brk = space | quote | eq(b'`');
-    let sep = eq(b'=') | eq(b':');
+    let space = v.eq(b'\t') | newline | v.eq(0x0c) | v.eq(b'\r') | v.eq(b' ');
+    let quote = v.eq(b'"') | v.eq(b'\'');
+    let brk = space | quote | v.eq(b'`');
+    let sep = v.eq(b'=') | v.eq(b':');
     Classes16 {
         field: !mask(brk),
         token: mask(token),
@@ -399,14 +393,33 @@ fn classes16(bytes: [u8; 16]) -> Classes16 {
 
 /// The base64 bits of sixteen bytes: ASCII letters and digits, `+ / = _ -`.
 fn base64_16(bytes: [u8; 16]) -> u16 {
-    let v = u8x16::new(bytes);
-    let eq = |c: u8| v.cmp_eq(u8x16::splat(c));
-    let within = |x: u8x16, lo: u8, n: u8| {
-        let d = x - u8x16::splat(lo);
-        d.min(u8x16::splat(n)).cmp_eq(d)
-    };
-    let letter = within(v | u8x16::splat(0x20), b'a', 25);
-    mask(letter | within(v, b'0', 9) | eq(b'+') | eq(b'/') | eq(b'=') | eq(b'_') | eq(b'-'))
+    let v = Lanes::new(bytes);
+    mask(v.alphanumeric() | v.eq(b'+') | v.eq(b'/') | v.eq(b'=') | v.eq(b'_') | v.eq(b'-'))
+}
+
+/// Sixteen bytes in a vector, and the compares the byte classes are made of (each lane all ones
+/// where it holds).
+struct Lanes(u8x16);
+
+impl Lanes {
+    fn new(bytes: [u8; 16]) -> Self {
+        Self(u8x16::new(bytes))
+    }
+
+    fn eq(&self, c: u8) -> u8x16 {
+        self.0.cmp_eq(u8x16::splat(c))
+    }
+
+    /// ASCII letters and digits.
+    fn alphanumeric(&self) -> u8x16 {
+        within(self.0 | u8x16::splat(0x20), b'a', 25) | within(self.0, b'0', 9)
+    }
+}
+
+/// `lo <= x <= lo + n`, unsigned: `x - lo` wraps above `n` otherwise.
+fn within(x: u8x16, lo: u8, n: u8) -> u8x16 {
+    let d = x - u8x16::splat(lo);
+    d.min(u8x16::splat(n)).cmp_eq(d)
 }
 
 /// The top bit of each byte of `x` (all ones or all zeros after a compare), packed.
