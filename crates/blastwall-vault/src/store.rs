@@ -177,21 +177,14 @@ mod tests {
 
     #[test]
     fn a_drill_is_read_back_from_its_name() {
-        let d = DrillRecord {
-            backup: "20261127T083100Z-1a2b3c".into(),
-            source: "appdb".into(),
-            at: "2026-11-27T08:40:01.25Z".into(),
-            passed: true,
-            reason: None,
-            taken_at: None,
-            rpo_secs: None,
-            fetch_ms: 0,
-            decrypt_ms: 0,
-            restore_ms: 0,
-            verify_ms: 0,
-            amcheck: None,
-            actor: String::new(),
-        };
+        let d = DrillRecord::untimed(
+            "appdb",
+            "20261127T083100Z-1a2b3c",
+            "2026-11-27T08:40:01.25Z".into(),
+            true,
+            None,
+            "",
+        );
         let name = drill_name(&d);
         assert_eq!(
             name,
