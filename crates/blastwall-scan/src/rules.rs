@@ -7,11 +7,11 @@
 //! examples. The built-in files are embedded at build time and every rule is checked when the set
 //! is loaded, examples included: a bad rule stops the scanner with an error naming the rule.
 
+mod keywords;
 mod validate;
 
 use std::collections::HashSet;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 
@@ -362,8 +362,9 @@ impl Rule {
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     rules: Vec<Rule>,
-    prefilter: AhoCorasick,
-    /// For each prefilter pattern, the rules it triggers.
+    prefilter: keywords::KeywordSearcher,
+    /// For each prefilter pattern, the rules it triggers (its own and those of the keywords it
+    /// contains).
     keyword_rules: Vec<Vec<usize>>,
 }
 
@@ -417,7 +418,8 @@ impl RuleSet {
             }
         }
         // A keyword found also stands for every keyword it contains ("db_password" for
-        // "password"), because the search reports only the longest keyword at each position.
+        // "password"): a rule's search window is placed around where its keyword starts, so the
+        // rules of "password" also search around the start of "db_password".
         let direct = keyword_rules.clone();
         for (i, k) in keywords.iter().enumerate() {
             for (j, other) in keywords.iter().enumerate() {
@@ -431,14 +433,10 @@ impl RuleSet {
                 }
             }
         }
-        let prefilter = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::LeftmostLongest)
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(&keywords)
-            .map_err(|e| ScanError::Rule {
+        let prefilter =
+            keywords::KeywordSearcher::new(&keywords).map_err(|message| ScanError::Rule {
                 rule: "prefilter".into(),
-                message: e.to_string(),
+                message,
             })?;
         Ok(Self {
             rules,
@@ -467,31 +465,29 @@ impl RuleSet {
         self.rules.get(index)
     }
 
-    /// For each rule, the offsets in `text` where one of its keywords starts (empty for rules
-    /// whose keywords do not appear).
+    /// For each rule, the offsets in `text` where one of its keywords starts (ascending; empty
+    /// for rules whose keywords do not appear).
     ///
-    /// One leftmost-longest search per start position: every position where a keyword starts is
-    /// visited, and a keyword found there also stands for the shorter keywords it contains.
+    /// Every occurrence of every keyword is found (overlapping ones too); a keyword found at a
+    /// position also stands there for the shorter keywords it contains ("db_password" for
+    /// "password"), as the rules' search windows are placed around keyword starts.
     pub(crate) fn keyword_hits(&self, text: &[u8]) -> Vec<Vec<usize>> {
+        let mut found = Vec::new();
+        self.prefilter.find_all(text, &mut found);
+        found.sort_unstable();
         let mut hits: Vec<Vec<usize>> = vec![Vec::new(); self.rules.len()];
-        let mut pos = 0;
-        while pos < text.len() {
-            let input = aho_corasick::Input::new(text).span(pos..text.len());
-            let Some(m) = self.prefilter.find(input) else {
-                break;
-            };
+        for (start, keyword) in found {
             let rules = self
                 .keyword_rules
-                .get(m.pattern().as_usize())
+                .get(keyword)
                 .map_or(&[][..], Vec::as_slice);
             for &r in rules {
                 if let Some(list) = hits.get_mut(r)
-                    && list.last() != Some(&m.start())
+                    && list.last() != Some(&start)
                 {
-                    list.push(m.start());
+                    list.push(start);
                 }
             }
-            pos = m.start() + 1;
         }
         hits
     }
@@ -551,6 +547,70 @@ examples = ["xx_12"]
             err.to_string().contains("example 1 does not match"),
             "{err}"
         );
+    }
+
+    /// The prefilter as it was before the interleaved search: one leftmost-longest search per
+    /// start position, the longest keyword there standing for those it contains.
+    fn keyword_hits_reference(set: &RuleSet, text: &[u8]) -> Vec<Vec<usize>> {
+        let mut keywords: Vec<&str> = Vec::new();
+        for rule in set.rules() {
+            for k in &rule.spec().keywords {
+                if !keywords.contains(&k.as_str()) {
+                    keywords.push(k);
+                }
+            }
+        }
+        let ac = aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(&keywords)
+            .unwrap();
+        let mut hits: Vec<Vec<usize>> = vec![Vec::new(); set.len()];
+        let mut pos = 0;
+        while let Some(m) = ac.find(aho_corasick::Input::new(text).span(pos..text.len())) {
+            for &r in &set.keyword_rules[m.pattern().as_usize()] {
+                if hits[r].last() != Some(&m.start()) {
+                    hits[r].push(m.start());
+                }
+            }
+            pos = m.start() + 1;
+        }
+        hits
+    }
+
+    /// The built-in set, built once for the property tests.
+    fn builtin() -> &'static RuleSet {
+        static SET: std::sync::LazyLock<RuleSet> =
+            std::sync::LazyLock::new(|| RuleSet::builtin().unwrap());
+        &SET
+    }
+
+    fn keyword_text() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let set = builtin();
+        let mut keywords: Vec<String> = set
+            .rules()
+            .iter()
+            .flat_map(|r| r.spec().keywords.clone())
+            .collect();
+        keywords.sort_unstable();
+        keywords.dedup();
+        let piece = prop_oneof![
+            (prop::sample::select(keywords), any::<bool>()).prop_map(|(k, upper)| {
+                if upper { k.to_ascii_uppercase() } else { k }.into_bytes()
+            }),
+            proptest::collection::vec(any::<u8>(), 0..30),
+            proptest::collection::vec(prop::sample::select(b"ab_=: \n-".to_vec()), 0..30),
+        ];
+        proptest::collection::vec(piece, 0..150).prop_map(|p| p.concat())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn keyword_hits_are_those_of_the_search_per_start_position(text in keyword_text()) {
+            let set = builtin();
+            proptest::prop_assert_eq!(set.keyword_hits(&text), keyword_hits_reference(set, &text));
+        }
     }
 
     #[test]
