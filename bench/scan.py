@@ -652,6 +652,9 @@ def main():
     # A production wall also lists secrets that are nowhere here: 200 of varied lengths.
     extra = [rs(ALNUM + "-_!", rng.randint(12, 64)) for _ in range(200)]
     export_wall(planter.wall + extra, wall)
+    # A wall the size of a real gateway's (its planted production secrets only), for the paired
+    # runs of bench/scan_ab.sh.
+    export_wall(planter.wall, os.path.join(work, "small.wall"))
     size = du(corpus)
     selected = set(args.tools.split(",")) if args.tools else None
     slow = set(args.slow.split(",")) if args.slow else set()
