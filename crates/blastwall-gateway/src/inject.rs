@@ -8,8 +8,10 @@
 use std::sync::{Arc, OnceLock};
 
 use blastwall_policy::CredentialTemplate;
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretBox};
+use zeroize::Zeroizing;
 
 use crate::scrub::Needles;
 
@@ -76,7 +78,19 @@ impl OpenedCredential {
             return None;
         };
         let rendered = template.render(text);
-        let Ok(mut value) = HeaderValue::from_str(rendered.expose_secret()) else {
+        // The header value's bytes live in one buffer owned by the value and its clones (each
+        // request's copy is a reference, not a copy), wiped when the last one goes: when the
+        // credential leaves the cache (rotation) and no request in flight still holds it.
+        let bytes = rendered.expose_secret().as_bytes();
+        // Visible ASCII, spaces and tabs, as `HeaderValue::from_str` accepts (`from_maybe_shared`
+        // would also take other bytes).
+        let visible = bytes
+            .iter()
+            .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
+        let value = HeaderValue::from_maybe_shared(Bytes::from_owner(HeaderBytes(Zeroizing::new(
+            bytes.to_vec(),
+        ))));
+        let (true, Ok(mut value)) = (visible, value) else {
             tracing::error!("the sealed credential cannot be sent as a header value");
             return None;
         };
@@ -92,6 +106,23 @@ impl OpenedCredential {
             value,
             needles,
         })
+    }
+}
+
+/// The bytes of an injected header value, wiped when dropped.
+struct HeaderBytes(Zeroizing<Vec<u8>>);
+
+impl AsRef<[u8]> for HeaderBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for HeaderBytes {
+    fn drop(&mut self) {
+        // `Zeroizing` wipes the bytes right after this.
+        #[cfg(test)]
+        tests::HEADER_BYTES_DROPPED.with(|n| n.set(n.get() + 1));
     }
 }
 
@@ -125,6 +156,35 @@ mod tests {
     use super::*;
 
     const CANARY: &str = "rw_live_canary_0123456789";
+
+    thread_local! {
+        /// How many header value buffers this test thread dropped (and so wiped).
+        pub(super) static HEADER_BYTES_DROPPED: std::cell::Cell<usize> =
+            const { std::cell::Cell::new(0) };
+    }
+
+    #[test]
+    fn the_header_value_is_one_wiped_buffer_shared_by_every_request() {
+        let catalog = Catalog::builtin().unwrap();
+        let template = catalog.profile("railway").unwrap().credential();
+        let dropped = || HEADER_BYTES_DROPPED.with(std::cell::Cell::get);
+        let before = dropped();
+        let c = opened(CANARY.as_bytes());
+        let injection = c.injection("railway", template).unwrap();
+        // A request's copy is a reference to the same bytes.
+        let per_request = injection.value.clone();
+        assert_eq!(
+            per_request.as_bytes().as_ptr(),
+            injection.value.as_bytes().as_ptr()
+        );
+        // The credential leaves the cache while a request still holds its header: the bytes
+        // stay until that request is done, then they are wiped.
+        drop(injection);
+        drop(c);
+        assert_eq!(dropped(), before);
+        drop(per_request);
+        assert_eq!(dropped(), before + 1);
+    }
 
     fn opened(secret: &[u8]) -> OpenedCredential {
         OpenedCredential::new(SecretBox::new(Box::new(secret.to_vec())), b"sealed")
@@ -170,7 +230,12 @@ mod tests {
     fn a_credential_that_cannot_be_a_header_is_refused_every_time() {
         let catalog = Catalog::builtin().unwrap();
         let template = catalog.profile("railway").unwrap().credential();
-        for bad in [&b"\xff\xfe"[..], b"line\nbreak"] {
+        for bad in [
+            &b"\xff\xfe"[..],
+            b"line\nbreak",
+            "p\u{e4}ss".as_bytes(),
+            b"del\x7f",
+        ] {
             let c = opened(bad);
             assert!(c.injection("railway", template).is_none());
             assert!(c.injection("railway", template).is_none());
