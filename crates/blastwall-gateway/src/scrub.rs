@@ -10,37 +10,59 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use memchr::memmem::Finder;
+use self_cell::self_cell;
+use zeroize::Zeroizing;
+
+/// Searchers borrowing the secrets they search for.
+type Finders<'a> = Vec<Finder<'a>>;
+
+self_cell!(
+    /// Copies of the secrets, wiped when dropped, and a searcher over each (a searcher built
+    /// from an owned needle would keep a copy of its own that nothing wipes).
+    struct Searchers {
+        owner: Vec<Zeroizing<Vec<u8>>>,
+        #[covariant]
+        dependent: Finders,
+    }
+);
 
 /// The secrets to scrub, each with its searcher built once (a linear-time search, where
 /// comparing a window at every offset cost the needle's length per byte of a large body).
 /// Shared by every response that scrubs the same secrets.
 pub(crate) struct Needles {
-    finders: Vec<Finder<'static>>,
+    searchers: Searchers,
     longest: usize,
 }
 
 impl Needles {
     /// The searchers for these secrets (empty ones are ignored).
     pub(crate) fn new(needles: &[&[u8]]) -> Self {
-        let finders: Vec<Finder<'static>> = needles
+        let secrets: Vec<Zeroizing<Vec<u8>>> = needles
             .iter()
             .filter(|n| !n.is_empty())
-            .map(|n| Finder::new(n).into_owned())
+            .map(|n| Zeroizing::new(n.to_vec()))
             .collect();
-        let longest = finders.iter().map(|f| f.needle().len()).max().unwrap_or(0);
-        Self { finders, longest }
+        let longest = secrets.iter().map(|s| s.len()).max().unwrap_or(0);
+        let searchers = Searchers::new(secrets, |secrets| {
+            secrets.iter().map(|s| Finder::new(s.as_slice())).collect()
+        });
+        Self { searchers, longest }
+    }
+
+    fn finders(&self) -> &[Finder<'_>] {
+        self.searchers.borrow_dependent()
     }
 
     /// Whether `data` holds any of the secrets.
     fn any_in(&self, data: &[u8]) -> bool {
-        self.finders.iter().any(|f| f.find(data).is_some())
+        self.finders().iter().any(|f| f.find(data).is_some())
     }
 
     /// Overwrites every occurrence of each secret with `*`, secret by secret in order, leftmost
     /// first and without overlaps; returns whether anything was found.
     fn mask(&self, buf: &mut [u8]) -> bool {
         let mut found = false;
-        for f in &self.finders {
+        for f in self.finders() {
             let len = f.needle().len();
             let mut start = 0;
             while let Some(pos) = buf.get(start..).and_then(|hay| f.find(hay)) {
@@ -60,7 +82,7 @@ impl Needles {
 impl std::fmt::Debug for Needles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Needles")
-            .field("count", &self.finders.len())
+            .field("count", &self.finders().len())
             .finish_non_exhaustive()
     }
 }
@@ -217,6 +239,17 @@ mod tests {
     fn empty_needles_are_ignored() {
         assert_eq!(run(&["", ""], &[b"as ", b"is"]), b"as is");
         assert_eq!(run(&["", "ab"], &[b"xa", b"bx"]), b"x**x");
+    }
+
+    #[test]
+    fn the_searchers_search_the_wiped_copies_and_keep_none_of_their_own() {
+        let needles = Needles::new(&[b"s3cret", b"", b"Bearer s3cret"]);
+        let owned = needles.searchers.borrow_owner();
+        let finders = needles.finders();
+        assert_eq!(owned.len(), 2);
+        for (secret, finder) in owned.iter().zip(finders) {
+            assert_eq!(finder.needle().as_ptr(), secret.as_ptr());
+        }
     }
 
     proptest! {
