@@ -106,18 +106,19 @@ impl<'a> Engine<'a> {
         if !want_fp && !want_b64 {
             return;
         }
+        // The base64 runs are found before any is decoded and scanned (which uses the same
+        // thread's scratch again); with a wall file, in the candidates' pass.
+        let mut runs = Vec::new();
         if want_fp {
-            self.scan_fingerprints(text, hits);
-        }
-        if want_b64 {
-            let mut decoded = Vec::new();
-            // Found before any run is decoded and scanned (which uses the same thread's
-            // scratch again).
-            let mut runs = Vec::new();
+            self.scan_fingerprints(text, want_b64.then_some(&mut runs), hits);
+        } else {
             SEEN.with_borrow_mut(|slot| {
                 let cache = slot.get_or_insert_with(Box::default);
                 candidates::base64_runs(text, MIN_BASE64_RUN, &mut cache.maps, &mut runs);
             });
+        }
+        if want_b64 {
+            let mut decoded = Vec::new();
             for (s, e) in runs
                 .into_iter()
                 .flat_map(|(s, e)| base64_values(text, s, e))
@@ -174,13 +175,29 @@ impl<'a> Engine<'a> {
         hit
     }
 
-    /// Tests the fingerprint candidates of `text` against the wall files.
-    fn scan_fingerprints(&self, text: &[u8], hits: &mut Vec<Hit>) {
+    /// Tests the fingerprint candidates of `text` against the wall files; finds the base64 runs
+    /// of `text` into `runs` in the same pass when asked.
+    fn scan_fingerprints(
+        &self,
+        text: &[u8],
+        runs: Option<&mut Vec<(usize, usize)>>,
+        hits: &mut Vec<Hit>,
+    ) {
         SEEN.with_borrow_mut(|slot| {
             let cache = slot.get_or_insert_with(Box::default).for_engine(self.id);
             let mut spans = std::mem::take(&mut cache.spans);
             spans.clear();
-            candidates::candidates(text, &self.lengths, &mut cache.maps, &mut spans);
+            match runs {
+                Some(runs) => candidates::candidates_and_base64_runs(
+                    text,
+                    &self.lengths,
+                    MIN_BASE64_RUN,
+                    &mut cache.maps,
+                    &mut spans,
+                    runs,
+                ),
+                None => candidates::candidates(text, &self.lengths, &mut cache.maps, &mut spans),
+            }
             for &(s, e) in &spans {
                 let Some(value) = text.get(s..e) else {
                     continue;

@@ -67,7 +67,8 @@ pub(super) fn candidates(
         let end = segment_end(text, start);
         let seg = text.get(start..end).unwrap_or(&[]);
         maps.spans.clear();
-        segment_candidates(seg, lengths, min, maps);
+        classify(seg, maps);
+        segment_spans(seg, lengths, min, maps);
         out.extend(maps.spans.iter().map(|&(s, e)| (start + s, start + e)));
         start = end;
     }
@@ -110,6 +111,42 @@ pub(super) fn base64_runs(
     }
 }
 
+/// [`candidates`] and [`base64_runs`] (runs at least `base64_min` long) in one pass: each
+/// segment is classified once for both.
+pub(super) fn candidates_and_base64_runs(
+    text: &[u8],
+    lengths: &LengthSet,
+    base64_min: usize,
+    maps: &mut Bitmaps,
+    spans: &mut Vec<(usize, usize)>,
+    runs: &mut Vec<(usize, usize)>,
+) {
+    let min = lengths.min().max(MIN_SECRET_LEN);
+    let base64_min = base64_min.max(1);
+    let mut start = 0;
+    while start < text.len() {
+        let end = segment_end(text, start);
+        let seg = text.get(start..end).unwrap_or(&[]);
+        classify(seg, maps);
+        // A candidate never crosses a line break, so never a segment's end.
+        if min <= MAX_SECRET_LEN && seg.len() >= min {
+            maps.spans.clear();
+            segment_spans(seg, lengths, min, maps);
+            spans.extend(maps.spans.iter().map(|&(s, e)| (start + s, start + e)));
+        }
+        long_runs(
+            &maps.base64,
+            seg.len(),
+            base64_min,
+            &mut maps.tmp,
+            |s, e| {
+                runs.push((start + s, start + e));
+            },
+        );
+        start = end;
+    }
+}
+
 /// The end of the segment starting at `start`: just after the last line break within
 /// [`SEGMENT`] bytes, or, for a longer line, after its own break (or the end of `text`).
 fn segment_end(text: &[u8], start: usize) -> usize {
@@ -125,9 +162,9 @@ fn segment_end(text: &[u8], start: usize) -> usize {
     }
 }
 
-/// Pushes the candidates of one segment (a whole number of lines) to `maps.spans`.
-fn segment_candidates(seg: &[u8], lengths: &LengthSet, min: usize, maps: &mut Bitmaps) {
-    classify(seg, maps);
+/// Pushes the candidates of one segment (a whole number of lines), classified into `maps`
+/// already, to `maps.spans`.
+fn segment_spans(seg: &[u8], lengths: &LengthSet, min: usize, maps: &mut Bitmaps) {
     let Bitmaps {
         field,
         token,
@@ -314,18 +351,18 @@ fn classify(seg: &[u8], maps: &mut Bitmaps) {
         &mut maps.newline,
         &mut maps.sep,
         &mut maps.quote,
+        &mut maps.base64,
     ] {
         v.clear();
         v.resize(words, 0);
     }
     for_blocks(seg, |j, quarters| {
-        let mut m = [0u64; 6];
+        let mut m = [0u64; 7];
         for (k, quarter) in quarters.into_iter().enumerate() {
             let c = classes16(quarter);
-            for (acc, bits) in m
-                .iter_mut()
-                .zip([c.field, c.token, c.word, c.newline, c.sep, c.quote])
-            {
+            for (acc, bits) in m.iter_mut().zip([
+                c.field, c.token, c.word, c.newline, c.sep, c.quote, c.base64,
+            ]) {
                 *acc |= u64::from(bits) << (k * 16);
             }
         }
@@ -336,6 +373,7 @@ fn classify(seg: &[u8], maps: &mut Bitmaps) {
             &mut maps.newline,
             &mut maps.sep,
             &mut maps.quote,
+            &mut maps.base64,
         ]
         .into_iter()
         .zip(m)
@@ -369,12 +407,15 @@ struct Classes16 {
     newline: u16,
     sep: u16,
     quote: u16,
+    /// As [`base64_16`].
+    base64: u16,
 }
 
 fn classes16(bytes: [u8; 16]) -> Classes16 {
     let v = Lanes::new(bytes);
     let word = v.alphanumeric() | v.eq(b'_') | v.eq(b'-');
-    let token = word | v.eq(b'+') | v.eq(b'/') | v.eq(b'=') | v.eq(b'.') | v.eq(b'~');
+    let base64 = word | v.eq(b'+') | v.eq(b'/') | v.eq(b'=');
+    let token = base64 | v.eq(b'.') | v.eq(b'~');
     let newline = v.eq(b'\n');
     // ASCII whitespace as Rust defines it: `\t \n \x0c \r` and space (not `\x0b`).
     let space = v.eq(b'\t') | newline | v.eq(0x0c) | v.eq(b'\r') | v.eq(b' ');
@@ -388,6 +429,7 @@ fn classes16(bytes: [u8; 16]) -> Classes16 {
         newline: mask(newline),
         sep: mask(sep),
         quote: mask(quote),
+        base64: mask(base64),
     }
 }
 
@@ -792,6 +834,28 @@ mod tests {
             let mut got = Vec::new();
             base64_runs(&text, min, &mut Bitmaps::default(), &mut got);
             prop_assert_eq!(got, expected);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+        #[test]
+        fn one_pass_finds_what_the_two_separate_ones_find(
+            text in text_strategy(),
+            lens in prop::collection::vec(8usize..80, 1..6),
+            base64_min in 1usize..40,
+        ) {
+            let lengths = lengths_of(&lens);
+            let mut runs = Vec::new();
+            base64_runs(&text, base64_min, &mut Bitmaps::default(), &mut runs);
+            let mut spans = Vec::new();
+            candidates(&text, &lengths, &mut Bitmaps::default(), &mut spans);
+            let (mut both_spans, mut both_runs) = (Vec::new(), Vec::new());
+            candidates_and_base64_runs(
+                &text, &lengths, base64_min, &mut Bitmaps::default(), &mut both_spans, &mut both_runs,
+            );
+            prop_assert_eq!(both_spans, spans);
+            prop_assert_eq!(both_runs, runs);
         }
     }
 
