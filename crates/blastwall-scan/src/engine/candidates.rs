@@ -39,6 +39,8 @@ pub(super) struct Bitmaps {
     sep: Vec<u64>,
     /// `"` and `'`.
     quote: Vec<u64>,
+    /// `%`.
+    percent: Vec<u64>,
     /// Base64 bytes (both alphabets, and `=`).
     base64: Vec<u64>,
     /// Scratch for the run search.
@@ -172,94 +174,101 @@ fn segment_spans(seg: &[u8], lengths: &LengthSet, min: usize, maps: &mut Bitmaps
         newline,
         sep,
         quote,
+        percent,
         tmp,
         spans,
         ..
     } = maps;
+    let seg = Classified {
+        text: seg,
+        sep,
+        quote,
+        percent,
+    };
     // Fields long enough to hold a listed secret: the field itself, the value after its first
     // separator, and a URL password.
-    long_runs(field, seg.len(), min, tmp, |fs, fe| {
-        field_candidates(seg, fs, fe, lengths, spans);
+    long_runs(field, seg.text.len(), min, tmp, |fs, fe| {
+        field_candidates(&seg, fs, fe, lengths, spans);
     });
     // Token runs, and the word runs of a token run that holds other bytes too (a word run that
     // is a whole token run is that run).
-    long_runs(token, seg.len(), min, tmp, |s, e| {
-        push_span(seg, s, e, lengths, spans);
+    long_runs(token, seg.text.len(), min, tmp, |s, e| {
+        push_run(s, e, lengths, spans);
     });
-    long_runs(word, seg.len(), min, tmp, |s, e| {
+    long_runs(word, seg.text.len(), min, tmp, |s, e| {
         let inside_longer = s.checked_sub(1).is_some_and(|p| bit(token, p)) || bit(token, e);
         if inside_longer {
-            push_span(seg, s, e, lengths, spans);
+            push_run(s, e, lengths, spans);
         }
     });
     // Per line: quoted strings, and the value of an assignment to the end of the line.
+    let len = seg.text.len();
     let mut line_start = 0;
-    let mut line_ends = Ones::new(newline, seg.len()).chain(std::iter::once(seg.len()));
-    while line_start < seg.len() {
+    let mut line_ends = Ones::new(newline, len).chain(std::iter::once(len));
+    while line_start < len {
         let Some(brk) = line_ends.next() else {
             break;
         };
         let mut end = brk;
-        if end > line_start && seg.get(end - 1) == Some(&b'\r') {
+        if end > line_start && seg.text.get(end - 1) == Some(&b'\r') {
             end -= 1;
         }
         if end - line_start >= min {
-            line_candidates(seg, line_start, end, sep, quote, lengths, spans);
+            line_candidates(&seg, line_start, end, lengths, spans);
         }
         line_start = brk + 1;
     }
 }
 
+/// A segment and the bitmaps the per-field and per-line passes look up.
+struct Classified<'a> {
+    text: &'a [u8],
+    sep: &'a [u64],
+    quote: &'a [u64],
+    percent: &'a [u64],
+}
+
 /// The candidates of line `seg[start..end]` that may hold whitespace: quoted strings, and the
 /// value after the line's first separator.
 fn line_candidates(
-    seg: &[u8],
+    seg: &Classified<'_>,
     start: usize,
     end: usize,
-    sep: &[u64],
-    quote: &[u64],
     lengths: &LengthSet,
     out: &mut Vec<(usize, usize)>,
 ) {
-    let line = seg.get(start..end).unwrap_or(&[]);
-    if first_one(quote, start, end).is_some() {
-        let mut i = 0;
-        while let Some(q) = line
-            .get(i..)
-            .and_then(|rest| memchr::memchr2(b'"', b'\'', rest))
+    let text = seg.text;
+    // Quoted strings: from each opening quote to the next quote of the same kind; an opening
+    // quote that is never closed is skipped.
+    let mut i = start;
+    while let Some(open) = first_one(seg.quote, i, end) {
+        let kind = text.get(open).copied();
+        let mut close = first_one(seg.quote, open + 1, end);
+        while let Some(c) = close
+            && text.get(c).copied() != kind
         {
-            let open = i + q;
-            let quote = line.get(open).copied().unwrap_or(b'"');
-            match line
-                .get(open + 1..)
-                .and_then(|rest| memchr::memchr(quote, rest))
-            {
-                Some(close) => {
-                    push_span(
-                        seg,
-                        start + open + 1,
-                        start + open + 1 + close,
-                        lengths,
-                        out,
-                    );
-                    i = open + close + 2;
-                }
-                None => i = open + 1,
+            close = first_one(seg.quote, c + 1, end);
+        }
+        match close {
+            Some(c) => {
+                push_span(seg, open + 1, c, lengths, out);
+                i = c + 1;
             }
+            None => i = open + 1,
         }
     }
-    if let Some(p) = first_one(sep, start, end) {
+    if let Some(p) = first_one(seg.sep, start, end) {
         let mut s = p + 1;
         let mut e = end;
         while s < e
-            && seg
+            && text
                 .get(s)
                 .is_some_and(|b| b.is_ascii_whitespace() || *b == b'"' || *b == b'\'')
         {
             s += 1;
         }
         while e > s
-            && seg
+            && text
                 .get(e - 1)
                 .is_some_and(|b| b.is_ascii_whitespace() || matches!(b, b'"' | b'\'' | b';' | b','))
         {
@@ -272,40 +281,60 @@ fn line_candidates(
 /// The candidates of the field `seg[fs..fe]`: itself, the value after its first `=` or `:`, and
 /// the password of a URL's userinfo.
 fn field_candidates(
-    seg: &[u8],
+    seg: &Classified<'_>,
     fs: usize,
     fe: usize,
     lengths: &LengthSet,
     out: &mut Vec<(usize, usize)>,
 ) {
-    let field = seg.get(fs..fe).unwrap_or(&[]);
     push_span(seg, fs, fe, lengths, out);
-    let sep = memchr::memchr2(b'=', b':', field);
-    if let Some(p) = sep {
-        push_span(seg, fs + p + 1, fe, lengths, out);
-        let from = field.get(p..).unwrap_or(&[]);
-        if let Some(c) = memchr::memmem::find(from, b"://") {
-            let after = p + c + 3;
-            let rest = field.get(after..).unwrap_or(&[]);
-            if let Some(at) = memchr::memchr(b'@', rest) {
-                let userinfo = rest.get(..at).unwrap_or(&[]);
-                if let Some(colon) = memchr::memchr(b':', userinfo) {
-                    push_span(seg, fs + after + colon + 1, fs + after + at, lengths, out);
-                }
-            }
+    let Some(p) = first_one(seg.sep, fs, fe) else {
+        return;
+    };
+    push_span(seg, p + 1, fe, lengths, out);
+    // The first `://` at or after the separator: a `:` (a separator bit) followed by `//`.
+    let mut c = Some(p);
+    while let Some(i) = c {
+        if i + 3 <= fe && seg.text.get(i..i + 3) == Some(b"://") {
+            break;
+        }
+        c = first_one(seg.sep, i + 1, fe);
+    }
+    let Some(c) = c else {
+        return;
+    };
+    let after = c + 3;
+    let rest = seg.text.get(after..fe).unwrap_or(&[]);
+    if let Some(at) = memchr::memchr(b'@', rest) {
+        let userinfo = rest.get(..at).unwrap_or(&[]);
+        if let Some(colon) = memchr::memchr(b':', userinfo) {
+            push_span(seg, after + colon + 1, after + at, lengths, out);
         }
     }
 }
 
-/// Pushes `text[s..e]`, trimmed of punctuation that opens, closes or separates values, if its
-/// length is one a wall lists (or it holds a `%` escape, whose decoded form may be).
-pub(super) fn push_span(
-    text: &[u8],
+/// Pushes the token or word run `s..e` if its length is one a wall lists. A run holds no byte
+/// [`push_span`] trims and no `%`, so it is [`push_span`] without either.
+fn push_run(s: usize, e: usize, lengths: &LengthSet, out: &mut Vec<(usize, usize)>) {
+    let len = e - s;
+    if (MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&len)
+        && lengths.contains(len)
+        && out.last() != Some(&(s, e))
+    {
+        out.push((s, e));
+    }
+}
+
+/// Pushes `seg.text[s..e]`, trimmed of punctuation that opens, closes or separates values, if
+/// its length is one a wall lists (or it holds a `%` escape, whose decoded form may be).
+fn push_span(
+    seg: &Classified<'_>,
     s: usize,
     e: usize,
     lengths: &LengthSet,
     out: &mut Vec<(usize, usize)>,
 ) {
+    let text = seg.text;
     // Trimming only shortens.
     if e.saturating_sub(s) < lengths.min().max(MIN_SECRET_LEN) {
         return;
@@ -331,11 +360,7 @@ pub(super) fn push_span(
     if out.last() == Some(&(s, e)) {
         return;
     }
-    if lengths.contains(len)
-        || text
-            .get(s..e)
-            .is_some_and(|v| memchr::memchr(b'%', v).is_some())
-    {
+    if lengths.contains(len) || first_one(seg.percent, s, e).is_some() {
         out.push((s, e));
     }
 }
@@ -351,17 +376,18 @@ fn classify(seg: &[u8], maps: &mut Bitmaps) {
         &mut maps.newline,
         &mut maps.sep,
         &mut maps.quote,
+        &mut maps.percent,
         &mut maps.base64,
     ] {
         v.clear();
         v.resize(words, 0);
     }
     for_blocks(seg, |j, quarters| {
-        let mut m = [0u64; 7];
+        let mut m = [0u64; 8];
         for (k, quarter) in quarters.into_iter().enumerate() {
             let c = classes16(quarter);
             for (acc, bits) in m.iter_mut().zip([
-                c.field, c.token, c.word, c.newline, c.sep, c.quote, c.base64,
+                c.field, c.token, c.word, c.newline, c.sep, c.quote, c.percent, c.base64,
             ]) {
                 *acc |= u64::from(bits) << (k * 16);
             }
@@ -373,6 +399,7 @@ fn classify(seg: &[u8], maps: &mut Bitmaps) {
             &mut maps.newline,
             &mut maps.sep,
             &mut maps.quote,
+            &mut maps.percent,
             &mut maps.base64,
         ]
         .into_iter()
@@ -407,6 +434,7 @@ struct Classes16 {
     newline: u16,
     sep: u16,
     quote: u16,
+    percent: u16,
     /// As [`base64_16`].
     base64: u16,
 }
@@ -429,6 +457,7 @@ fn classes16(bytes: [u8; 16]) -> Classes16 {
         newline: mask(newline),
         sep: mask(sep),
         quote: mask(quote),
+        percent: mask(v.eq(b'%')),
         base64: mask(base64),
     }
 }
@@ -620,10 +649,10 @@ mod tests {
                 continue;
             }
             let field = &line[fs..fe];
-            push_span(line, fs, fe, lengths, out);
+            reference_push(line, fs, fe, lengths, out);
             let sep = field.iter().position(|&b| b == b'=' || b == b':');
             if let Some(p) = sep {
-                push_span(line, fs + p + 1, fe, lengths, out);
+                reference_push(line, fs + p + 1, fe, lengths, out);
             }
             // Token runs, and word runs inside token runs with other bytes.
             let mut k = 0;
@@ -639,7 +668,7 @@ mod tests {
                 if run.len() < min {
                     continue;
                 }
-                push_span(line, fs + ts, fs + k, lengths, out);
+                reference_push(line, fs + ts, fs + k, lengths, out);
                 if run.iter().all(|&b| is_word(b)) {
                     continue;
                 }
@@ -653,7 +682,7 @@ mod tests {
                         j += 1;
                     }
                     if j - ws >= min {
-                        push_span(line, fs + ts + ws, fs + ts + j, lengths, out);
+                        reference_push(line, fs + ts + ws, fs + ts + j, lengths, out);
                     }
                 }
             }
@@ -665,7 +694,7 @@ mod tests {
                 if let Some(at) = rest.iter().position(|&b| b == b'@')
                     && let Some(colon) = rest[..at].iter().position(|&b| b == b':')
                 {
-                    push_span(line, fs + after + colon + 1, fs + after + at, lengths, out);
+                    reference_push(line, fs + after + colon + 1, fs + after + at, lengths, out);
                 }
             }
         }
@@ -675,7 +704,7 @@ mod tests {
             let quote = line[open];
             match line[open + 1..].iter().position(|&b| b == quote) {
                 Some(close) => {
-                    push_span(line, open + 1, open + 1 + close, lengths, out);
+                    reference_push(line, open + 1, open + 1 + close, lengths, out);
                     i = open + close + 2;
                 }
                 None => i = open + 1,
@@ -693,7 +722,35 @@ mod tests {
             {
                 e -= 1;
             }
-            push_span(line, s, e, lengths, out);
+            reference_push(line, s, e, lengths, out);
+        }
+    }
+
+    /// What [`push_span`] pushes, byte by byte, on a line's own offsets.
+    fn reference_push(
+        line: &[u8],
+        s: usize,
+        e: usize,
+        lengths: &LengthSet,
+        out: &mut Vec<(usize, usize)>,
+    ) {
+        // Shorter than every listed length, and trimming or decoding only shortens.
+        if e - s < lengths.min().max(MIN_SECRET_LEN) {
+            return;
+        }
+        let mut s = s;
+        let mut e = e;
+        while s < e && matches!(line[s], b'(' | b'[' | b'{' | b'<') {
+            s += 1;
+        }
+        while e > s && matches!(line[e - 1], b',' | b';' | b')' | b']' | b'}' | b'>') {
+            e -= 1;
+        }
+        let len = e - s;
+        if (MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&len)
+            && (lengths.contains(len) || line[s..e].contains(&b'%'))
+        {
+            out.push((s, e));
         }
     }
 
