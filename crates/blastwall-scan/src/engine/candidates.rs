@@ -413,16 +413,23 @@ fn classify(seg: &[u8], maps: &mut Bitmaps) {
 }
 
 /// Calls `f(j, quarters)` for the `j`-th 64-byte block of `seg`, as four 16-byte quarters (the
-/// last block padded with spaces, which are in no class).
+/// last block padded with spaces, which are in no class). Whole blocks are split into arrays of
+/// known size, so the quarters are plain loads rather than a copy call each.
 fn for_blocks(seg: &[u8], mut f: impl FnMut(usize, [[u8; 16]; 4])) {
-    for (j, block) in seg.chunks(64).enumerate() {
-        let mut quarters = [[b' '; 16]; 4];
-        for (quarter, src) in quarters.iter_mut().zip(block.chunks(16)) {
-            if let Some(dst) = quarter.get_mut(..src.len()) {
-                dst.copy_from_slice(src);
-            }
+    let quarters = |block: &[u8; 64]| -> [[u8; 16]; 4] {
+        let (q, _) = block.as_chunks::<16>();
+        std::array::from_fn(|k| q.get(k).copied().unwrap_or([b' '; 16]))
+    };
+    let (blocks, rest) = seg.as_chunks::<64>();
+    for (j, block) in blocks.iter().enumerate() {
+        f(j, quarters(block));
+    }
+    if !rest.is_empty() {
+        let mut last = [b' '; 64];
+        if let Some(dst) = last.get_mut(..rest.len()) {
+            dst.copy_from_slice(rest);
         }
-        f(j, quarters);
+        f(blocks.len(), quarters(&last));
     }
 }
 
