@@ -252,12 +252,19 @@ thread_local! {
     static SPARE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// An empty buffer with room for `capacity` bytes: the thread's spare one if it has it.
+/// An empty buffer with room for `capacity` bytes: the thread's spare one if it is large
+/// enough, else a new one (growing the spare would copy its old bytes for nothing, into fresh
+/// memory; the spare stays for the next file).
 fn buffer(capacity: usize) -> Vec<u8> {
-    let mut buf = SPARE.with_borrow_mut(std::mem::take);
-    buf.clear();
-    buf.reserve(capacity);
-    buf
+    SPARE.with_borrow_mut(|spare| {
+        if spare.capacity() >= capacity {
+            let mut buf = std::mem::take(spare);
+            buf.clear();
+            buf
+        } else {
+            Vec::with_capacity(capacity)
+        }
+    })
 }
 
 /// Keeps `buf` as the thread's spare buffer if it is larger than the one kept, and not larger
@@ -303,8 +310,13 @@ fn scan_stream(
     size_hint: u64,
 ) -> io::Result<()> {
     let opts = col.options();
-    // One byte more than expected, so that the read that finds the end needs no growth.
-    let want = size_hint.min(opts.chunk_size as u64) as usize;
+    // One byte more than expected, so that the read that finds the end needs no growth. A
+    // stream of unknown size (a decompressed member) gets room for a whole chunk, so that it is
+    // not grown by doubling, each step a copy into fresh memory.
+    let want = match size_hint {
+        0 => opts.chunk_size,
+        n => n.min(opts.chunk_size as u64) as usize,
+    };
     let mut head = read_head(reader, SNIFF_LEN, want.saturating_add(1))?;
     let kind = sniff(&head);
     if matches!(kind, Kind::Binary | Kind::Text) && opts.chunk_size >= SNIFF_LEN {
@@ -327,31 +339,12 @@ fn scan_stream(
         return Ok(());
     }
     let mut rest = Cursor::new(head).chain(reader);
-    let result = match kind {
-        Kind::Gzip => {
-            let gz = flate2::read::MultiGzDecoder::new(&mut rest);
-            let mut limited = Limited { inner: gz, budget };
-            let child = origin.child(gunzipped_name(origin));
-            col.summary(|s| s.archive_members_scanned += 1);
-            scan_stream(col, &mut limited, &child, depth + 1, budget, 0)
-        }
-        Kind::Tar => scan_tar(col, &mut rest, origin, depth, budget),
-        Kind::Zip => scan_zip(col, &mut rest, origin, depth, budget),
-        Kind::Utf16 { little_endian, bom } => {
-            let mut raw = Vec::new();
-            (&mut rest).take(opts.max_file_size).read_to_end(&mut raw)?;
-            let text = decode_utf16(&raw, little_endian, bom);
-            scan_windows(col, &mut io::empty(), text.into_bytes(), origin, false)
-        }
-        // Chunks smaller than the sniffed head (tests use 4 KiB chunks): read through it.
-        Kind::Binary | Kind::Text => {
-            let mut first = buffer(want.saturating_add(1).max(SNIFF_LEN));
-            (&mut rest)
-                .take(opts.chunk_size as u64)
-                .read_to_end(&mut first)?;
-            scan_windows(col, &mut rest, first, origin, kind == Kind::Binary)
-        }
-    };
+    let result = scan_nested(col, &mut rest, kind, origin, depth, budget, want);
+    // The head's buffer serves the next file.
+    recycle(
+        rest.into_inner().0.into_inner(),
+        opts.chunk_size.saturating_mul(2),
+    );
     match result {
         Err(e) if archive && !is_budget_error(&e) => {
             col.skip(
@@ -363,6 +356,43 @@ fn scan_stream(
             Ok(())
         }
         other => other,
+    }
+}
+
+/// Scans the rest of a stream whose sniffed head is `rest`'s cursor: an archive's members, a
+/// UTF-16 text, or (with chunks smaller than the head) a text or binary file.
+fn scan_nested(
+    col: &Collector<'_>,
+    rest: &mut io::Chain<Cursor<Vec<u8>>, &mut dyn Read>,
+    kind: Kind,
+    origin: &Origin,
+    depth: u32,
+    budget: &Budget,
+    want: usize,
+) -> io::Result<()> {
+    let opts = col.options();
+    match kind {
+        Kind::Gzip => {
+            let gz = flate2::read::MultiGzDecoder::new(&mut *rest);
+            let mut limited = Limited { inner: gz, budget };
+            let child = origin.child(gunzipped_name(origin));
+            col.summary(|s| s.archive_members_scanned += 1);
+            scan_stream(col, &mut limited, &child, depth + 1, budget, 0)
+        }
+        Kind::Tar => scan_tar(col, rest, origin, depth, budget),
+        Kind::Zip => scan_zip(col, rest, origin, depth, budget),
+        Kind::Utf16 { little_endian, bom } => {
+            let mut raw = Vec::new();
+            rest.take(opts.max_file_size).read_to_end(&mut raw)?;
+            let text = decode_utf16(&raw, little_endian, bom);
+            scan_windows(col, &mut io::empty(), text.into_bytes(), origin, false)
+        }
+        // Chunks smaller than the sniffed head (tests use 4 KiB chunks): read through it.
+        Kind::Binary | Kind::Text => {
+            let mut first = buffer(want.saturating_add(1).max(SNIFF_LEN));
+            rest.take(opts.chunk_size as u64).read_to_end(&mut first)?;
+            scan_windows(col, rest, first, origin, kind == Kind::Binary)
+        }
     }
 }
 
@@ -451,9 +481,28 @@ fn decode_utf16(raw: &[u8], little_endian: bool, bom: bool) -> String {
 
 /// Printable runs of a binary buffer, joined by newlines, with a map from offsets in the result
 /// back to offsets in `raw`: `(start in result, start in raw)` per run.
-fn binary_strings(raw: &[u8]) -> (Vec<u8>, Vec<(usize, usize)>) {
-    let mut out = Vec::new();
-    let mut map = Vec::new();
+#[cfg(test)]
+fn binary_strings(raw: &[u8]) -> Strings {
+    let (mut out, mut map) = (Vec::new(), Vec::new());
+    binary_strings_into(raw, &mut out, &mut map);
+    (out, map)
+}
+
+/// A binary window's printable runs and their map back to the window (see [`binary_strings`]).
+type Strings = (Vec<u8>, Vec<(usize, usize)>);
+
+thread_local! {
+    /// The buffers of [`binary_strings_into`], kept from window to window: filling fresh ones
+    /// (grown by doubling, each step a copy into fresh memory) made two thirds of a scan's page
+    /// faults. At most a window's size (and a newline per run) per thread.
+    static STRINGS: RefCell<Strings> =
+        const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// [`binary_strings`] into `out` and `map`, cleared first.
+fn binary_strings_into(raw: &[u8], out: &mut Vec<u8>, map: &mut Vec<(usize, usize)>) {
+    out.clear();
+    map.clear();
     let printable = |i: usize| {
         raw.get(i)
             .is_some_and(|&b| b.is_ascii_graphic() || b == b' ' || b == b'\t')
@@ -486,7 +535,6 @@ fn binary_strings(raw: &[u8]) -> (Vec<u8>, Vec<(usize, usize)>) {
             out.push(b'\n');
         }
     }
-    (out, map)
 }
 
 fn map_back(map: &[(usize, usize)], pos: usize) -> usize {
@@ -559,8 +607,11 @@ fn scan_window(
     binary: bool,
 ) {
     let (hits, map) = if binary {
-        let (strings, map) = binary_strings(buf);
-        (col.engine().scan(&strings), Some(map))
+        let (mut strings, mut map) = STRINGS.with_borrow_mut(std::mem::take);
+        binary_strings_into(buf, &mut strings, &mut map);
+        let hits = col.engine().scan(&strings);
+        STRINGS.with_borrow_mut(|spare| *spare = (strings, Vec::new()));
+        (hits, Some(map))
     } else {
         (col.engine().scan(buf), None)
     };
@@ -597,6 +648,9 @@ fn scan_window(
             offset: pos.base_offset + start as u64,
         };
         col.add(&hit, location, suppressed);
+    }
+    if let Some(map) = map {
+        STRINGS.with_borrow_mut(|spare| spare.1 = map);
     }
 }
 

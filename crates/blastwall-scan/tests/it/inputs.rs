@@ -154,3 +154,52 @@ fn files_read_one_after_another_on_one_thread_keep_their_own_bytes() {
         assert_eq!(places, [expected], "{order:?}");
     }
 }
+
+/// Binary files, several windows each, scanned one after another by one thread: the buffers the
+/// printable runs are gathered in are reused from window to window, and each finding must still
+/// point at its own file and offset, with nothing carried over from the window before.
+#[test]
+fn binary_windows_reuse_buffers_without_mixing_them() {
+    let mut rng = Rng::new(23);
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = Vec::new();
+    for i in 0..6 {
+        let noise = |rng: &mut Rng, n: usize| -> Vec<u8> {
+            rng.bytes(n)
+                .into_iter()
+                .map(|b| if b.is_ascii_graphic() { 0 } else { b })
+                .collect()
+        };
+        // The earlier files are longer, so a later, shorter window reuses a longer buffer.
+        let mut bin = noise(&mut rng, 20_000 - i * 3000);
+        let token = github_token(&mut rng);
+        let offset = bin.len() + 1;
+        bin.push(0);
+        bin.extend_from_slice(token.as_bytes());
+        bin.push(0);
+        bin.extend(noise(&mut rng, 500));
+        let name = format!("tool{i}.bin");
+        fs::write(dir.path().join(&name), bin).unwrap();
+        expected.push((name, offset as u64));
+    }
+    let options = blastwall_scan::ScanOptions {
+        threads: 1,
+        ..crate::support::small_chunks()
+    };
+    let report = scanner()
+        .with_options(options)
+        .scan_paths(&[dir.path().to_owned()]);
+    let mut got: Vec<(String, u64)> = report
+        .findings
+        .iter()
+        .map(|f| match &f.location {
+            Location::File { path, offset, .. } => (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                *offset,
+            ),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, expected);
+}
