@@ -89,8 +89,13 @@ impl<R: Read> Read for Limited<'_, R> {
     }
 }
 
-/// Scans the file at `path` (found by the walker or named by the caller).
-pub(super) fn scan_file(col: &Collector<'_>, path: &Path) {
+/// Scans the file at `path` (found by the walker or named by the caller). `listed_regular`: the
+/// walker's directory listing says it is a regular file, so it is opened without a `stat` of its
+/// path first; what the open file's own `fstat` says decides, as for any file.
+pub(super) fn scan_file(col: &Collector<'_>, path: &Path, listed_regular: bool) {
+    if listed_regular {
+        return scan_listed_file(col, path);
+    }
     let opts = col.options();
     let shown = path.display().to_string();
     let meta = if opts.follow_symlinks {
@@ -124,14 +129,7 @@ pub(super) fn scan_file(col: &Collector<'_>, path: &Path) {
     if let Some(reason) = reason {
         return col.skip(shown, reason);
     }
-    // O_NONBLOCK: should the file be swapped for a FIFO after the check above, opening it does
-    // not wait for a writer. O_NOFOLLOW: nor for a link.
-    let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
-    if !opts.follow_symlinks {
-        flags |= libc::O_NOFOLLOW;
-    }
-    let file = OpenOptions::new().read(true).custom_flags(flags).open(path);
-    let mut file: File = match file {
+    let mut file = match open_nonblocking(path, opts.follow_symlinks) {
         Ok(f) => f,
         Err(e) => return col.unreadable(shown, &e),
     };
@@ -139,6 +137,47 @@ pub(super) fn scan_file(col: &Collector<'_>, path: &Path) {
         Ok(m) if m.is_file() && m.dev() == meta.dev() && m.ino() == meta.ino() => {}
         Ok(_) => return col.skip(shown, SkipReason::OtherType),
         Err(e) => return col.unreadable(shown, &e),
+    }
+    col.file_scanned(meta.len());
+    scan_reader(col, path.to_owned(), &mut file, meta.len());
+}
+
+/// Opens `path` for reading. O_NONBLOCK: should the file have been swapped for a FIFO since it
+/// was listed or checked, opening it does not wait for a writer. O_NOFOLLOW (unless links are
+/// followed): nor does it follow a link swapped in.
+fn open_nonblocking(path: &Path, follow_symlinks: bool) -> io::Result<File> {
+    let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+    if !follow_symlinks {
+        flags |= libc::O_NOFOLLOW;
+    }
+    OpenOptions::new().read(true).custom_flags(flags).open(path)
+}
+
+/// [`scan_file`] for a file the directory listing calls regular: opened first, then checked
+/// with `fstat` on the open file (a regular file, within the size bound) before a byte is
+/// read. One path lookup instead of two.
+fn scan_listed_file(col: &Collector<'_>, path: &Path) {
+    let opts = col.options();
+    let shown = || path.display().to_string();
+    let mut file = match open_nonblocking(path, opts.follow_symlinks) {
+        Ok(f) => f,
+        Err(e) => return col.unreadable(shown(), &e),
+    };
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => return col.unreadable(shown(), &e),
+    };
+    if !meta.is_file() {
+        return col.skip(shown(), SkipReason::OtherType);
+    }
+    if meta.len() > opts.max_file_size {
+        return col.skip(
+            shown(),
+            SkipReason::TooLarge {
+                size: meta.len(),
+                limit: opts.max_file_size,
+            },
+        );
     }
     col.file_scanned(meta.len());
     scan_reader(col, path.to_owned(), &mut file, meta.len());

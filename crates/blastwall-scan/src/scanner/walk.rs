@@ -49,9 +49,9 @@ pub(super) fn walk(col: &Collector<'_>, paths: &[PathBuf]) {
         Box::new(|result| {
             match result {
                 Ok(entry) => {
-                    let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
-                    if !is_dir {
-                        scan_file(col, entry.path());
+                    let file_type = entry.file_type();
+                    if !file_type.is_some_and(|t| t.is_dir()) {
+                        scan_file(col, entry.path(), file_type.is_some_and(|t| t.is_file()));
                     }
                 }
                 Err(err) => record_error(col, &err),
