@@ -83,14 +83,19 @@ impl OpenedCredential {
         // credential leaves the cache (rotation) and no request in flight still holds it.
         let bytes = rendered.expose_secret().as_bytes();
         // Visible ASCII, spaces and tabs, as `HeaderValue::from_str` accepts (`from_maybe_shared`
-        // would also take other bytes).
+        // would also take other bytes); checked before any copy is made.
         let visible = bytes
             .iter()
             .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
-        let value = HeaderValue::from_maybe_shared(Bytes::from_owner(HeaderBytes(Zeroizing::new(
-            bytes.to_vec(),
-        ))));
-        let (true, Ok(mut value)) = (visible, value) else {
+        let value = visible
+            .then(|| {
+                HeaderValue::from_maybe_shared(Bytes::from_owner(HeaderBytes(Zeroizing::new(
+                    bytes.to_vec(),
+                ))))
+                .ok()
+            })
+            .flatten();
+        let Some(mut value) = value else {
             tracing::error!("the sealed credential cannot be sent as a header value");
             return None;
         };
