@@ -923,6 +923,37 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn long_runs_agree_with_a_bit_by_bit_search(
+            pieces in prop::collection::vec((any::<bool>(), 1usize..140), 0..12),
+            min in 1usize..150,
+        ) {
+            let bits_on: Vec<bool> = pieces.iter().flat_map(|&(on, n)| std::iter::repeat_n(on, n)).collect();
+            let len = bits_on.len();
+            let mut bits = vec![0u64; len.div_ceil(64)];
+            for (i, _) in bits_on.iter().enumerate().filter(|(_, on)| **on) {
+                bits[i / 64] |= 1 << (i % 64);
+            }
+            let mut expected = Vec::new();
+            let mut i = 0;
+            while i < len {
+                let s = i;
+                while i < len && bits_on[i] {
+                    i += 1;
+                }
+                if i - s >= min {
+                    expected.push((s, i));
+                }
+                i = i.max(s + 1);
+            }
+            let mut found = Vec::new();
+            long_runs(&bits, len, min, &mut Vec::new(), |s, e| found.push((s, e)));
+            prop_assert_eq!(found, expected);
+        }
+    }
+
     #[test]
     fn runs_are_found_across_words() {
         let mut bits = vec![0u64; 4];
