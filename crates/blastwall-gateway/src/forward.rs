@@ -113,6 +113,30 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// Request headers that carry a credential to some provider (Railway's project and team tokens,
+/// GitLab's private token, common API-key headers). The agent's are never forwarded: the
+/// request must run with the injected credential and no other, whichever one the upstream would
+/// prefer.
+const AGENT_CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "api-key",
+    "apikey",
+    "x-auth-token",
+    "x-access-token",
+    "private-token",
+    "job-token",
+    "project-access-token",
+    "team-access-token",
+    "x-amz-security-token",
+];
+
+/// Response headers the agent never gets: a session cookie from the upstream would let it call
+/// the upstream without the gateway.
+const UPSTREAM_SESSION_HEADERS: &[&str] = &["set-cookie", "set-cookie2"];
+
 /// The request headers for the upstream, edited in place: drops hop-by-hop headers (and those
 /// the `Connection` header names), the agent's credentials and `Host`, and asks for an unencoded
 /// body so the response can be scrubbed.
@@ -124,8 +148,7 @@ pub(crate) fn upstream_request_headers(mut headers: HeaderMap) -> HeaderMap {
             let n = name.as_str();
             HOP_BY_HOP.contains(&n)
                 || named.iter().any(|c| c == n)
-                || n == "authorization"
-                || n == "cookie"
+                || AGENT_CREDENTIAL_HEADERS.contains(&n)
                 || n == "host"
                 || n == "content-length"
                 || n == "accept-encoding"
@@ -143,15 +166,17 @@ pub(crate) fn upstream_request_headers(mut headers: HeaderMap) -> HeaderMap {
     headers
 }
 
-/// The response headers for the agent, edited in place: drops hop-by-hop headers and scrubs
-/// every value (a value is copied only when it holds a secret).
+/// The response headers for the agent, edited in place: drops hop-by-hop headers and the
+/// upstream's cookies, and scrubs every value (a value is copied only when it holds a secret).
 pub(crate) fn agent_response_headers(mut headers: HeaderMap, scrubber: &Scrubber) -> HeaderMap {
     let named = connection_named(&headers);
     let dropped: Vec<http::HeaderName> = headers
         .keys()
         .filter(|name| {
             let n = name.as_str();
-            HOP_BY_HOP.contains(&n) || named.iter().any(|c| c == n)
+            HOP_BY_HOP.contains(&n)
+                || named.iter().any(|c| c == n)
+                || UPSTREAM_SESSION_HEADERS.contains(&n)
         })
         .cloned()
         .collect();
@@ -166,6 +191,19 @@ pub(crate) fn agent_response_headers(mut headers: HeaderMap, scrubber: &Scrubber
         }
     }
     headers
+}
+
+/// The response's content coding when it is one the scrubber cannot read through (anything
+/// but `identity`): the gateway asked for `identity`, and an upstream that encodes anyway could
+/// hide an echo of the credential from the scrubber.
+pub(crate) fn encoded_response(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("unreadable").split(','))
+        .map(str::trim)
+        .find(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+        .map(|c| c.chars().take(40).collect())
 }
 
 fn connection_named(h: &HeaderMap) -> Vec<String> {

@@ -18,7 +18,9 @@ use tracing::Instrument;
 
 use crate::authorize::Verdict;
 use crate::error::ApiError;
-use crate::forward::{agent_response_headers, scrubbed_body, upstream_request_headers};
+use crate::forward::{
+    agent_response_headers, encoded_response, scrubbed_body, upstream_request_headers,
+};
 use crate::inject::OpenedCredential;
 use crate::scrub::Scrubber;
 use crate::server::Gateway;
@@ -95,7 +97,9 @@ async fn proxy(
                 started,
             ))
             .await;
-            inner.metrics.count(&upstream_name, "-", "unauthenticated");
+            // Not labelled by the upstream named in the path: anyone can send any name, and
+            // each would be a new series kept for the life of the process.
+            inner.metrics.count("-", "-", "unauthenticated");
             return Err(e);
         }
     };
@@ -359,8 +363,23 @@ async fn forward(
             upstream: upstream.name.as_str().to_owned(),
         })
         .observe(t0.elapsed().as_secs_f64());
-    let scrubber = Scrubber::new(injection.needles.clone());
     let (parts, body) = resp.into_parts();
+    if let Some(coding) = encoded_response(&parts.headers)
+        && !http_body::Body::is_end_stream(&body)
+    {
+        // The connection is not reused: dropping `checkin` unreleased closes it.
+        tracing::warn!(upstream = %upstream.name, coding = %coding, "upstream sent an encoded response although asked for identity");
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_encoded_response",
+            format!(
+                "`{}` answered with a `{coding}`-encoded body although the gateway asked for none; the gateway cannot check an encoded body for its credential, so it is not passed on",
+                upstream.name
+            ),
+            "retry; if it persists, the operator should check the upstream (it must honour `Accept-Encoding: identity`)",
+        ));
+    }
+    let scrubber = Scrubber::new(injection.needles.clone());
     let headers = agent_response_headers(parts.headers, &scrubber);
     let mut out = Response::new(scrubbed_body(
         body,

@@ -12,6 +12,7 @@
 
 mod graphql;
 pub(crate) mod memo;
+mod overrides;
 mod rest;
 
 use std::sync::Arc;
@@ -29,6 +30,10 @@ pub const METHOD_OVERRIDE_HEADERS: &[&str] = &[
     "x-http-method",
     "x-method-override",
 ];
+
+/// Headers that some servers route by instead of the request line's path. Requests carrying one
+/// are refused: the path classified would not be the path run.
+pub const TARGET_OVERRIDE_HEADERS: &[&str] = &["x-original-url", "x-rewrite-url"];
 
 /// What a request does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,16 +116,38 @@ pub fn classify_with<'h>(
                 header: (*h).to_owned(),
             });
         }
+        if let Some(h) = TARGET_OVERRIDE_HEADERS
+            .iter()
+            .find(|h| h.eq_ignore_ascii_case(name))
+        {
+            return Err(ClassifyError::TargetOverride {
+                header: (*h).to_owned(),
+            });
+        }
+        if name.eq_ignore_ascii_case("content-encoding") {
+            let encoding = String::from_utf8_lossy(value);
+            if !encoding.trim().eq_ignore_ascii_case("identity") {
+                return Err(ClassifyError::ContentEncoding {
+                    encoding: bounded(&encoding),
+                });
+            }
+        }
         if name.eq_ignore_ascii_case("content-type") {
             content_types.push(value);
         }
     }
     let path = normalize_path(target, profile.path_case())?;
+    let query = path.query.as_deref();
     let mut out = Collector::default();
     match &profile.rules {
-        Rules::Rest(rules) => rest::classify(profile, rules, &method, &path, &mut out),
+        Rules::Rest(rules) => {
+            overrides::refuse_method_parameter(query, &content_types, body, true)?;
+            rest::classify(profile, rules, &method, &path, &mut out);
+        }
         Rules::Graphql(rules) => {
             if rules.endpoints.iter().any(|e| e == &path.path) {
+                // The GraphQL reader refuses a `_method` key in a JSON body itself.
+                overrides::refuse_method_parameter(query, &content_types, body, false)?;
                 let content_type = match content_types.as_slice() {
                     [] => None,
                     [one] => Some(*one),
@@ -145,6 +172,7 @@ pub fn classify_with<'h>(
                 profile.memo.insert(key, Arc::new(answer.clone()));
                 return answer;
             }
+            overrides::refuse_method_parameter(query, &content_types, body, true)?;
             out.unknown(profile, &method);
         }
     }

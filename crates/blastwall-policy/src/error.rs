@@ -132,6 +132,34 @@ pub enum ClassifyError {
         /// The header's name.
         header: String,
     },
+    /// A `_method` parameter (in the query string, a form body or a JSON body's top level) was
+    /// sent: frameworks such as Laravel, Symfony and Rails run a POST carrying one as that
+    /// method, so the gateway refuses it rather than guess.
+    #[error(
+        "a `_method` {place} is not accepted\nhint: send the request with its real method and without `_method`"
+    )]
+    MethodParameter {
+        /// Where it was found.
+        place: &'static str,
+    },
+    /// A header that some servers route by instead of the request path (`X-Original-URL`,
+    /// `X-Rewrite-URL`) was sent.
+    #[error(
+        "the `{header}` header is not accepted (some servers route by it instead of the path)\nhint: send the request to its real path, without `{header}`"
+    )]
+    TargetOverride {
+        /// The header's name.
+        header: String,
+    },
+    /// The request body is content-encoded (gzip, br, …): the gateway classifies the bytes it
+    /// reads, so it does not forward a body the upstream would decode into something else.
+    #[error(
+        "a request body with `Content-Encoding: {encoding}` is not accepted\nhint: send the body unencoded (no `Content-Encoding`, or `identity`)"
+    )]
+    ContentEncoding {
+        /// The encoding as sent (bounded in length).
+        encoding: String,
+    },
     /// The GraphQL request is not `{"query": …}` JSON (or an array of those), nor a GET with
     /// `?query=`.
     #[error(

@@ -10,6 +10,11 @@
 //!   UTF-8 are refused: servers disagree on what those mean;
 //! - an encoded dot segment (`%2e`, `.%2E`) is refused; plain `.` segments are dropped and `..`
 //!   removes the previous segment (`..` above the root is refused);
+//! - a `;` in a segment (raw or encoded) is refused: Java servlet containers and others strip
+//!   `;params` from a segment before routing, so `/cache/..;/users/5` would be classified under
+//!   `cache` and run as `/users/5`;
+//! - a segment of dots and spaces other than `.` and `..` (`...`, `.. `) is refused: some servers
+//!   trim trailing dots and spaces and read it as a dot segment;
 //! - empty segments (duplicate slashes) and a trailing slash are dropped;
 //! - a `#` fragment is refused (clients do not send one);
 //! - the query string is kept as sent.
@@ -81,6 +86,11 @@ pub fn normalize_path(target: &str, case: PathCase) -> Result<NormalizedPath, Cl
                     return Err(refuse("`..` climbs above the root"));
                 }
             }
+            d if d.bytes().all(|b| b == b'.' || b == b' ') => {
+                return Err(refuse(
+                    "it holds a segment of dots and spaces, which some servers read as `..`",
+                ));
+            }
             _ => segments.push(decoded),
         }
     }
@@ -125,6 +135,9 @@ fn decode_segment(raw: &str) -> Result<String, &'static str> {
         }
         if b.is_ascii_control() {
             return Err("it holds a control character");
+        }
+        if b == b';' {
+            return Err("it holds a `;`, which some servers strip with what follows it");
         }
         if b == b'%'
             && out.get(i + 1).copied().and_then(hex).is_some()
@@ -211,6 +224,14 @@ mod tests {
             "/a/../..",
             "a/b",
             "/a#frag",
+            "/cache/..;/users/5",
+            "/a/.;/b",
+            "/a/x;y",
+            "/a/x%3By",
+            "/a/.../b",
+            "/a/.. /b",
+            "/a/..%20/b",
+            "/a/ /b",
         ] {
             assert!(refused(bad), "{bad:?}");
         }

@@ -6,6 +6,9 @@
 //! - `/redirect` answers 302 to `http://127.0.0.1:9/stolen`;
 //! - `/slow` waits 30 s before answering;
 //! - `/big` streams 4 MiB;
+//! - `/gzip` answers with a gzip-encoded echo of the `Authorization` header, whatever the request
+//!   asked for (an upstream that ignores `Accept-Encoding: identity`);
+//! - `/cookie` sets a session cookie;
 //! - anything else answers `{"data": {"ok": true}}`.
 
 use std::sync::{Arc, Mutex};
@@ -186,6 +189,21 @@ async fn handle(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request) -> Resp
     } else if path == "/slow" {
         tokio::time::sleep(Duration::from_secs(30)).await;
         Response::new(Body::from("late"))
+    } else if path == "/gzip" {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let _ = gz.write_all(format!("you sent: {auth} (end)").as_bytes());
+        let mut r = Response::new(Body::from(gz.finish().unwrap_or_default()));
+        r.headers_mut()
+            .insert("content-encoding", http::HeaderValue::from_static("gzip"));
+        r
+    } else if path == "/cookie" {
+        let mut r = Response::new(Body::from("{}"));
+        r.headers_mut().insert(
+            "set-cookie",
+            http::HeaderValue::from_static("session=upstream-session-42; HttpOnly"),
+        );
+        r
     } else if path == "/big" {
         Response::new(Body::from(vec![b'x'; 4 * 1024 * 1024]))
     } else {

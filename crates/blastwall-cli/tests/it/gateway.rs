@@ -578,6 +578,71 @@ async fn an_echoing_upstream_never_returns_the_credential() {
     );
 }
 
+/// Only the injected credential reaches the upstream, whatever other credential headers the
+/// agent sends; an upstream's session cookie never reaches the agent; a response the scrubber
+/// cannot read (encoded although the gateway asked for none) is refused, not passed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_credentials_cookies_and_encoded_responses_do_not_cross() {
+    let s = setup().await;
+    let (token, _) = issue(&s.bw, "staging", "rest:*", "1h");
+    let gw = serve(&s.bw);
+    let agent_headers = [
+        ("x-api-key", "agent-key-1"),
+        ("project-access-token", "agent-project-token"),
+        ("team-access-token", "agent-team-token"),
+        ("private-token", "agent-private-token"),
+        ("cookie", "session=agent"),
+    ];
+    let r = call(
+        "GET",
+        &format!("{}/proxy/api/cookie", gw.base),
+        Some(&token),
+        &agent_headers,
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.headers.get("set-cookie").is_none(), "{:?}", r.headers);
+    let seen = s.rest.seen();
+    let last = seen.last().unwrap();
+    for (name, _) in agent_headers {
+        assert!(last.headers.get(name).is_none(), "`{name}` was forwarded");
+    }
+    assert_eq!(
+        last.authorization().as_deref(),
+        Some(format!("Bearer {REST_SECRET}").as_str())
+    );
+    let r = call(
+        "GET",
+        &format!("{}/proxy/api/gzip", gw.base),
+        Some(&token),
+        &[("accept-encoding", "gzip")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"], "upstream_encoded_response");
+    assert!(!contains(&r.body, REST_SECRET.as_bytes()));
+    assert_eq!(
+        s.rest.seen().last().unwrap().headers["accept-encoding"],
+        "identity"
+    );
+    // Unauthenticated requests naming made-up upstreams add no metric series.
+    for i in 0..20 {
+        let r = call(
+            "GET",
+            &format!("{}/proxy/made-up-{i}/x", gw.base),
+            None,
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, 401);
+    }
+    let m = call("GET", &format!("{}/metrics", gw.base), None, &[], "").await;
+    assert!(!m.text().contains("made-up-"), "{}", m.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_classification_redirects_and_upstream_failures() {
     let s = setup().await;

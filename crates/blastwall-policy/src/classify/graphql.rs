@@ -400,6 +400,21 @@ fn from_query_string(q: &str) -> Result<Option<GqlRequest>, ClassifyError> {
         let slot = match key.as_str() {
             "query" => &mut request.query,
             "operationName" => &mut request.operation_name,
+            k if PERSISTED_QUERY_KEYS.contains(&k) => {
+                return Err(bad(
+                    "the query string names a stored document, which cannot be classified",
+                ));
+            }
+            "extensions" => {
+                let value = form_decode(v)
+                    .ok_or_else(|| bad("a bad percent escape in the query string"))?;
+                if value.contains("persistedQuery") {
+                    return Err(bad(
+                        "`extensions.persistedQuery` names a stored document, which cannot be classified",
+                    ));
+                }
+                continue;
+            }
             _ => continue,
         };
         let value =
@@ -491,6 +506,51 @@ impl<'de> Deserialize<'de> for GqlRequest {
 
 struct RequestVisitor;
 
+/// Keys of a request object that name a stored (persisted) document instead of sending it:
+/// Apollo's `extensions.persistedQuery` is checked apart, and these are the other spellings
+/// servers read.
+const PERSISTED_QUERY_KEYS: &[&str] = &["documentId", "id", "doc_id", "queryId"];
+
+/// The `extensions` of a request, refused when it holds `persistedQuery`: a server that prefers
+/// the stored document to `query` would run something other than what was classified.
+struct Extensions;
+
+impl<'de> Deserialize<'de> for Extensions {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ExtensionsVisitor)
+    }
+}
+
+struct ExtensionsVisitor;
+
+impl<'de> Visitor<'de> for ExtensionsVisitor {
+    type Value = Extensions;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an `extensions` object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Extensions, A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "persistedQuery" {
+                return Err(de::Error::custom(
+                    "`extensions.persistedQuery` names a stored document, which cannot be classified",
+                ));
+            }
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(Extensions)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Extensions, E> {
+        Ok(Extensions)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Extensions, E> {
+        Ok(Extensions)
+    }
+}
+
 impl<'de> Visitor<'de> for RequestVisitor {
     type Value = GqlRequest;
 
@@ -506,6 +566,19 @@ impl<'de> Visitor<'de> for RequestVisitor {
             let (seen, slot) = match key.as_str() {
                 "query" => (&mut seen_query, &mut request.query),
                 "operationName" => (&mut seen_name, &mut request.operation_name),
+                // A stored document named by id: a server may run it instead of `query`.
+                k if PERSISTED_QUERY_KEYS.contains(&k) => {
+                    return Err(de::Error::custom(format!(
+                        "`{k}` names a stored document, which cannot be classified"
+                    )));
+                }
+                k if k.eq_ignore_ascii_case("_method") => {
+                    return Err(de::Error::custom("a `_method` key is not accepted"));
+                }
+                "extensions" => {
+                    map.next_value::<Extensions>()?;
+                    continue;
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -537,6 +610,15 @@ mod tests {
         assert!(from_query_string("qu%65ry=a&query=b").is_err());
         assert!(from_query_string("query=%zz").is_err());
         assert!(from_query_string("x=1;query=a").is_err());
+        // Stored documents: a server may run them instead of `query`.
+        assert!(from_query_string("query=%7Bme%7D&documentId=abc").is_err());
+        assert!(
+            from_query_string(
+                "query=%7Bme%7D&extensions=%7B%22persistedQuery%22%3A%7B%22sha256Hash%22%3A%22x%22%7D%7D"
+            )
+            .is_err()
+        );
+        assert!(from_query_string("query=%7Bme%7D&extensions=%7B%7D").is_ok());
     }
 
     #[test]
@@ -545,12 +627,24 @@ mod tests {
         assert!(matches!(one, Body::One(GqlRequest { query: Some(_), .. })));
         let batch: Body = serde_json::from_str(r#"[{"query":"{a}"},{"query":"{b}"}]"#).unwrap();
         assert!(matches!(batch, Body::Batch(v) if v.len() == 2));
+        let ext: Body =
+            serde_json::from_str(r#"{"query":"{a}","extensions":{"tracing":true}}"#).unwrap();
+        assert!(matches!(ext, Body::One(_)));
+        let null_ext: Body = serde_json::from_str(r#"{"query":"{a}","extensions":null}"#).unwrap();
+        assert!(matches!(null_ext, Body::One(_)));
         for bad in [
             r#"{"query":"{a}","query":"{b}"}"#,
             r#"[]"#,
             r#""{a}""#,
             r#"{"query":1}"#,
             r#"{"query":"{a}"} x"#,
+            r#"{"query":"{me{id}}","extensions":{"persistedQuery":{"version":1,"sha256Hash":"ab"}}}"#,
+            r#"{"query":"{me{id}}","documentId":"d1"}"#,
+            r#"{"query":"{me{id}}","id":"d1"}"#,
+            r#"{"query":"{me{id}}","doc_id":"d1"}"#,
+            r#"{"query":"{me{id}}","queryId":"d1"}"#,
+            r#"{"query":"{me{id}}","_method":"DELETE"}"#,
+            r#"[{"query":"{a}"},{"query":"{b}","extensions":{"persistedQuery":{}}}]"#,
         ] {
             assert!(serde_json::from_str::<Body>(bad).is_err(), "{bad}");
         }

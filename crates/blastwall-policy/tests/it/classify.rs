@@ -168,6 +168,117 @@ fn refusals() {
     }
 }
 
+/// A profile, method, target, headers and body.
+type Case<'a> = (
+    &'a blastwall_policy::Profile,
+    &'a str,
+    &'a str,
+    Vec<(&'a str, &'a [u8])>,
+    &'a str,
+);
+
+/// What the upstream would run must be what was classified: path parameters that servlet
+/// containers strip, `_method` parameters that web frameworks honour, headers some servers route
+/// by, and encoded bodies are refused, on REST and GraphQL profiles alike.
+#[test]
+fn requests_an_upstream_would_read_differently_are_refused() {
+    let c = catalog();
+    let rest = c.profile("rest").unwrap();
+    let github = c.profile("github").unwrap();
+    let railway = c.profile("railway").unwrap();
+    let json = ("content-type", &b"application/json"[..]);
+    let form = ("content-type", &b"application/x-www-form-urlencoded"[..]);
+    let cases: Vec<Case<'_>> = vec![
+        (rest, "DELETE", "/cache/..;/users/5", vec![], ""),
+        (rest, "GET", "/a/x;jsessionid=1/b", vec![], ""),
+        (rest, "GET", "/a/.../b", vec![], ""),
+        (rest, "POST", "/items/3?_method=DELETE", vec![], ""),
+        (
+            rest,
+            "POST",
+            "/items/3",
+            vec![form],
+            "name=a&_method=DELETE",
+        ),
+        (
+            rest,
+            "POST",
+            "/items/3",
+            vec![json],
+            r#"{"_method":"DELETE"}"#,
+        ),
+        (
+            github,
+            "POST",
+            "/repos/o/r/issues?_method=DELETE",
+            vec![json],
+            "{}",
+        ),
+        (
+            rest,
+            "GET",
+            "/items",
+            vec![("X-Original-URL", &b"/admin/delete"[..])],
+            "",
+        ),
+        (
+            rest,
+            "GET",
+            "/items",
+            vec![("x-rewrite-url", &b"/admin"[..])],
+            "",
+        ),
+        (
+            rest,
+            "POST",
+            "/items",
+            vec![json, ("Content-Encoding", &b"gzip"[..])],
+            "x",
+        ),
+        (
+            railway,
+            "POST",
+            "/graphql/v2?_method=DELETE",
+            vec![json],
+            r#"{"query":"{ me { id } }"}"#,
+        ),
+        (
+            railway,
+            "POST",
+            "/graphql/v2",
+            vec![json, ("content-encoding", &b"br"[..])],
+            "x",
+        ),
+    ];
+    for (profile, method, target, headers, body) in cases {
+        let got = classify(profile, method, target, headers, body.as_bytes());
+        assert!(got.is_err(), "{method} {target} {body}: {got:?}");
+    }
+    // The same requests without the trick pass.
+    assert!(
+        classify(
+            rest,
+            "POST",
+            "/items/3?method=x",
+            [json],
+            br#"{"name":"_method"}"#
+        )
+        .is_ok()
+    );
+    assert!(
+        classify(
+            rest,
+            "POST",
+            "/items",
+            [("content-encoding", &b"identity"[..])],
+            b"x"
+        )
+        .is_ok()
+    );
+    let e = classify(rest, "POST", "/items/3?_method=DELETE", [], b"").unwrap_err();
+    assert!(e.to_string().contains("`_method` query parameter"), "{e}");
+}
+
 #[test]
 fn deep_fragment_chains_are_refused_not_overflowed() {
     let mut q = String::from("mutation { ...F0 }");
