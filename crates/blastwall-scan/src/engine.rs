@@ -80,6 +80,25 @@ impl<'a> Engine<'a> {
         merge(hits, self.rules)
     }
 
+    /// [`Engine::scan`], with each of `values` (byte ranges of `text`: an environment
+    /// variable's value, a command-line argument) also a fingerprint candidate as it is, whatever
+    /// it starts or ends with: a value is a whole secret more often than any substring.
+    pub(crate) fn scan_with_values(&self, text: &[u8], values: &[(usize, usize)]) -> Vec<Hit> {
+        let mut hits = Vec::new();
+        self.scan_into(text, 0, &mut hits);
+        if !self.walls.is_empty() {
+            for &(s, e) in values {
+                let Some(value) = text.get(s..e) else {
+                    continue;
+                };
+                if self.lengths.contains(value.len()) || memchr::memchr(b'%', value).is_some() {
+                    self.test_fingerprints(value, s, e, &mut hits);
+                }
+            }
+        }
+        merge(hits, self.rules)
+    }
+
     fn scan_into(&self, text: &[u8], depth: u32, hits: &mut Vec<Hit>) {
         let mut matches: Vec<RuleMatch> = Vec::new();
         for (index, positions) in self.rules.keyword_hits(text).iter().enumerate() {

@@ -3,8 +3,10 @@
 //! A candidate is a substring that could be a whole secret: a whitespace- and quote-separated
 //! field; the value after the first `=` or `:` of a field; the password of a URL's userinfo; a
 //! run of token characters, and a run of word characters inside a longer token run; a quoted
-//! string; and the value of an assignment up to the end of its line. Only candidates of a length
-//! some wall lists (or holding a `%` escape, whose decoded form may be) are kept.
+//! string; and the value of an assignment up to the end of its line. Each is a candidate both
+//! trimmed of the punctuation around values and as it is (a secret may end with `;`). Only
+//! candidates of a length some wall lists (or holding a `%` escape, whose decoded form may be)
+//! are kept.
 //!
 //! Most of a buffer holds no candidate at all: the runs of source code are short identifiers. So
 //! the buffer is first classified sixteen bytes at a time with SIMD compares (SSE2, part of the
@@ -259,14 +261,24 @@ fn line_candidates(
     }
     if let Some(p) = first_one(seg.sep, start, end) {
         let mut s = p + 1;
-        let mut e = end;
-        while s < e
+        while s < end
             && text
                 .get(s)
                 .is_some_and(|b| b.is_ascii_whitespace() || *b == b'"' || *b == b'\'')
         {
             s += 1;
         }
+        // The value trimmed of whitespace and quotes, then also of `;` and `,`: a secret may
+        // end with either (`PASSWORD=two words;`), so both are candidates.
+        let mut e = end;
+        while e > s
+            && text
+                .get(e - 1)
+                .is_some_and(|b| b.is_ascii_whitespace() || matches!(b, b'"' | b'\''))
+        {
+            e -= 1;
+        }
+        let quoted_end = e;
         while e > s
             && text
                 .get(e - 1)
@@ -275,6 +287,9 @@ fn line_candidates(
             e -= 1;
         }
         push_span(seg, s, e, lengths, out);
+        if quoted_end != e {
+            push_span(seg, s, quoted_end, lengths, out);
+        }
     }
 }
 
@@ -325,8 +340,10 @@ fn push_run(s: usize, e: usize, lengths: &LengthSet, out: &mut Vec<(usize, usize
     }
 }
 
-/// Pushes `seg.text[s..e]`, trimmed of punctuation that opens, closes or separates values, if
-/// its length is one a wall lists (or it holds a `%` escape, whose decoded form may be).
+/// Pushes `seg.text[s..e]` trimmed of punctuation that opens, closes or separates values, and
+/// untrimmed when that differs (a secret may itself start or end with such a byte:
+/// `Xk9#mQ2$vL7&pR4;`), each if its length is one a wall lists (or it holds a `%` escape, whose
+/// decoded form may be).
 fn push_span(
     seg: &Classified<'_>,
     s: usize,
@@ -339,6 +356,7 @@ fn push_span(
     if e.saturating_sub(s) < lengths.min().max(MIN_SECRET_LEN) {
         return;
     }
+    let (raw_s, raw_e) = (s, e);
     let mut s = s;
     let mut e = e;
     while s < e && matches!(text.get(s), Some(b'(' | b'[' | b'{' | b'<')) {
@@ -352,6 +370,20 @@ fn push_span(
     {
         e -= 1;
     }
+    push_one(seg, s, e, lengths, out);
+    if (s, e) != (raw_s, raw_e) {
+        push_one(seg, raw_s, raw_e, lengths, out);
+    }
+}
+
+/// Pushes `seg.text[s..e]` as it is, if its length is one a wall lists (or it holds a `%`).
+fn push_one(
+    seg: &Classified<'_>,
+    s: usize,
+    e: usize,
+    lengths: &LengthSet,
+    out: &mut Vec<(usize, usize)>,
+) {
     let len = e - s;
     if !(MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&len) {
         return;
@@ -719,10 +751,20 @@ mod tests {
         }
         if let Some(p) = line.iter().position(|&b| b == b'=' || b == b':') {
             let mut s = p + 1;
-            let mut e = line.len();
-            while s < e && (line[s].is_ascii_whitespace() || matches!(line[s], b'"' | b'\'')) {
+            while s < line.len()
+                && (line[s].is_ascii_whitespace() || matches!(line[s], b'"' | b'\''))
+            {
                 s += 1;
             }
+            // Trimmed of whitespace and quotes, and also of `;` and `,`: both are candidates.
+            let mut quoted_end = line.len();
+            while quoted_end > s
+                && (line[quoted_end - 1].is_ascii_whitespace()
+                    || matches!(line[quoted_end - 1], b'"' | b'\''))
+            {
+                quoted_end -= 1;
+            }
+            let mut e = quoted_end;
             while e > s
                 && (line[e - 1].is_ascii_whitespace()
                     || matches!(line[e - 1], b'"' | b'\'' | b';' | b','))
@@ -730,6 +772,7 @@ mod tests {
                 e -= 1;
             }
             reference_push(line, s, e, lengths, out);
+            reference_push(line, s, quoted_end, lengths, out);
         }
     }
 
@@ -745,6 +788,7 @@ mod tests {
         if e - s < lengths.min().max(MIN_SECRET_LEN) {
             return;
         }
+        let (raw_s, raw_e) = (s, e);
         let mut s = s;
         let mut e = e;
         while s < e && matches!(line[s], b'(' | b'[' | b'{' | b'<') {
@@ -753,11 +797,14 @@ mod tests {
         while e > s && matches!(line[e - 1], b',' | b';' | b')' | b']' | b'}' | b'>') {
             e -= 1;
         }
-        let len = e - s;
-        if (MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&len)
-            && (lengths.contains(len) || line[s..e].contains(&b'%'))
-        {
-            out.push((s, e));
+        // Trimmed, and as it is: a secret may start or end with what is trimmed.
+        for (s, e) in [(s, e), (raw_s, raw_e)] {
+            let len = e - s;
+            if (MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&len)
+                && (lengths.contains(len) || line[s..e].contains(&b'%'))
+            {
+                out.push((s, e));
+            }
         }
     }
 

@@ -1,8 +1,9 @@
 //! Environment variables and other processes' environments and command lines.
 //!
 //! Variables are scanned as `NAME=value`, so that rules that need the name (`AWS_SECRET_…=`) see
-//! it, and each value is a fingerprint candidate of its own. The environment is passed in as a
-//! map: this crate never reads or changes its own process environment.
+//! it, and each value (and each command-line argument), as it is, is a fingerprint candidate of
+//! its own. The environment is passed in as a map: this crate never reads or changes its own
+//! process environment.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -21,7 +22,11 @@ pub(super) fn scan_env_vars(col: &Collector<'_>, vars: &BTreeMap<String, String>
         col.summary(|s| s.env_vars_scanned += 1);
         let text = format!("{name}={value}");
         let suppressed = value.contains(ALLOW_MARKER);
-        for hit in col.engine().scan(text.as_bytes()) {
+        let value_span = (name.len() + 1, text.len());
+        for hit in col
+            .engine()
+            .scan_with_values(text.as_bytes(), &[value_span])
+        {
             col.add(&hit, Location::EnvVar { name: name.clone() }, suppressed);
         }
     }
@@ -60,7 +65,12 @@ fn scan_process(col: &Collector<'_>, proc_root: &Path, pid: u32) {
                     .map_or(text.as_ref(), |(n, _)| n)
                     .to_owned();
                 let suppressed = text.contains(ALLOW_MARKER);
-                for hit in col.engine().scan(text.as_bytes()) {
+                // The value as it is (after the first `=`; the whole entry without one).
+                let value_start = memchr::memchr(b'=', var).map_or(0, |i| i + 1);
+                for hit in col
+                    .engine()
+                    .scan_with_values(var, &[(value_start, var.len())])
+                {
                     let location = Location::Process {
                         pid,
                         command: command.clone(),
@@ -83,7 +93,14 @@ fn scan_process(col: &Collector<'_>, proc_root: &Path, pid: u32) {
                 .collect();
             let text = args.join(" ");
             let suppressed = text.contains(ALLOW_MARKER);
-            for hit in col.engine().scan(text.as_bytes()) {
+            // Each argument as it is is a candidate too.
+            let mut spans = Vec::with_capacity(args.len());
+            let mut at = 0;
+            for a in &args {
+                spans.push((at, at + a.len()));
+                at += a.len() + 1;
+            }
+            for hit in col.engine().scan_with_values(text.as_bytes(), &spans) {
                 let location = Location::Process {
                     pid,
                     command: command.clone(),

@@ -203,3 +203,58 @@ fn binary_windows_reuse_buffers_without_mixing_them() {
     got.sort();
     assert_eq!(got, expected);
 }
+
+/// A listed production secret that starts or ends with punctuation the candidate extraction
+/// trims (`;` `,` `)` `(` …) is still fingerprinted: in an environment variable, a `/proc`
+/// environment, a `.env` line, and a quoted string.
+#[test]
+fn a_listed_secret_with_punctuation_at_its_ends_is_fingerprinted() {
+    let secrets = ["Xk9#mQ2$vL7&pR4;", "(vL7&pR4;Xk9#mQ2$", "two words, then;"];
+    let wall = WallFile::build(
+        &EnvName::new("production").unwrap(),
+        Tier::Prod,
+        secrets.iter().map(|s| s.as_bytes()),
+    )
+    .unwrap();
+    let scanner = scanner().with_walls([wall]);
+    let one_critical = |report: &blastwall_scan::Report, what: &str| {
+        assert_eq!(report.findings.len(), 1, "{what}: {:#?}", report.findings);
+        let f = &report.findings[0];
+        assert_eq!(f.severity, Severity::Critical, "{what}");
+        assert_eq!(
+            f.confidence,
+            blastwall_scan::Confidence::Fingerprint,
+            "{what}"
+        );
+        assert_eq!(f.wall_env.as_deref(), Some("production"), "{what}");
+    };
+    for secret in secrets {
+        let vars = BTreeMap::from([("DB_PASSWORD".to_owned(), secret.to_owned())]);
+        one_critical(&scanner.scan_env_vars(&vars), &format!("env var {secret}"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let pid = dir.path().join("77");
+        fs::create_dir(&pid).unwrap();
+        fs::write(pid.join("comm"), "app\n").unwrap();
+        fs::write(
+            pid.join("environ"),
+            format!("HOME=/\0DB_PASSWORD={secret}\0"),
+        )
+        .unwrap();
+        fs::write(pid.join("cmdline"), "app\0").unwrap();
+        one_critical(
+            &scanner.scan_processes(dir.path()),
+            &format!("/proc environ {secret}"),
+        );
+
+        for line in [
+            format!("DB_PASSWORD={secret}\n"),
+            format!("DB_PASSWORD=\"{secret}\"\n"),
+            format!("db_password = \"{secret}\";\n"),
+            format!("call(\"{secret}\")\n"),
+        ] {
+            let text = format!("# settings\n{line}");
+            one_critical(&scanner.scan_bytes(".env", text.as_bytes()), &line);
+        }
+    }
+}
