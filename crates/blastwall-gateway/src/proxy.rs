@@ -62,6 +62,19 @@ async fn proxy(
     started: Instant,
 ) -> Result<Response, ApiError> {
     let inner = &gw.inner;
+    if inner
+        .audit_failing
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        // Not audited: the log is what cannot be written.
+        inner.metrics.count("-", "-", "audit_unavailable");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_unavailable",
+            "the gateway cannot write its audit log, so it forwards nothing until it can",
+            "retry in a few seconds; the operator should check the gateway's store (disk space, permissions, database health)",
+        ));
+    }
     let (parts, body) = req.into_parts();
     let Some((upstream_name, target)) = split_proxy_path(&parts.uri) else {
         return Err(ApiError::new(

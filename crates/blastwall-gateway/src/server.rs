@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -70,6 +71,8 @@ pub(crate) struct Inner {
     pub(crate) credentials: RwLock<HashMap<String, HashMap<EnvName, Arc<OpenedCredential>>>>,
     pub(crate) clients: Clients,
     pub(crate) audit: mpsc::Sender<AuditRecord>,
+    /// Whether the audit writer is failing to write: while it is, nothing is forwarded.
+    pub(crate) audit_failing: Arc<AtomicBool>,
     pub(crate) metrics: Metrics,
     pub(crate) config: GatewayConfig,
 }
@@ -106,7 +109,8 @@ impl Gateway {
             .await
             .map_err(GatewayError::Store)?;
         let (tx, rx) = mpsc::channel(10_000);
-        let audit_task = tokio::spawn(audit_writer(setup.auditor, rx));
+        let audit_failing = Arc::new(AtomicBool::new(false));
+        let audit_task = tokio::spawn(audit_writer(setup.auditor, rx, audit_failing.clone()));
         let poll_task = tokio::spawn(tokens.clone().run_poller());
         let inner = Inner {
             store: setup.store,
@@ -119,6 +123,7 @@ impl Gateway {
             credentials: RwLock::new(HashMap::new()),
             clients,
             audit: tx,
+            audit_failing,
             metrics: Metrics::new(),
             config: setup.config,
         };
@@ -242,10 +247,21 @@ const AUDIT_BATCH: usize = 512;
 /// each, and an entry reaches the store within about this long after its decision.
 const AUDIT_WINDOW: Duration = Duration::from_millis(5);
 
-/// Writes queued audit entries in order, a window's worth at a time in one transaction, retrying
-/// a failing store for a while rather than dropping an entry; signs a checkpoint when the queue
-/// closes.
-async fn audit_writer(auditor: Auditor, mut rx: mpsc::Receiver<AuditRecord>) {
+/// The longest wait between two attempts to write a batch the store refused.
+const AUDIT_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Writes queued audit entries in order, a window's worth at a time in one transaction; signs a
+/// checkpoint when the queue closes.
+///
+/// A batch the store refuses is retried until it is written, never dropped, and while it is not,
+/// `failing` is set: the gateway then forwards nothing (503 `audit_unavailable`), since it could
+/// not record what it forwarded. A checkpoint that cannot be signed is logged and left to the
+/// next one (signing it again would mean appending the batch again).
+async fn audit_writer(
+    auditor: Auditor,
+    mut rx: mpsc::Receiver<AuditRecord>,
+    failing: Arc<AtomicBool>,
+) {
     let mut batch = Vec::with_capacity(AUDIT_BATCH);
     while rx.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
         if batch.len() < AUDIT_BATCH {
@@ -258,24 +274,26 @@ async fn audit_writer(auditor: Auditor, mut rx: mpsc::Receiver<AuditRecord>) {
                 }
             }
         }
-        let mut written = false;
-        for attempt in 0..50u32 {
-            match auditor.append_batch(batch.clone()).await {
-                Ok(_) => {
-                    written = true;
-                    break;
-                }
+        let mut wait = Duration::from_millis(50);
+        let entries = loop {
+            match auditor.store().audit_append_batch(batch.clone()).await {
+                Ok(entries) => break entries,
                 Err(e) => {
-                    tracing::error!(error = %e, attempt, "audit append failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if !failing.swap(true, Ordering::SeqCst) {
+                        tracing::error!(error = %e, entries = batch.len(), "audit append failed; forwarding nothing until it succeeds");
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(AUDIT_RETRY_MAX);
                 }
             }
+        };
+        if failing.swap(false, Ordering::SeqCst) {
+            tracing::warn!("audit log writable again; forwarding resumes");
         }
-        if !written {
-            tracing::error!(
-                entries = batch.len(),
-                "audit entries could not be written after 50 attempts"
-            );
+        for entry in &entries {
+            if let Err(e) = auditor.record(entry).await {
+                tracing::error!(error = %e, seq = entry.seq, "audit checkpoint not signed; the next one covers this entry");
+            }
         }
         batch.clear();
     }
@@ -285,6 +303,9 @@ async fn audit_writer(auditor: Auditor, mut rx: mpsc::Receiver<AuditRecord>) {
 }
 
 async fn healthz(State(gw): State<Gateway>) -> Response {
+    if gw.inner.audit_failing.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "audit log unwritable\n").into_response();
+    }
     match gw.inner.store.env_list().await {
         Ok(_) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => {

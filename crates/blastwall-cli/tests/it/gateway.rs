@@ -12,7 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-use crate::support::{Bw, all_files, contains};
+use crate::support::{Bw, all_files, contains, stderr};
 
 const PROD_SECRET: &str = "rw_PROD_gw_canary_9d8c7b6a5f4e3d2c";
 const STAGING_SECRET: &str = "rw_STAGING_gw_canary_1a2b3c4d5e6f7a8b";
@@ -719,6 +719,88 @@ async fn rest_classification_redirects_and_upstream_failures() {
         r.text()
     );
     assert!(r.text().contains("decision=\"deny\""), "{}", r.text());
+}
+
+/// Runs SQL on the gateway's SQLite store from outside the gateway (another process would).
+async fn store_sql(bw: &Bw, sql: &str) {
+    use sqlx::ConnectOptions;
+    let mut c = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(bw.data().join("blastwall.db"))
+        .connect()
+        .await
+        .unwrap();
+    sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+}
+
+/// When the audit log cannot be written, the gateway forwards nothing until it can, loses no
+/// entry, and says so to the agent and on `/healthz`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_audit_log_stops_forwarding_and_loses_nothing() {
+    let s = setup().await;
+    let (token, _) = issue(&s.bw, "staging", "rest:*", "1h");
+    let gw = serve(&s.bw);
+    let get = |path: &'static str| {
+        let url = format!("{}/proxy/api/{path}", gw.base);
+        let token = token.clone();
+        async move { call("GET", &url, Some(&token), &[], "").await }
+    };
+    assert_eq!(get("before").await.status, 200);
+    // Appends now fail (as on a full disk); reads still work, so tokens still authenticate.
+    store_sql(
+        &s.bw,
+        "CREATE TRIGGER no_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )
+    .await;
+    // Requests are forwarded until the writer's next batch fails (within a few milliseconds);
+    // their entries are kept and retried.
+    let mut forwarded_ok = 1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let refused = loop {
+        let r = get("during").await;
+        if r.status != 200 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        forwarded_ok += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.json()["error"], "audit_unavailable");
+    let forwarded = s.rest.seen().len();
+    assert_eq!(get("refused-again").await.status, 503);
+    assert_eq!(s.rest.seen().len(), forwarded, "forwarded while unaudited");
+    let h = call("GET", &format!("{}/healthz", gw.base), None, &[], "").await;
+    assert_eq!(h.status, 503);
+    assert!(h.text().contains("audit"), "{}", h.text());
+    // Writable again: forwarding resumes, and the entry of the request made during the failure
+    // was kept and written.
+    store_sql(&s.bw, "DROP TRIGGER no_audit;").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get("after").await;
+        if r.status == 200 {
+            forwarded_ok += 1;
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", r.text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gw.stop();
+    // One allow entry per forwarded request, none lost; the refused ones could not be recorded
+    // and were not forwarded.
+    let tail = s.bw.json(&["log", "tail", "-n", "50"]);
+    let allowed = tail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "request.decide")
+        .filter(|e| {
+            let d: Value = serde_json::from_str(e["detail"].as_str().unwrap()).unwrap();
+            d["decision"] == "allow"
+        })
+        .count();
+    assert_eq!(allowed, forwarded_ok, "{tail:#}");
+    let o = s.bw.run(&["log", "verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
