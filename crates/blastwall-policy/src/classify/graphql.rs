@@ -27,6 +27,11 @@ use crate::normalize::NormalizedPath;
 const MAX_BATCH: usize = 64;
 /// Most nesting of selection sets and fragment spreads followed at the root.
 const MAX_DEPTH: usize = 64;
+/// The most root-field names that merging fragments into their spreaders may copy for one
+/// request: a document where each of many fragments spreads many others holding many fields
+/// would otherwise cost the product of the three (minutes of CPU for one request of a few
+/// hundred kilobytes). Real documents stay orders of magnitude below.
+pub(super) const MAX_MERGE_WORK: usize = 100_000;
 /// Parser limits: nesting, and tokens per document (a 10 KB document has a few thousand).
 const PARSER_RECURSION: usize = 128;
 const PARSER_TOKENS: usize = 200_000;
@@ -191,6 +196,7 @@ fn reference_root_fields(
     let mut walker = Walker {
         fragments: &fragments,
         memo: HashMap::new(),
+        work: 0,
     };
     let mut out = Vec::with_capacity(operations.len());
     for op in &operations {
@@ -244,6 +250,8 @@ struct Walker<'a> {
     fragments: &'a HashMap<String, cst::FragmentDefinition>,
     /// `None` while a fragment is being walked (to catch cycles).
     memo: HashMap<String, Option<Vec<String>>>,
+    /// Field names merged from fragments so far (see [`MAX_MERGE_WORK`]).
+    work: usize,
 }
 
 impl Walker<'_> {
@@ -291,9 +299,27 @@ impl Walker<'_> {
         Ok(())
     }
 
+    /// Counts `n` more merged names against [`MAX_MERGE_WORK`].
+    fn charge(&mut self, n: usize) -> Result<(), ClassifyError> {
+        self.work = self.work.saturating_add(n);
+        if self.work > MAX_MERGE_WORK {
+            return Err(ClassifyError::TooComplex {
+                detail: format!(
+                    "its fragments spread into one another more than {MAX_MERGE_WORK} field names"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn fragment_fields(&mut self, name: &str, depth: usize) -> Result<Vec<String>, ClassifyError> {
-        match self.memo.get(name) {
-            Some(Some(fields)) => return Ok(fields.clone()),
+        match self.memo.get(name).map(|m| m.as_ref().map(Vec::len)) {
+            Some(Some(n)) => {
+                self.charge(n)?;
+                if let Some(Some(fields)) = self.memo.get(name) {
+                    return Ok(fields.clone());
+                }
+            }
             Some(None) => return Err(syntax(&format!("fragment `{name}` spreads itself"))),
             None => {}
         }
@@ -306,6 +332,7 @@ impl Walker<'_> {
         self.memo.insert(name.to_owned(), None);
         let mut fields = Fields::default();
         self.root_fields(&set, depth, &mut fields)?;
+        self.charge(fields.list.len())?;
         self.memo.insert(name.to_owned(), Some(fields.list.clone()));
         Ok(fields.list)
     }

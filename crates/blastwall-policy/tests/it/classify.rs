@@ -303,6 +303,55 @@ fn exponential_fragments_are_cheap() {
     assert_eq!(names(&doc(&q).unwrap()), ["railway:volume.delete"]);
 }
 
+/// Fragments that each spread many fragments holding many fields: each merge is cheap, but
+/// their number times their size is not. Refused within a bounded amount of work, on both
+/// readers (a short document goes to the fast one first, a long one straight to the parser).
+#[test]
+fn fragment_fan_out_is_refused_quickly() {
+    fn fan_out(width: usize, levels: usize, unique: usize) -> String {
+        let mut q = String::from("query { ...L0 }");
+        let per = unique / width;
+        for i in 0..width {
+            q.push_str(&format!(" fragment B{i} on Query {{"));
+            for f in 0..per {
+                q.push_str(&format!(" f{i}x{f}"));
+            }
+            q.push_str(" }");
+        }
+        for level in 1..=levels {
+            for i in 0..width {
+                let below = |j: usize| {
+                    if level == 1 {
+                        format!("B{j}")
+                    } else {
+                        format!("F{}x{j}", level - 1)
+                    }
+                };
+                q.push_str(&format!(" fragment F{level}x{i} on Query {{"));
+                for j in 0..width {
+                    q.push_str(&format!(" ...{}", below(j)));
+                }
+                q.push_str(" }");
+            }
+        }
+        q.replace("...L0", &format!("...F{levels}x0"))
+    }
+    for (width, levels, unique) in [(10, 10, 1_000), (30, 30, 3_000)] {
+        let q = fan_out(width, levels, unique);
+        let started = std::time::Instant::now();
+        let got = doc(&q);
+        assert!(
+            matches!(got, Err(ClassifyError::TooComplex { .. })),
+            "{} bytes: {got:?}",
+            q.len()
+        );
+        // Generous for a debug build on a busy machine; without the bound this takes minutes.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+    // A narrower fan-out of the same shape is classified.
+    assert!(doc(&fan_out(3, 3, 30)).is_ok());
+}
+
 #[test]
 fn typename_in_a_mutation_is_a_read() {
     let c = doc("mutation { __typename }").unwrap();

@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 
-use super::{Fields, MAX_DEPTH, PARSER_RECURSION, PARSER_TOKENS, RootKind};
+use super::{Fields, MAX_DEPTH, MAX_MERGE_WORK, PARSER_RECURSION, PARSER_TOKENS, RootKind};
 
 /// Bracket nesting past which the parser decides. Apollo-parser counts one level per selection
 /// set, list value, object field and list type, so its count never exceeds ours.
@@ -60,6 +60,7 @@ pub(super) fn root_fields<'a>(
     let mut walker = Walker {
         fragments: &fragments,
         memo: HashMap::new(),
+        work: 0,
     };
     let mut out = Vec::with_capacity(document.operations.len());
     for op in &document.operations {
@@ -601,6 +602,9 @@ struct Walker<'d, 'a> {
     fragments: &'d HashMap<&'a str, &'d [Item<'a>]>,
     /// `None` while a fragment is being walked (a cycle).
     memo: HashMap<&'a str, Option<Vec<&'a str>>>,
+    /// Field names merged from fragments so far: past [`MAX_MERGE_WORK`] the document goes to
+    /// the parser-based walker, which refuses it.
+    work: usize,
 }
 
 impl<'a> Walker<'_, 'a> {
@@ -630,9 +634,17 @@ impl<'a> Walker<'_, 'a> {
         Some(())
     }
 
+    fn charge(&mut self, n: usize) -> Option<()> {
+        self.work = self.work.saturating_add(n);
+        (self.work <= MAX_MERGE_WORK).then_some(())
+    }
+
     fn fragment_fields(&mut self, name: &'a str, depth: usize) -> Option<Vec<&'a str>> {
-        match self.memo.get(name) {
-            Some(Some(fields)) => return Some(fields.clone()),
+        match self.memo.get(name).map(|m| m.as_ref().map(Vec::len)) {
+            Some(Some(n)) => {
+                self.charge(n)?;
+                return self.memo.get(name).cloned().flatten();
+            }
             Some(None) => return None,
             None => {}
         }
@@ -640,6 +652,7 @@ impl<'a> Walker<'_, 'a> {
         self.memo.insert(name, None);
         let mut fields = Fields::default();
         self.root_fields(items, depth, &mut fields)?;
+        self.charge(fields.list.len())?;
         self.memo.insert(name, Some(fields.list.clone()));
         Some(fields.list)
     }
