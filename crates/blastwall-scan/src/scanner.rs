@@ -43,8 +43,9 @@ pub struct ScanOptions {
     pub archive_max_bytes: u64,
     /// Bytes read and scanned at a time (default 8 MiB).
     pub chunk_size: usize,
-    /// Bytes carried from one chunk into the next, so that a secret across a chunk boundary is
-    /// seen whole (default 64 KiB; must be less than half of `chunk_size`).
+    /// Bytes each window sees past its chunk's end, and keeps before its start as left
+    /// context, so that a secret across a chunk boundary is seen whole, with its keyword
+    /// (default 64 KiB; must be less than half of `chunk_size`).
     pub overlap: usize,
     /// The process to leave out of a process scan (default: this one).
     pub skip_pid: Option<u32>,

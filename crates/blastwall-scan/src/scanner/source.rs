@@ -609,38 +609,54 @@ fn scan_windows(
         base_column: 0,
     };
     let mut eof = false;
+    // Bytes at the start of `buf` carried from the window before as left context (a keyword,
+    // an opening quote or a URL's `://user:` before a secret that starts in this window): the
+    // hits that start in them were that window's to report.
+    let mut context = 0;
     loop {
-        while buf.len() < chunk && !eof {
-            let want = (chunk - buf.len()) as u64;
+        if buf.len() < context + chunk && !eof {
+            buf.reserve_exact(context + chunk - buf.len());
+        }
+        while buf.len() < context + chunk && !eof {
+            let want = (context + chunk - buf.len()) as u64;
             let got = reader.take(want).read_to_end(&mut buf)?;
             eof = got == 0;
         }
+        // Each window reports the hits that start in `context..limit`, and sees `overlap` bytes
+        // on either side of that range: a hit (or a group of merged hits) shorter than the
+        // overlap is seen whole, with what precedes it, by the one window that reports it.
         let limit = if eof {
             buf.len()
         } else {
             buf.len().saturating_sub(overlap)
         };
-        scan_window(col, &buf, limit, &pos, origin, binary);
+        scan_window(col, &buf, context..limit, &pos, origin, binary);
         if eof {
             recycle(buf, chunk.saturating_mul(2));
             return Ok(());
         }
-        let consumed = buf.get(..limit).unwrap_or(&[]);
+        // INVARIANT: limit >= context + chunk - overlap > context, so each window moves on.
+        let keep = overlap.min(limit);
+        let drop = limit - keep;
+        let consumed = buf.get(..drop).unwrap_or(&[]);
         let newlines = memchr::memchr_iter(b'\n', consumed).count() as u64;
         pos.base_column = match memchr::memrchr(b'\n', consumed) {
-            Some(nl) => (limit - nl - 1) as u64,
-            None => pos.base_column + limit as u64,
+            Some(nl) => (drop - nl - 1) as u64,
+            None => pos.base_column + drop as u64,
         };
         pos.base_line += newlines;
-        pos.base_offset += limit as u64;
-        buf.drain(..limit);
+        pos.base_offset += drop as u64;
+        buf.drain(..drop);
+        context = keep;
     }
 }
 
+/// Scans the window `buf` and reports the hits that start in `report` (the bytes before it are
+/// left context, those after it lookahead).
 fn scan_window(
     col: &Collector<'_>,
     buf: &[u8],
-    limit: usize,
+    report: std::ops::Range<usize>,
     pos: &Position,
     origin: &Origin,
     binary: bool,
@@ -659,7 +675,7 @@ fn scan_window(
     let mut counted_to = 0;
     for hit in hits {
         let start = map.as_deref().map_or(hit.start, |m| map_back(m, hit.start));
-        if start >= limit {
+        if !report.contains(&start) {
             continue;
         }
         if start > counted_to {

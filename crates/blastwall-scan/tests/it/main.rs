@@ -13,3 +13,4 @@ mod hang;
 mod inputs;
 mod output;
 mod support;
+mod windows;
