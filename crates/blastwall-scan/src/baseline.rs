@@ -3,6 +3,12 @@
 //! A baseline lists finding ids ([`Finding::id`]: a hash of the rule, the place without line and
 //! column, and the value), so an accepted secret stays accepted when lines move, and a new secret
 //! in the same file is still reported. No secret is written to a baseline.
+//!
+//! An entry also records the finding's severity and the wall environment whose fingerprint it
+//! matched, and accepts the finding only as it was: the same value found later with a higher
+//! severity (a prod wall file now lists it) or by another wall is reported. Entries of version 1
+//! files record neither: they are taken as high, without a wall, so they never silence a
+//! critical finding or a fingerprint match.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -11,12 +17,14 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ScanError;
-use crate::finding::Finding;
+use crate::finding::{Finding, Severity};
 
 /// The `format` field of a baseline file.
 pub const BASELINE_FORMAT: &str = "blastwall-baseline";
-/// The baseline format version this crate reads and writes.
-pub const BASELINE_VERSION: u32 = 1;
+/// The baseline format version this crate writes; it reads this one and version 1.
+pub const BASELINE_VERSION: u32 = 2;
+/// The oldest baseline format version this crate reads.
+const OLDEST_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +32,22 @@ struct Entry {
     id: String,
     rule: String,
     location: String,
+    /// The severity accepted; absent in version 1 files, read as high.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    severity: Option<Severity>,
+    /// The environment of the wall whose fingerprint the accepted finding matched, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    wall_env: Option<String>,
+}
+
+impl Entry {
+    /// Whether this entry accepts `finding` (whose id it has): no more severe than recorded,
+    /// and a fingerprint match only of the wall recorded.
+    fn accepts(&self, finding: &Finding) -> bool {
+        let severity = self.severity.unwrap_or(Severity::High);
+        finding.severity <= severity
+            && (finding.wall_env.is_none() || finding.wall_env == self.wall_env)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -50,6 +74,8 @@ impl Baseline {
                     id: f.id.clone(),
                     rule: f.rule.clone(),
                     location: f.location.group_key(),
+                    severity: Some(f.severity),
+                    wall_env: f.wall_env.clone(),
                 };
                 (e.id.clone(), e)
             })
@@ -57,9 +83,12 @@ impl Baseline {
         Self { entries }
     }
 
-    /// Whether `finding` is accepted.
+    /// Whether `finding` is accepted: its id is listed, it is no more severe than when it was
+    /// accepted, and it matches no wall other than the one it matched then.
     pub fn contains(&self, finding: &Finding) -> bool {
-        self.entries.contains_key(&finding.id)
+        self.entries
+            .get(&finding.id)
+            .is_some_and(|e| e.accepts(finding))
     }
 
     /// The number of accepted findings.
@@ -90,9 +119,11 @@ impl Baseline {
             message,
         };
         let repr: Repr = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
-        if repr.format != BASELINE_FORMAT || repr.version != BASELINE_VERSION {
+        if repr.format != BASELINE_FORMAT
+            || !(OLDEST_VERSION..=BASELINE_VERSION).contains(&repr.version)
+        {
             return Err(bad(format!(
-                "expected format `{BASELINE_FORMAT}` version {BASELINE_VERSION}"
+                "expected format `{BASELINE_FORMAT}` version {OLDEST_VERSION} to {BASELINE_VERSION}"
             )));
         }
         Ok(Self {

@@ -238,3 +238,54 @@ fn a_scan_on_a_terminal_shows_progress_unless_quiet_or_piped() {
     assert!(json.contains("github.pat-classic"), "{json}");
     assert!(!json.contains("scanning: "), "{json}");
 }
+
+/// A baseline written without a wall file does not silence a production secret that a wall
+/// file finds later in the same place: the scan still exits 3.
+#[test]
+fn a_baseline_without_walls_does_not_silence_a_production_secret() {
+    let bw = Bw::new();
+    let dir = bw.path().join("repo");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join(".env"), format!("DB_PASSWORD={PROD_SECRET}\n")).unwrap();
+    let base = bw.path().join("baseline.json");
+    let o = bw.run(&[
+        "scan",
+        dir.to_str().unwrap(),
+        "--write-baseline",
+        base.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let o = bw.run(&[
+        "scan",
+        dir.to_str().unwrap(),
+        "--baseline",
+        base.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+
+    let wall = bw.path().join("production.wall");
+    blastwall_scan::WallFile::build(
+        &blastwall_core::EnvName::new("production").unwrap(),
+        blastwall_core::Tier::Prod,
+        [PROD_SECRET.as_bytes()],
+    )
+    .unwrap()
+    .save(&wall)
+    .unwrap();
+    let o = bw.run(&[
+        "scan",
+        dir.to_str().unwrap(),
+        "--wall",
+        wall.to_str().unwrap(),
+        "--baseline",
+        base.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("\"severity\":\"critical\""),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -178,3 +178,67 @@ fn a_baseline_accepts_known_findings_only() {
     };
     assert_eq!(line, 3);
 }
+
+/// A baseline accepts a finding as it was recorded: one written without a wall file does not
+/// silence the same value found later by a prod wall (critical), nor does an older baseline
+/// file, whose entries record no severity.
+#[test]
+fn a_baseline_never_silences_a_finding_more_severe_than_it_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let value = "Zq8vN3kLp0Xw7RtY2mBc";
+    fs::write(dir.path().join(".env"), format!("DB_PASSWORD={value}\n")).unwrap();
+    let paths = [dir.path().to_owned()];
+    let without_wall = scanner().scan_paths(&paths);
+    assert_eq!(
+        without_wall.findings.len(),
+        1,
+        "{:#?}",
+        without_wall.findings
+    );
+    assert!(without_wall.findings[0].severity < blastwall_scan::Severity::Critical);
+    let baseline = Baseline::from_findings(&without_wall.findings);
+    // Still accepted when nothing changed.
+    let again = scanner().with_baseline(baseline.clone()).scan_paths(&paths);
+    assert!(again.findings.is_empty());
+    assert_eq!(again.summary.baselined, 1);
+
+    let wall = || {
+        WallFile::build(
+            &EnvName::new("production").unwrap(),
+            Tier::Prod,
+            [value.as_bytes()],
+        )
+        .unwrap()
+    };
+    let with_wall = scanner()
+        .with_walls([wall()])
+        .with_baseline(baseline)
+        .scan_paths(&paths);
+    assert_eq!(with_wall.findings.len(), 1, "{:#?}", with_wall.findings);
+    assert!(with_wall.has_production_secret());
+    assert_eq!(with_wall.summary.baselined, 0);
+
+    // Accepted as what it is now (a prod fingerprint match), it is silenced.
+    let accepted = Baseline::from_findings(&with_wall.findings);
+    let report = scanner()
+        .with_walls([wall()])
+        .with_baseline(accepted)
+        .scan_paths(&paths);
+    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+
+    // A version 1 file (no severity, no wall): it silences the finding without a wall only.
+    let old = format!(
+        "{{\"format\": \"blastwall-baseline\", \"version\": 1, \"findings\": [{{\"id\": \"{}\", \"rule\": \"{}\", \"location\": \"{}\"}}]}}",
+        with_wall.findings[0].id,
+        with_wall.findings[0].rule,
+        with_wall.findings[0].location.group_key(),
+    );
+    let old = Baseline::from_json(&old, std::path::Path::new("old.json")).unwrap();
+    let report = scanner().with_baseline(old.clone()).scan_paths(&paths);
+    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+    let report = scanner()
+        .with_walls([wall()])
+        .with_baseline(old)
+        .scan_paths(&paths);
+    assert!(report.has_production_secret(), "{:#?}", report.findings);
+}
