@@ -76,13 +76,18 @@ struct Limited<'b, R> {
 }
 
 impl<R: Read> Read for Limited<'_, R> {
+    /// The bytes up to the bound are delivered (and scanned); the read after them fails.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         let left = self.budget.left.get();
         let used = n as u64;
         if used > left {
             self.budget.left.set(0);
-            return Err(io::Error::other(BudgetExceeded));
+            if left == 0 {
+                return Err(io::Error::other(BudgetExceeded));
+            }
+            // INVARIANT: left < n <= buf.len(), so it fits in usize.
+            return Ok(left as usize);
         }
         self.budget.left.set(left - used);
         Ok(n)
@@ -275,11 +280,19 @@ fn sniff(head: &[u8]) -> Kind {
 }
 
 /// Reads the first `want` bytes into a buffer of `capacity` (at least `want`), so that a text
-/// file's first chunk can go on in the same buffer.
-fn read_head(reader: &mut dyn Read, want: usize, capacity: usize) -> io::Result<Vec<u8>> {
+/// file's first chunk can go on in the same buffer; with the read error, if one stopped it
+/// (the bytes read before it are kept, to be scanned).
+fn read_head(reader: &mut dyn Read, want: usize, capacity: usize) -> (Vec<u8>, Option<io::Error>) {
     let mut head = buffer(capacity.max(want));
-    reader.take(want as u64).read_to_end(&mut head)?;
-    Ok(head)
+    let error = read_more(reader, &mut head, want).err();
+    (head, error)
+}
+
+/// Appends up to `n` bytes of `reader` to `buf`; how many, 0 at the end. On an error, the
+/// bytes read before it stay in `buf` (`read_to_end` keeps them), so that they are scanned
+/// before the error is reported.
+fn read_more(reader: &mut dyn Read, buf: &mut Vec<u8>, n: usize) -> io::Result<usize> {
+    reader.take(n as u64).read_to_end(buf)
 }
 
 thread_local! {
@@ -356,16 +369,14 @@ fn scan_stream(
         0 => opts.chunk_size,
         n => n.min(opts.chunk_size as u64) as usize,
     };
-    let mut head = read_head(reader, SNIFF_LEN, want.saturating_add(1))?;
+    let (mut head, mut pending) = read_head(reader, SNIFF_LEN, want.saturating_add(1));
     let kind = sniff(&head);
     if matches!(kind, Kind::Binary | Kind::Text) && opts.chunk_size >= SNIFF_LEN {
         // The first chunk goes on in the sniffed buffer: no copy of it, no second buffer.
-        if head.len() == SNIFF_LEN {
-            reader
-                .take((opts.chunk_size - SNIFF_LEN) as u64)
-                .read_to_end(&mut head)?;
+        if head.len() == SNIFF_LEN && pending.is_none() {
+            pending = read_more(reader, &mut head, opts.chunk_size - SNIFF_LEN).err();
         }
-        return scan_windows(col, reader, head, origin, kind == Kind::Binary);
+        return scan_windows(col, reader, head, origin, kind == Kind::Binary, pending);
     }
     let archive = matches!(kind, Kind::Gzip | Kind::Zip | Kind::Tar);
     if archive && depth >= opts.archive_max_depth {
@@ -377,8 +388,18 @@ fn scan_stream(
         );
         return Ok(());
     }
-    let mut rest = Cursor::new(head).chain(reader);
-    let result = scan_nested(col, &mut rest, kind, origin, depth, budget, want);
+    // After a read error, only the bytes read before it are scanned, and the error reported.
+    let mut nothing = io::empty();
+    let tail: &mut dyn Read = if pending.is_some() {
+        &mut nothing
+    } else {
+        reader
+    };
+    let mut rest = Cursor::new(head).chain(tail);
+    let mut result = scan_nested(col, &mut rest, kind, origin, depth, budget, want);
+    if let Some(e) = pending {
+        result = Err(e);
+    }
     // The head's buffer serves the next file.
     recycle(
         rest.into_inner().0.into_inner(),
@@ -422,15 +443,27 @@ fn scan_nested(
         Kind::Zip => scan_zip(col, rest, origin, depth, budget),
         Kind::Utf16 { little_endian, bom } => {
             let mut raw = Vec::new();
-            rest.take(opts.max_file_size).read_to_end(&mut raw)?;
+            let pending = read_more(
+                rest,
+                &mut raw,
+                usize::try_from(opts.max_file_size).unwrap_or(usize::MAX),
+            )
+            .err();
             let text = decode_utf16(&raw, little_endian, bom);
-            scan_windows(col, &mut io::empty(), text.into_bytes(), origin, false)
+            scan_windows(
+                col,
+                &mut io::empty(),
+                text.into_bytes(),
+                origin,
+                false,
+                pending,
+            )
         }
         // Chunks smaller than the sniffed head (tests use 4 KiB chunks): read through it.
         Kind::Binary | Kind::Text => {
             let mut first = buffer(want.saturating_add(1).max(SNIFF_LEN));
-            rest.take(opts.chunk_size as u64).read_to_end(&mut first)?;
-            scan_windows(col, rest, first, origin, kind == Kind::Binary)
+            let pending = read_more(rest, &mut first, opts.chunk_size).err();
+            scan_windows(col, rest, first, origin, kind == Kind::Binary, pending)
         }
     }
 }
@@ -594,12 +627,16 @@ struct Position {
     base_column: u64,
 }
 
+/// Scans `buf` and the rest of `reader` window by window. `pending`: the read error that
+/// stopped the reading of `buf` already; a read error (that one or a later one) ends the
+/// reading, and is returned after every byte read before it was scanned.
 fn scan_windows(
     col: &Collector<'_>,
     reader: &mut dyn Read,
     mut buf: Vec<u8>,
     origin: &Origin,
     binary: bool,
+    mut pending: Option<io::Error>,
 ) -> io::Result<()> {
     let opts = col.options();
     let (chunk, overlap) = (opts.chunk_size, opts.overlap);
@@ -608,7 +645,7 @@ fn scan_windows(
         base_line: 1,
         base_column: 0,
     };
-    let mut eof = false;
+    let mut eof = pending.is_some();
     // Bytes at the start of `buf` carried from the window before as left context (a keyword,
     // an opening quote or a URL's `://user:` before a secret that starts in this window): the
     // hits that start in them were that window's to report.
@@ -618,9 +655,14 @@ fn scan_windows(
             buf.reserve_exact(context + chunk - buf.len());
         }
         while buf.len() < context + chunk && !eof {
-            let want = (context + chunk - buf.len()) as u64;
-            let got = reader.take(want).read_to_end(&mut buf)?;
-            eof = got == 0;
+            let want = context + chunk - buf.len();
+            match read_more(reader, &mut buf, want) {
+                Ok(got) => eof = got == 0,
+                Err(e) => {
+                    pending = Some(e);
+                    eof = true;
+                }
+            }
         }
         // Each window reports the hits that start in `context..limit`, and sees `overlap` bytes
         // on either side of that range: a hit (or a group of merged hits) shorter than the
@@ -633,7 +675,7 @@ fn scan_windows(
         scan_window(col, &buf, context..limit, &pos, origin, binary);
         if eof {
             recycle(buf, chunk.saturating_mul(2));
-            return Ok(());
+            return pending.map_or(Ok(()), Err);
         }
         // INVARIANT: limit >= context + chunk - overlap > context, so each window moves on.
         let keep = overlap.min(limit);

@@ -165,3 +165,28 @@ fn an_archive_bomb_stops_at_the_bound() {
         "{got:?}"
     );
 }
+
+/// What was read before an archive's expansion bound is scanned, not dropped: a token at the
+/// start of a small gzip that expands past its bound is found, and the bound is listed.
+#[test]
+fn what_precedes_the_expansion_bound_is_scanned() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.gz");
+    let token = crate::support::github_token(&mut crate::support::Rng::new(41));
+    let file = fs::File::create(&path).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::best());
+    std::io::Write::write_all(&mut gz, format!("GITHUB_TOKEN={token}\n").as_bytes()).unwrap();
+    std::io::Write::write_all(&mut gz, &vec![b'a'; 4 << 20]).unwrap();
+    gz.finish().unwrap();
+    for options in [ScanOptions::default(), crate::support::small_chunks()] {
+        let report = scan_with_deadline(vec![path.clone()], options);
+        let rules: Vec<&str> = report.findings.iter().map(|f| f.rule.as_str()).collect();
+        assert_eq!(rules, ["github.pat-classic"]);
+        let got = reasons(&report);
+        assert!(
+            got.iter()
+                .any(|(n, r)| n == "config.gz" && matches!(r, SkipReason::ArchiveExpansion { .. })),
+            "{got:?}"
+        );
+    }
+}
