@@ -53,6 +53,11 @@ pub struct GatewayConfig {
     pub connect_timeout: Duration,
     /// Time limit for an upstream's response headers.
     pub response_timeout: Duration,
+    /// Time limit for an agent to send a request's head, and then its body; also how long an
+    /// idle keep-alive connection is kept.
+    pub client_timeout: Duration,
+    /// Most agent connections open at once; further ones are closed as soon as accepted.
+    pub max_connections: usize,
     /// How often revocations are polled from the store (bounds how long a revoked token works).
     pub revocation_poll: Duration,
     /// Extra CA certificates (PEM) to trust, per upstream, beside the system's roots.
@@ -66,6 +71,8 @@ impl Default for GatewayConfig {
             max_body_bytes: 1024 * 1024,
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(60),
+            client_timeout: Duration::from_secs(30),
+            max_connections: 4096,
             revocation_poll: Duration::from_millis(250),
             ca_files: BTreeMap::new(),
         }
@@ -218,6 +225,8 @@ struct RawGateway {
     max_body_bytes: Option<usize>,
     connect_timeout: Option<String>,
     response_timeout: Option<String>,
+    client_timeout: Option<String>,
+    max_connections: Option<usize>,
     revocation_poll: Option<String>,
     #[serde(default)]
     ca_files: BTreeMap<String, PathBuf>,
@@ -340,6 +349,12 @@ impl Config {
             }
             gateway.max_body_bytes = n;
         }
+        if let Some(n) = raw.gateway.max_connections {
+            if n == 0 {
+                problems.push("`gateway.max_connections`: must be at least 1".into());
+            }
+            gateway.max_connections = n;
+        }
         for (key, value, slot) in [
             (
                 "connect_timeout",
@@ -350,6 +365,11 @@ impl Config {
                 "response_timeout",
                 raw.gateway.response_timeout,
                 &mut gateway.response_timeout,
+            ),
+            (
+                "client_timeout",
+                raw.gateway.client_timeout,
+                &mut gateway.client_timeout,
             ),
             (
                 "revocation_poll",
@@ -446,6 +466,8 @@ impl Config {
                 "max_body_bytes": self.gateway.max_body_bytes,
                 "connect_timeout": crate::format_duration(self.gateway.connect_timeout),
                 "response_timeout": crate::format_duration(self.gateway.response_timeout),
+                "client_timeout": crate::format_duration(self.gateway.client_timeout),
+                "max_connections": self.gateway.max_connections,
                 "revocation_poll": crate::format_duration(self.gateway.revocation_poll),
                 "ca_files": self.gateway.ca_files.iter().map(|(k, v)| (k.clone(), v.display().to_string())).collect::<BTreeMap<_, _>>(),
             },

@@ -165,9 +165,24 @@ async fn proxy(
 
     // 3. classify (the body is buffered up to the limit)
     let limit = inner.config.max_body_bytes;
-    let body = match to_bytes(body, limit).await {
-        Ok(b) => b,
+    let body = match tokio::time::timeout(inner.config.client_timeout, to_bytes(body, limit)).await
+    {
+        Ok(Ok(b)) => b,
         Err(_) => {
+            let e = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {}",
+                    blastwall_core::format_duration(inner.config.client_timeout)
+                ),
+                "send the whole body at once; the operator can raise `[gateway] client_timeout`",
+            );
+            let (e, rec) = refuse(e, vec![], "-", None);
+            gw.audit(rec).await;
+            return Err(e);
+        }
+        Ok(Err(_)) => {
             let e = ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",

@@ -205,17 +205,100 @@ async fn refresh_credentials(gw: Gateway) {
 impl Running {
     /// Serves on `listener` until `shutdown` resolves, then drains: in-flight requests finish,
     /// queued audit entries are written and a checkpoint is signed.
+    ///
+    /// Each connection is served by hyper (HTTP/1.1, or HTTP/2 with prior knowledge) with a time
+    /// limit on reading each request head (`[gateway] client_timeout`, which also closes idle
+    /// keep-alive connections), and at most `[gateway] max_connections` are open at once: one
+    /// past that is closed as soon as it is accepted, so slow or idle clients cannot use up the
+    /// gateway's file descriptors.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
+        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+        use hyper_util::service::TowerToHyperService;
+
         let app = self.gateway.router();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let config = &self.gateway.inner.config;
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.client_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(config.client_timeout)
+            .keep_alive_timeout(config.client_timeout);
+        let permits = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                self.gateway
+                    .inner
+                    .metrics
+                    .count("-", "-", "too_many_connections");
+                tracing::warn!(
+                    max = config.max_connections,
+                    "connection refused: too many open"
+                );
+                drop(stream);
+                continue;
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+            let service = TowerToHyperService::new(app.clone());
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let first_byte = config.client_timeout;
+            tokio::spawn(async move {
+                // hyper reads the first bytes to tell HTTP/1 from HTTP/2 with no time limit of
+                // its own (its head timer starts after): a client that sends nothing is closed
+                // here.
+                let mut first = [0u8; 1];
+                if !matches!(
+                    tokio::time::timeout(first_byte, stream.peek(&mut first)).await,
+                    Ok(Ok(1))
+                ) {
+                    drop(permit);
+                    return;
+                }
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                drop(permit);
+            });
+        }
+        drop(listener);
+        // The router holds the gateway's state, whose audit queue must close for the writer to
+        // finish.
+        drop(app);
+        // In-flight requests finish; connections idle or stuck past the limit are dropped.
+        if tokio::time::timeout(config.response_timeout, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open at shutdown were closed");
+        }
         self.stop().await;
-        served.map_err(GatewayError::Serve)
+        Ok(())
     }
 
     /// Stops the background tasks, writing every queued audit entry first.

@@ -41,6 +41,13 @@ impl Served {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
+                // A clean stop writes every queued entry and signs the closing checkpoint.
+                std::thread::sleep(Duration::from_millis(100));
+                let log = String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned();
+                assert!(
+                    !log.contains("did not finish") && !log.contains("closing audit checkpoint"),
+                    "unclean stop: {log}"
+                );
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -986,6 +993,88 @@ async fn http2_clients_and_upstream_time_limits() {
     assert_eq!(r.status, 504, "{}", r.text());
     assert_eq!(r.json()["error"], "upstream_timeout");
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// Slow or idle agents cannot hold the gateway: a request head or body that does not arrive
+/// within `client_timeout` ends its connection (408 for a body), and connections past
+/// `max_connections` are closed at once, until one of the others ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_are_cut_off_and_connections_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// Reads until the server closes the connection (or 10 s pass): what it sent, and when.
+    async fn until_closed(stream: &mut TcpStream) -> (Vec<u8>, Duration) {
+        let started = Instant::now();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) | Err(_) => return (got, started.elapsed()),
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    let s = setup().await;
+    let cfg = s.bw.path().join("blastwall.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("\n[gateway]\nclient_timeout = \"2s\"\nmax_connections = 3\n");
+    std::fs::write(&cfg, text).unwrap();
+    let (token, _) = issue(&s.bw, "staging", "rest:*", "1h");
+    let gw = serve(&s.bw);
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+
+    // Three connections: one idle, one mid-head (a slowloris), one mid-body.
+    let mut idle = TcpStream::connect(&addr).await.unwrap();
+    let mut slow_head = TcpStream::connect(&addr).await.unwrap();
+    slow_head
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut slow_body = TcpStream::connect(&addr).await.unwrap();
+    slow_body
+        .write_all(
+            format!(
+                "POST /proxy/api/v1/items HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 100\r\n\r\n0123456789"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A fourth is over the cap: closed at once, nothing read from it.
+    let mut fourth = TcpStream::connect(&addr).await.unwrap();
+    let _ = fourth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let (got, took) = until_closed(&mut fourth).await;
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    assert!(took < Duration::from_secs(1), "{took:?}");
+
+    // The slow and idle ones end within the time limit (plus margin), the body with a 408.
+    let (got, took) = until_closed(&mut slow_body).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let (_, took) = until_closed(&mut slow_head).await;
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let (_, took) = until_closed(&mut idle).await;
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(s.rest.seen().is_empty(), "a partial request was forwarded");
+
+    // With those gone, requests are served again.
+    let r = call(
+        "GET",
+        &format!("{}/proxy/api/v1/items/1", gw.base),
+        Some(&token),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    gw.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
