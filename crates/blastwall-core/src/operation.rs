@@ -196,6 +196,19 @@ impl OperationPattern {
         }
     }
 
+    /// Whether the pattern names one operation, with no wildcard (`railway:variable.read`).
+    pub fn is_exact(&self) -> bool {
+        matches!(self.profile, Segment::Exact(_))
+            && matches!(
+                &self.rest,
+                PatternRest::Unknown
+                    | PatternRest::Op {
+                        resource: Segment::Exact(_),
+                        verb: Segment::Exact(_),
+                    }
+            )
+    }
+
     /// The profile this pattern is limited to, if it names one.
     pub fn profile(&self) -> Option<&str> {
         match &self.profile {

@@ -128,16 +128,19 @@ impl Catalog {
     }
 
     /// The operations a scope pattern covers. An empty result means the pattern names nothing
-    /// this catalog knows, and the caller should refuse the scope.
+    /// this catalog knows, and the caller should refuse the scope. An operation marked
+    /// `explicit` (it reveals or mints a credential) is covered only by a pattern that names it
+    /// exactly, never by a wildcard.
     pub fn expand(&self, pattern: &OperationPattern) -> Vec<&OperationDef> {
         let profiles: Vec<&Profile> = match pattern.profile() {
             Some(p) => self.profiles.get(p).into_iter().collect(),
             None => self.profiles.values().collect(),
         };
+        let exact = pattern.is_exact();
         profiles
             .into_iter()
             .flat_map(Profile::operations)
-            .filter(|op| pattern.matches(&op.name))
+            .filter(|op| pattern.matches(&op.name) && (exact || !op.explicit))
             .collect()
     }
 
@@ -161,6 +164,10 @@ pub struct OperationDef {
     /// The requests that map to it, as written in the profile: `mutation volumeDelete`,
     /// `query *`, `DELETE /repos/{owner}/{repo}`. Empty for `<profile>:unknown`.
     pub requests: Vec<String>,
+    /// Granted only by a scope that names it exactly, never by a wildcard: it reveals or mints a
+    /// credential (`railway:variable.read`, `railway:api_token.create`), so `railway:*` or
+    /// `railway:*.read` must not hand it out unnoticed.
+    pub explicit: bool,
 }
 
 /// How a profile's requests are read.
@@ -449,6 +456,31 @@ mod tests {
         assert!(names("*:*.read").iter().any(|n| n.starts_with("github:")));
         assert!(names("railway:nothing.*").is_empty());
         assert!(names("nope:*").is_empty());
+        // What reveals or mints a credential comes only by name.
+        for wildcard in [
+            "railway:*",
+            "*:*",
+            "railway:*.read",
+            "railway:variable.*",
+            "*:*.create",
+        ] {
+            let got = names(wildcard);
+            for op in [
+                "railway:variable.read",
+                "railway:bucket_credentials.read",
+                "railway:api_token.create",
+                "railway:project_token.create",
+                "github:deploy_key.create",
+            ] {
+                assert!(!got.contains(&op.to_owned()), "{wildcard} grants {op}");
+            }
+        }
+        assert!(names("railway:*.read").contains(&"railway:project.read".to_owned()));
+        assert_eq!(names("railway:variable.read"), ["railway:variable.read"]);
+        assert_eq!(
+            names("railway:api_token.create"),
+            ["railway:api_token.create"]
+        );
     }
 
     #[test]

@@ -445,6 +445,48 @@ async fn the_wall_holds() {
     assert!(s.rest.seen().is_empty());
 }
 
+/// A wildcard scope never hands out what reveals or mints a credential: a staging token scoped
+/// `railway:*` cannot read variables (secret values) or create an account-wide API token (which
+/// would reach production); a scope naming the operation can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_operations_need_a_scope_that_names_them() {
+    let s = setup().await;
+    let (wide, _) = issue(&s.bw, "staging", "railway:*", "1h");
+    let (named, _) = issue(&s.bw, "staging", "railway:variable.read", "1h");
+    let gw = serve(&s.bw);
+    let read_vars = r#"{"query":"{ variables(projectId: \"p\", environmentId: \"e\") }"}"#;
+    let mint = r#"{"query":"mutation { apiTokenCreate(input: {name: \"x\"}) }"}"#;
+    for (body, op) in [
+        (read_vars, "railway:variable.read"),
+        (mint, "railway:api_token.create"),
+    ] {
+        let r = gql(&gw.base, &wide, body).await;
+        assert_eq!(r.status, 403, "{}", r.text());
+        assert_eq!(r.json()["operation"], op);
+    }
+    let r = gql(&gw.base, &named, read_vars).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The wide token still does what its wildcard covers.
+    assert_eq!(gql(&gw.base, &wide, CREATE).await.status, 200);
+    // The scope matrix says the same.
+    let id = issue(&s.bw, "staging", "railway:*", "1h").1;
+    let m = s.bw.json(&["token", "test", &id]);
+    let decision = |op: &str| {
+        m["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["operation"] == op)
+            .map(|r| r["decision"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        decision("railway:api_token.create").as_deref(),
+        Some("deny")
+    );
+    assert_eq!(decision("railway:variable.read").as_deref(), Some("deny"));
+    assert_eq!(decision("railway:project.read").as_deref(), Some("allow"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn production_destructive_operations_are_held() {
     let s = setup().await;

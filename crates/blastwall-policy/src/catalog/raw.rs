@@ -61,6 +61,9 @@ struct RawOperation {
     queries: Vec<Spanned<String>>,
     #[serde(default)]
     routes: Vec<Spanned<String>>,
+    /// Granted only by name, never by a wildcard scope.
+    #[serde(default)]
+    explicit: bool,
 }
 
 #[derive(Deserialize)]
@@ -348,6 +351,7 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Profile, PolicyError> {
             class,
             summary: op.summary.get_ref().trim().to_owned(),
             requests,
+            explicit: op.explicit,
         });
     }
     let unknown = OperationName::unknown(&name);
@@ -356,6 +360,7 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Profile, PolicyError> {
         class: OperationClass::Destructive,
         summary: format!("a request the `{name}` profile does not recognise"),
         requests: Vec::new(),
+        explicit: false,
     });
 
     let mut samples = Vec::with_capacity(raw.sample.len());
