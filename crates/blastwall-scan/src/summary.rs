@@ -20,9 +20,11 @@ pub enum SkipReason {
     Device,
     /// Some other kind of non-regular file.
     OtherType,
-    /// Larger than the per-file size bound.
+    /// Larger than the per-file size bound (a file `fstat` says is within it but that reads
+    /// longer, such as a procfs file or one growing while read, is scanned up to the bound).
     TooLarge {
-        /// The file's size in bytes.
+        /// The file's size in bytes; for a file read past the bound, one more than the bound (all
+        /// that was read of it).
         size: u64,
         /// The bound.
         limit: u64,
@@ -44,6 +46,13 @@ pub enum SkipReason {
     },
     /// Excluded by the scan's options (`--system` skips `/proc`, `/sys`, `/dev`).
     Excluded,
+    /// A directory of a kernel pseudo file system (procfs, sysfs), not walked: its files are
+    /// kernel state of unbounded or blocking reads, not stored data (process environments are
+    /// scanned by a process scan).
+    PseudoFileSystem {
+        /// The file system type (`proc`, `sysfs`).
+        kind: String,
+    },
     /// An I/O error: permission denied, vanished, …
     Io {
         /// The error's text.
@@ -63,6 +72,7 @@ impl SkipReason {
                 | Self::Device
                 | Self::OtherType
                 | Self::Excluded
+                | Self::PseudoFileSystem { .. }
         )
     }
 }
@@ -85,6 +95,9 @@ impl fmt::Display for SkipReason {
             }
             Self::ArchiveUnreadable { error } => write!(f, "archive unreadable: {error}"),
             Self::Excluded => f.write_str("excluded"),
+            Self::PseudoFileSystem { kind } => {
+                write!(f, "kernel pseudo file system `{kind}`, not walked")
+            }
             Self::Io { error } => write!(f, "cannot read: {error}"),
         }
     }

@@ -94,6 +94,50 @@ impl<R: Read> Read for Limited<'_, R> {
     }
 }
 
+/// The error a [`SizeBound`] reader returns past the per-file size bound.
+#[derive(Debug)]
+struct FileTooLarge;
+
+impl std::fmt::Display for FileTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("file size bound reached")
+    }
+}
+
+impl std::error::Error for FileTooLarge {}
+
+fn is_too_large_error(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<FileTooLarge>())
+}
+
+/// A file reader bounded by the per-file size bound, whatever size `fstat` reported (a procfs
+/// file reports 0; a file may grow while it is read): it delivers up to `limit` bytes, then
+/// fails if there is more.
+struct SizeBound<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for SizeBound<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            // A read more tells a file that ends at the bound from one that goes on (of 512
+            // bytes, not 1: some procfs files refuse reads of a size not a multiple of 8).
+            let mut probe = [0u8; 512];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::other(FileTooLarge)),
+            };
+        }
+        let max = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(buf.get_mut(..max).unwrap_or(&mut []))?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// Scans the file at `path` (found by the walker or named by the caller). `listed_regular`: the
 /// walker's directory listing says it is a regular file, so it is opened without a `stat` of its
 /// path first; what the open file's own `fstat` says decides, as for any file.
@@ -144,7 +188,7 @@ pub(super) fn scan_file(col: &Collector<'_>, path: &Path, listed_regular: bool) 
         Err(e) => return col.unreadable(shown, &e),
     }
     col.file_scanned(meta.len());
-    scan_reader(col, path.to_owned(), &mut file, meta.len());
+    scan_file_reader(col, path.to_owned(), &mut file, meta.len());
 }
 
 /// Opens `path` for reading. O_NONBLOCK: should the file have been swapped for a FIFO since it
@@ -185,7 +229,17 @@ fn scan_listed_file(col: &Collector<'_>, path: &Path) {
         );
     }
     col.file_scanned(meta.len());
-    scan_reader(col, path.to_owned(), &mut file, meta.len());
+    scan_file_reader(col, path.to_owned(), &mut file, meta.len());
+}
+
+/// Scans an open regular file of `size` bytes (as `fstat` says) at `path`, reading no more than
+/// the per-file size bound.
+fn scan_file_reader(col: &Collector<'_>, path: PathBuf, file: &mut File, size: u64) {
+    let mut bounded = SizeBound {
+        inner: file,
+        left: col.options().max_file_size,
+    };
+    scan_reader(col, path, &mut bounded, size);
 }
 
 /// Scans a top-level stream of `size` bytes that came from `path`.
@@ -208,6 +262,15 @@ pub(super) fn scan_reader(col: &Collector<'_>, path: PathBuf, reader: &mut dyn R
                 origin.display(),
                 SkipReason::ArchiveExpansion {
                     limit: budget.limit,
+                },
+            );
+        } else if is_too_large_error(&e) {
+            let limit = opts.max_file_size;
+            col.skip(
+                origin.display(),
+                SkipReason::TooLarge {
+                    size: limit.saturating_add(1),
+                    limit,
                 },
             );
         } else {
@@ -406,7 +469,7 @@ fn scan_stream(
         opts.chunk_size.saturating_mul(2),
     );
     match result {
-        Err(e) if archive && !is_budget_error(&e) => {
+        Err(e) if archive && !is_budget_error(&e) && !is_too_large_error(&e) => {
             col.skip(
                 origin.display(),
                 SkipReason::ArchiveUnreadable {

@@ -2,7 +2,14 @@
 //!
 //! Hidden files are scanned and ignore files are not respected unless asked: a wall scan looks
 //! where `.gitignore` would hide things, because that is where secrets are left.
+//!
+//! Directories of kernel pseudo file systems (procfs, sysfs) are not walked, roots included:
+//! their files report no size or read without end (`/proc/<pid>/pagemap`), and what they hold
+//! is kernel state, not stored data. A file of one named as a root is read, within the size
+//! bound.
 
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +20,23 @@ use crate::scanner::source::scan_file;
 use crate::summary::SkipReason;
 
 pub(super) fn walk(col: &Collector<'_>, paths: &[PathBuf]) {
+    let pseudo = Arc::new(pseudo_file_systems());
+    let paths: Vec<&PathBuf> = paths
+        .iter()
+        .filter(|p| {
+            let kind = std::fs::metadata(p)
+                .ok()
+                .filter(std::fs::Metadata::is_dir)
+                .and_then(|m| pseudo.get(&m.dev()));
+            if let Some(kind) = kind {
+                col.skip(
+                    p.display().to_string(),
+                    SkipReason::PseudoFileSystem { kind: kind.clone() },
+                );
+            }
+            kind.is_none()
+        })
+        .collect();
     let Some((first, rest)) = paths.split_first() else {
         return;
     };
@@ -34,15 +58,28 @@ pub(super) fn walk(col: &Collector<'_>, paths: &[PathBuf]) {
         .same_file_system(opts.same_file_system)
         .threads(opts.threads);
     let excluded: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
-    if !opts.exclude.is_empty() {
+    let pseudo_met: Arc<Mutex<Vec<(PathBuf, String)>>> = Arc::default();
+    if !opts.exclude.is_empty() || !pseudo.is_empty() {
         let exclude = opts.exclude.clone();
         let seen = Arc::clone(&excluded);
+        let met = Arc::clone(&pseudo_met);
         builder.filter_entry(move |entry| {
             let hit = exclude.iter().any(|x| entry.path() == x.as_path());
             if hit && let Ok(mut s) = seen.lock() {
                 s.push(entry.path().to_owned());
             }
-            !hit
+            // One `stat` per directory (not per file), and only when such a mount exists.
+            let kind =
+                (!hit && !pseudo.is_empty() && entry.file_type().is_some_and(|t| t.is_dir()))
+                    .then(|| entry.metadata().ok())
+                    .flatten()
+                    .and_then(|m| pseudo.get(&m.dev()).cloned());
+            if let Some(kind) = &kind
+                && let Ok(mut m) = met.lock()
+            {
+                m.push((entry.path().to_owned(), kind.clone()));
+            }
+            !hit && kind.is_none()
         });
     }
     builder.build_parallel().run(|| {
@@ -64,6 +101,39 @@ pub(super) fn walk(col: &Collector<'_>, paths: &[PathBuf]) {
             col.skip(p.display().to_string(), SkipReason::Excluded);
         }
     }
+    if let Ok(list) = pseudo_met.lock() {
+        for (p, kind) in list.iter() {
+            col.skip(
+                p.display().to_string(),
+                SkipReason::PseudoFileSystem { kind: kind.clone() },
+            );
+        }
+    }
+}
+
+/// The devices of the procfs and sysfs mounts (from `/proc/self/mountinfo`), with their type.
+/// Empty when that cannot be read, which happens when no procfs is mounted.
+fn pseudo_file_systems() -> BTreeMap<u64, String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines().filter_map(pseudo_mount).collect()
+}
+
+/// The device and type of one `mountinfo` line, if it is a procfs or sysfs mount:
+/// `36 35 0:22 / /proc rw,nosuid - proc proc rw` (proc(5)).
+fn pseudo_mount(line: &str) -> Option<(u64, String)> {
+    let (mount, fs) = line.split_once(" - ")?;
+    let kind = fs.split(' ').next()?;
+    if kind != "proc" && kind != "sysfs" {
+        return None;
+    }
+    let (major, minor) = mount.split(' ').nth(2)?.split_once(':')?;
+    let (major, minor): (u64, u64) = (major.parse().ok()?, minor.parse().ok()?);
+    // glibc's makedev(3): the device number `stat` reports.
+    let dev = ((major & 0xffff_f000) << 32)
+        | ((major & 0xfff) << 8)
+        | ((minor & 0xffff_ff00) << 12)
+        | (minor & 0xff);
+    Some((dev, kind.to_owned()))
 }
 
 /// Lists a walk error with its path, as a symlink loop or as unreadable.
@@ -93,5 +163,24 @@ fn error_path(err: &ignore::Error) -> (Option<&Path>, Option<&Path>) {
         ignore::Error::Loop { child, .. } => (Some(child.as_path()), Some(child.as_path())),
         ignore::Error::Partial(errs) => errs.first().map_or((None, None), error_path),
         _ => (None, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn procfs_is_known_by_its_device() {
+        let line = "36 35 0:22 / /proc rw,nosuid,nodev,noexec,relatime shared:5 - proc proc rw";
+        assert_eq!(pseudo_mount(line), Some((22, "proc".to_owned())));
+        assert_eq!(pseudo_mount("24 1 8:1 / / rw - ext4 /dev/sda1 rw"), None);
+        let proc_dev = std::fs::metadata("/proc/self").unwrap().dev();
+        assert_eq!(
+            pseudo_file_systems().get(&proc_dev).map(String::as_str),
+            Some("proc")
+        );
     }
 }

@@ -190,3 +190,38 @@ fn what_precedes_the_expansion_bound_is_scanned() {
         );
     }
 }
+
+/// Reads are bounded by the per-file size bound, not by the size `fstat` reports: a procfs file
+/// that says it is empty (`/proc/self/pagemap`, 256 GiB when read) stops at the bound and is
+/// listed. A procfs directory is not walked.
+#[test]
+fn a_file_larger_than_its_stated_size_stops_at_the_bound() {
+    let options = ScanOptions {
+        max_file_size: 1 << 20,
+        ..ScanOptions::default()
+    };
+    let report = scan_with_deadline(vec![PathBuf::from("/proc/self/pagemap")], options);
+    assert_eq!(
+        reasons(&report),
+        [(
+            "pagemap".to_owned(),
+            SkipReason::TooLarge {
+                size: (1 << 20) + 1,
+                limit: 1 << 20
+            }
+        )]
+    );
+    assert!(!report.summary.is_complete());
+
+    let report = scan_with_deadline(vec![PathBuf::from("/proc/self")], ScanOptions::default());
+    assert_eq!(
+        reasons(&report),
+        [(
+            "self".to_owned(),
+            SkipReason::PseudoFileSystem {
+                kind: "proc".to_owned()
+            }
+        )]
+    );
+    assert_eq!(report.summary.files_scanned, 0);
+}
