@@ -541,11 +541,32 @@ fn scan_tar(
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries()? {
         let mut entry = entry?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
+        let kind = entry.header().entry_type();
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let child = origin.child(name);
+        // A file's data: regular, contiguous (`7`) or GNU sparse (`S`, read with its holes as
+        // zeros). Links, directories and devices carry none; any other type that does is listed.
+        let file = kind.is_file() || kind.is_contiguous() || kind.is_gnu_sparse();
+        if !file {
+            let carries_data = !(kind.is_dir()
+                || kind.is_symlink()
+                || kind.is_hard_link()
+                || kind.is_character_special()
+                || kind.is_block_special()
+                || kind.is_fifo());
+            if carries_data && entry.size() > 0 {
+                col.skip(
+                    child.display(),
+                    SkipReason::ArchiveUnreadable {
+                        error: format!(
+                            "tar member of type `{}` not read",
+                            char::from(kind.as_byte())
+                        ),
+                    },
+                );
+            }
+            continue;
+        }
         col.summary(|s| s.archive_members_scanned += 1);
         let size = entry.size();
         scan_stream(col, &mut entry, &child, depth + 1, budget, size)?;

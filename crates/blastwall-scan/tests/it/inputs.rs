@@ -258,3 +258,70 @@ fn a_listed_secret_with_punctuation_at_its_ends_is_fingerprinted() {
         }
     }
 }
+
+/// Tar members that hold a file's data under another type than regular are scanned: GNU sparse
+/// (`S`, what `tar -S` writes for a file with holes) and contiguous (`7`). A member of another
+/// type that carries data is listed, not skipped silently.
+#[test]
+fn sparse_and_contiguous_tar_members_are_scanned() {
+    let mut rng = Rng::new(51);
+    let dir = tempfile::tempdir().unwrap();
+    let token = github_token(&mut rng);
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let sparse = src.join("disk.img");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = fs::File::create(&sparse).unwrap();
+        f.seek(SeekFrom::Start(1 << 20)).unwrap();
+        writeln!(f, "GITHUB_TOKEN={token}").unwrap();
+        f.set_len(2 << 20).unwrap();
+    }
+    let out = dir.path().join("sparse.tar");
+    let status = Command::new("tar")
+        .arg("-cSf")
+        .arg(&out)
+        .arg("-C")
+        .arg(&src)
+        .arg("disk.img")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = fs::read(&out).unwrap();
+    assert_eq!(bytes[156], b'S', "tar -S wrote a GNU sparse member");
+    let report = scanner().scan_bytes("sparse.tar", &bytes);
+    let rules: Vec<&str> = report.findings.iter().map(|f| f.rule.as_str()).collect();
+    assert_eq!(rules, ["github.pat-classic"], "{:#?}", report.summary);
+
+    let content = format!("GITHUB_TOKEN={token}\n");
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, kind) in [
+        ("contiguous.env", tar::EntryType::Continuous),
+        ("vendor.bin", tar::EntryType::new(b'X')),
+    ] {
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(kind);
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, name, content.as_bytes())
+            .unwrap();
+    }
+    let bytes = builder.into_inner().unwrap();
+    let report = scanner().scan_bytes("kinds.tar", &bytes);
+    let places: Vec<String> = report
+        .findings
+        .iter()
+        .map(|f| f.location.group_key())
+        .collect();
+    assert_eq!(places, ["kinds.tar!contiguous.env"]);
+    let skipped: Vec<&str> = report
+        .summary
+        .skipped
+        .iter()
+        .map(|s| s.path.as_str())
+        .collect();
+    assert_eq!(skipped, ["kinds.tar!vendor.bin"]);
+    assert!(!report.summary.is_complete());
+}
