@@ -12,6 +12,7 @@ use std::path::Path;
 
 use crate::finding::Location;
 use crate::scanner::Collector;
+use crate::summary::SkipReason;
 
 /// The most read from one `/proc/<pid>/environ` or `cmdline`.
 const MAX_PROC_FILE: u64 = 4 << 20;
@@ -55,15 +56,17 @@ fn scan_process(col: &Collector<'_>, proc_root: &Path, pid: u32) {
         .map(|c| c.trim().to_owned())
         .unwrap_or_default();
     let mut scanned = false;
-    match read_bounded(&dir.join("environ")) {
+    match read_bounded(col, &dir.join("environ")) {
         Ok(environ) => {
             scanned = true;
-            for var in environ.split(|&b| b == 0).filter(|v| !v.is_empty()) {
+            let vars = environ.split(|&b| b == 0).filter(|v| !v.is_empty());
+            for (index, var) in vars.enumerate() {
                 let text = String::from_utf8_lossy(var);
-                let name = text
-                    .split_once('=')
-                    .map_or(text.as_ref(), |(n, _)| n)
-                    .to_owned();
+                // An entry without `=` may be a secret passed that way: never printed.
+                let name = match text.split_once('=') {
+                    Some((n, _)) => n.to_owned(),
+                    None => format!("<entry {} without '='>", index + 1),
+                };
                 let suppressed = text.contains(ALLOW_MARKER);
                 // The value as it is (after the first `=`; the whole entry without one).
                 let value_start = memchr::memchr(b'=', var).map_or(0, |i| i + 1);
@@ -83,7 +86,7 @@ fn scan_process(col: &Collector<'_>, proc_root: &Path, pid: u32) {
         Err(e) if vanished(&e) => return,
         Err(e) => col.unreadable(dir.join("environ").display().to_string(), &e),
     }
-    match read_bounded(&dir.join("cmdline")) {
+    match read_bounded(col, &dir.join("cmdline")) {
         Ok(cmdline) => {
             scanned = true;
             let args: Vec<String> = cmdline
@@ -122,10 +125,21 @@ fn vanished(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
 }
 
-fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+/// Reads at most [`MAX_PROC_FILE`] bytes of `path`; a longer file is listed as cut there.
+fn read_bounded(col: &Collector<'_>, path: &Path) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     fs::File::open(path)?
-        .take(MAX_PROC_FILE)
+        .take(MAX_PROC_FILE + 1)
         .read_to_end(&mut out)?;
+    if out.len() as u64 > MAX_PROC_FILE {
+        out.truncate(MAX_PROC_FILE as usize);
+        col.skip(
+            path.display().to_string(),
+            SkipReason::TooLarge {
+                size: MAX_PROC_FILE + 1,
+                limit: MAX_PROC_FILE,
+            },
+        );
+    }
     Ok(out)
 }

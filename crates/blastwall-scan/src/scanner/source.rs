@@ -145,8 +145,15 @@ pub(super) fn scan_file(col: &Collector<'_>, path: &Path, listed_regular: bool) 
     if listed_regular {
         return scan_listed_file(col, path);
     }
+    scan_file_as(col, path, path);
+}
+
+/// Scans the file at `path` as if it were at `shown` (findings and summary name `shown`): for a
+/// symbolic link named as a root, `path` is its resolved target. `path` is checked and opened as
+/// in [`scan_file`].
+pub(super) fn scan_file_as(col: &Collector<'_>, path: &Path, shown_path: &Path) {
     let opts = col.options();
-    let shown = path.display().to_string();
+    let shown = shown_path.display().to_string();
     let meta = if opts.follow_symlinks {
         fs::metadata(path)
     } else {
@@ -188,7 +195,7 @@ pub(super) fn scan_file(col: &Collector<'_>, path: &Path, listed_regular: bool) 
         Err(e) => return col.unreadable(shown, &e),
     }
     col.file_scanned(meta.len());
-    scan_file_reader(col, path.to_owned(), &mut file, meta.len());
+    scan_file_reader(col, shown_path.to_owned(), &mut file, meta.len());
 }
 
 /// Opens `path` for reading. O_NONBLOCK: should the file have been swapped for a FIFO since it
@@ -505,13 +512,21 @@ fn scan_nested(
         Kind::Tar => scan_tar(col, rest, origin, depth, budget),
         Kind::Zip => scan_zip(col, rest, origin, depth, budget),
         Kind::Utf16 { little_endian, bom } => {
+            // Decoded whole, so bounded by the file size bound (an archive member may be
+            // larger than that); cut there, and listed.
+            let bound = usize::try_from(opts.max_file_size).unwrap_or(usize::MAX);
             let mut raw = Vec::new();
-            let pending = read_more(
-                rest,
-                &mut raw,
-                usize::try_from(opts.max_file_size).unwrap_or(usize::MAX),
-            )
-            .err();
+            let pending = read_more(rest, &mut raw, bound.saturating_add(1)).err();
+            if raw.len() > bound {
+                raw.truncate(bound);
+                col.skip(
+                    origin.display(),
+                    SkipReason::TooLarge {
+                        size: opts.max_file_size.saturating_add(1),
+                        limit: opts.max_file_size,
+                    },
+                );
+            }
             let text = decode_utf16(&raw, little_endian, bom);
             scan_windows(
                 col,

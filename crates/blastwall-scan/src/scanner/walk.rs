@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use ignore::{WalkBuilder, WalkState};
 
 use crate::scanner::Collector;
-use crate::scanner::source::scan_file;
+use crate::scanner::source::{scan_file, scan_file_as};
 use crate::summary::SkipReason;
 
 pub(super) fn walk(col: &Collector<'_>, paths: &[PathBuf]) {
@@ -87,7 +87,11 @@ pub(super) fn walk(col: &Collector<'_>, paths: &[PathBuf]) {
             match result {
                 Ok(entry) => {
                     let file_type = entry.file_type();
-                    if !file_type.is_some_and(|t| t.is_dir()) {
+                    if file_type.is_some_and(|t| t.is_dir()) {
+                        // Walked into.
+                    } else if entry.depth() == 0 && is_link(entry.path()) {
+                        scan_named_link(col, entry.path());
+                    } else {
                         scan_file(col, entry.path(), file_type.is_some_and(|t| t.is_file()));
                     }
                 }
@@ -134,6 +138,19 @@ fn pseudo_mount(line: &str) -> Option<(u64, String)> {
         | ((minor & 0xffff_ff00) << 12)
         | (minor & 0xff);
     Some((dev, kind.to_owned()))
+}
+
+fn is_link(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// A symbolic link named as a root is what the user asked to scan: its target is resolved and
+/// scanned (checked and opened as any file, with no link left in its path), at the link's path.
+fn scan_named_link(col: &Collector<'_>, link: &Path) {
+    match std::fs::canonicalize(link) {
+        Ok(target) => scan_file_as(col, &target, link),
+        Err(e) => col.unreadable(link.display().to_string(), &e),
+    }
 }
 
 /// Lists a walk error with its path, as a symlink loop or as unreadable.

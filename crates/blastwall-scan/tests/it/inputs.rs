@@ -325,3 +325,98 @@ fn sparse_and_contiguous_tar_members_are_scanned() {
     assert_eq!(skipped, ["kinds.tar!vendor.bin"]);
     assert!(!report.summary.is_complete());
 }
+
+/// An environ entry without `=` is never printed (it may be a secret passed that way); an
+/// environ or command line over the read bound, and a UTF-16 archive member over the file size
+/// bound, are listed as cut rather than silently truncated.
+#[test]
+fn proc_entries_without_a_name_are_not_printed_and_cuts_are_listed() {
+    let mut rng = Rng::new(61);
+    let token = github_token(&mut rng);
+    let dir = tempfile::tempdir().unwrap();
+    let pid = dir.path().join("4343");
+    fs::create_dir(&pid).unwrap();
+    fs::write(pid.join("comm"), "agent\n").unwrap();
+    let mut environ = format!("PATH=/usr/bin\0{token}\0").into_bytes();
+    environ.extend(std::iter::repeat_n(b'a', 5 << 20));
+    fs::write(pid.join("environ"), environ).unwrap();
+    fs::write(pid.join("cmdline"), "agent\0").unwrap();
+    let report = scanner().scan_processes(dir.path());
+    let places: Vec<String> = report
+        .findings
+        .iter()
+        .map(|f| f.location.to_string())
+        .collect();
+    assert_eq!(
+        places,
+        ["process 4343 (agent) environment variable <entry 2 without '='>"]
+    );
+    assert!(!format!("{report:?}").contains(&token[4..16]));
+    let skipped: Vec<(String, String)> = report
+        .summary
+        .skipped
+        .iter()
+        .map(|s| (s.path.clone(), s.reason.to_string()))
+        .collect();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].0.ends_with("4343/environ"), "{skipped:?}");
+    assert!(!report.summary.is_complete());
+
+    // A UTF-16 member longer than the file size bound.
+    let text: Vec<u8> = format!("GITHUB_TOKEN={token}\n{}", "z".repeat(40_000))
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(text.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, "notes.txt", &text[..])
+        .unwrap();
+    let bytes = builder.into_inner().unwrap();
+    let options = blastwall_scan::ScanOptions {
+        max_file_size: 64 << 10,
+        ..Default::default()
+    };
+    let report = scanner()
+        .with_options(options)
+        .scan_bytes("utf16.tar", &bytes);
+    assert_eq!(report.findings.len(), 1);
+    let skipped: Vec<&str> = report
+        .summary
+        .skipped
+        .iter()
+        .map(|s| s.path.as_str())
+        .collect();
+    assert_eq!(skipped, ["utf16.tar!notes.txt"]);
+}
+
+/// A symbolic link named as a root is followed: that is what the user asked to scan. Its
+/// findings are at the link's path.
+#[test]
+fn a_link_named_as_a_root_is_followed() {
+    let mut rng = Rng::new(71);
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("real.env"),
+        format!("GITHUB_TOKEN={}\n", github_token(&mut rng)),
+    )
+    .unwrap();
+    let link = dir.path().join("current.env");
+    std::os::unix::fs::symlink("real.env", &link).unwrap();
+    let report = scanner().scan_paths(std::slice::from_ref(&link));
+    let places: Vec<String> = report
+        .findings
+        .iter()
+        .map(|f| f.location.group_key())
+        .collect();
+    assert_eq!(
+        places,
+        [link.display().to_string()],
+        "{:#?}",
+        report.summary
+    );
+    assert!(report.summary.is_complete(), "{:#?}", report.summary);
+}
