@@ -273,6 +273,9 @@ impl<'a> Engine<'a> {
 struct LengthSet {
     on: Vec<bool>,
     min: usize,
+    /// Whether candidates are also tested untrimmed (some listed secret starts or ends with a
+    /// byte they are trimmed of).
+    untrimmed: bool,
 }
 
 impl Default for LengthSet {
@@ -280,12 +283,14 @@ impl Default for LengthSet {
         Self {
             on: vec![false; MAX_SECRET_LEN + 1],
             min: usize::MAX,
+            untrimmed: false,
         }
     }
 }
 
 impl LengthSet {
     fn extend(&mut self, wall: &WallFile) {
+        self.untrimmed |= wall.trimmed_ends();
         for (len, slot) in self.on.iter_mut().enumerate() {
             if wall.has_length(len) {
                 *slot = true;
@@ -307,7 +312,18 @@ impl LengthSet {
         Self {
             on: vec![true; MAX_SECRET_LEN + 1],
             min: 0,
+            untrimmed: true,
         }
+    }
+
+    /// Whether candidates must be tested untrimmed as well.
+    fn untrimmed(&self) -> bool {
+        self.untrimmed
+    }
+
+    #[cfg(test)]
+    fn set_untrimmed(&mut self, on: bool) {
+        self.untrimmed = on;
     }
 
     fn contains(&self, len: usize) -> bool {

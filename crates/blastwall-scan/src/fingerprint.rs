@@ -29,8 +29,9 @@ use crate::error::ScanError;
 
 /// The `format` field of every wall file.
 pub const WALL_FORMAT: &str = "blastwall-wall";
-/// The version of the wall file format this crate writes and reads.
-pub const WALL_VERSION: u32 = 1;
+/// The version of the wall file format this crate writes. Version 1 files (without
+/// `trimmed_ends`) are read too.
+pub const WALL_VERSION: u32 = 2;
 /// Secrets shorter than this are not fingerprinted: they would match ordinary text.
 pub const MIN_SECRET_LEN: usize = 8;
 /// Candidates longer than this are not tested.
@@ -56,6 +57,10 @@ struct Repr {
     secrets: Vec<String>,
     #[serde(default)]
     token_digests: Vec<String>,
+    /// Whether some secret starts or ends with a byte candidates are trimmed of (version 2;
+    /// absent in version 1, read as `true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trimmed_ends: Option<bool>,
 }
 
 /// Keyed fingerprints of one environment's secrets.
@@ -69,7 +74,16 @@ pub struct WallFile {
     secrets: FingerprintSet,
     token_digests: FingerprintSet,
     skipped_short: usize,
+    /// Whether some fingerprinted value starts with `( [ { <` or ends with `, ; ) ] } >`: only
+    /// then must a scan also test its candidates untrimmed of those bytes.
+    trimmed_ends: bool,
 }
+
+/// Bytes a candidate is trimmed of at its start, and at its end (see the candidate extractor):
+/// a secret that starts or ends with one is found only by the untrimmed candidate.
+pub(crate) const TRIMMED_START: &[u8] = b"([{<";
+/// See [`TRIMMED_START`].
+pub(crate) const TRIMMED_END: &[u8] = b",;)]}>";
 
 impl std::fmt::Debug for WallFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -164,6 +178,7 @@ impl WallFile {
             lengths,
             secrets,
             token_digests,
+            trimmed_ends: Some(self.trimmed_ends),
         };
         // INVARIANT: a struct of strings, numbers and vectors always serializes.
         serde_json::to_string_pretty(&repr).unwrap_or_default() + "\n"
@@ -182,9 +197,9 @@ impl WallFile {
                 repr.format
             )));
         }
-        if repr.version != WALL_VERSION {
+        if !(1..=WALL_VERSION).contains(&repr.version) {
             return Err(bad(format!(
-                "version {} is not supported (this scanner reads version {WALL_VERSION})",
+                "version {} is not supported (this scanner reads versions 1 to {WALL_VERSION})",
                 repr.version
             )));
         }
@@ -199,6 +214,8 @@ impl WallFile {
         hex::decode_to_slice(&repr.salt, &mut salt)
             .map_err(|_| bad("salt is not 64 hex digits".into()))?;
         let mut wall = Self::empty(env, repr.tier, salt)?;
+        // Unknown (version 1): assume the worst, and test untrimmed candidates too.
+        wall.trimmed_ends = repr.trimmed_ends.unwrap_or(true);
         for &len in &repr.lengths {
             if len > MAX_SECRET_LEN {
                 return Err(bad(format!("length {len} exceeds {MAX_SECRET_LEN}")));
@@ -245,6 +262,12 @@ impl WallFile {
         self.secrets.contains(&self.fingerprint(candidate))
     }
 
+    /// Whether some fingerprinted secret (or part) starts or ends with a byte candidates are
+    /// trimmed of, so that untrimmed candidates must be tested too.
+    pub(crate) fn trimmed_ends(&self) -> bool {
+        self.trimmed_ends
+    }
+
     /// Whether some fingerprinted secret (or part) is `len` bytes long.
     pub(crate) fn has_length(&self, len: usize) -> bool {
         self.lengths.get(len).copied().unwrap_or(false)
@@ -269,6 +292,7 @@ impl WallFile {
             secrets: FingerprintSet::default(),
             token_digests: FingerprintSet::default(),
             skipped_short: 0,
+            trimmed_ends: false,
         })
     }
 
@@ -289,6 +313,8 @@ impl WallFile {
         let fp = self.fingerprint(value);
         self.secrets.insert(fp);
         self.mark_length(value.len());
+        self.trimmed_ends |= value.first().is_some_and(|b| TRIMMED_START.contains(b))
+            || value.last().is_some_and(|b| TRIMMED_END.contains(b));
         true
     }
 
@@ -536,9 +562,45 @@ mod tests {
         let err = WallFile::from_json(r#"{"format":"x"}"#, "w.json").unwrap_err();
         assert!(err.to_string().contains("`w.json`"), "{err}");
         let wall = WallFile::build(&env("production"), Tier::Prod, []).unwrap();
-        let future = wall.to_json().replace("\"version\": 1", "\"version\": 9");
+        let future = wall.to_json().replace("\"version\": 2", "\"version\": 9");
         let err = WallFile::from_json(&future, "w.json").unwrap_err();
         assert!(err.to_string().contains("version 9"), "{err}");
+    }
+
+    /// Untrimmed candidates are tested only when some secret needs them; a version 1 file,
+    /// which does not say, gets them.
+    #[test]
+    fn the_file_says_whether_a_secret_has_trimmed_ends() {
+        let plain = WallFile::build(
+            &env("production"),
+            Tier::Prod,
+            [&b"tok_live_abcdefgh12"[..]],
+        )
+        .unwrap();
+        assert!(!plain.trimmed_ends());
+        let back = WallFile::from_json(&plain.to_json(), "w").unwrap();
+        assert!(!back.trimmed_ends());
+        for secret in [
+            &b"Xk9#mQ2$vL7&pR4;"[..],
+            b"(parenthesised-secret",
+            b"ends-with-comma,",
+        ] {
+            let wall = WallFile::build(&env("production"), Tier::Prod, [secret]).unwrap();
+            assert!(wall.trimmed_ends(), "{}", String::from_utf8_lossy(secret));
+            assert!(
+                WallFile::from_json(&wall.to_json(), "w")
+                    .unwrap()
+                    .trimmed_ends()
+            );
+        }
+        let v1 = plain
+            .to_json()
+            .replace("\"version\": 2", "\"version\": 1")
+            .replace(",\n  \"trimmed_ends\": false", "");
+        assert!(!v1.contains("trimmed_ends"), "{v1}");
+        let old = WallFile::from_json(&v1, "w").unwrap();
+        assert!(old.trimmed_ends());
+        assert!(old.matches_secret(b"tok_live_abcdefgh12"));
     }
 
     #[test]

@@ -287,7 +287,7 @@ fn line_candidates(
             e -= 1;
         }
         push_span(seg, s, e, lengths, out);
-        if quoted_end != e {
+        if quoted_end != e && lengths.untrimmed() {
             push_span(seg, s, quoted_end, lengths, out);
         }
     }
@@ -371,7 +371,7 @@ fn push_span(
         e -= 1;
     }
     push_one(seg, s, e, lengths, out);
-    if (s, e) != (raw_s, raw_e) {
+    if (s, e) != (raw_s, raw_e) && lengths.untrimmed() {
         push_one(seg, raw_s, raw_e, lengths, out);
     }
 }
@@ -772,7 +772,9 @@ mod tests {
                 e -= 1;
             }
             reference_push(line, s, e, lengths, out);
-            reference_push(line, s, quoted_end, lengths, out);
+            if lengths.untrimmed() {
+                reference_push(line, s, quoted_end, lengths, out);
+            }
         }
     }
 
@@ -798,7 +800,8 @@ mod tests {
             e -= 1;
         }
         // Trimmed, and as it is: a secret may start or end with what is trimmed.
-        for (s, e) in [(s, e), (raw_s, raw_e)] {
+        let raw = lengths.untrimmed().then_some((raw_s, raw_e));
+        for (s, e) in std::iter::once((s, e)).chain(raw) {
             let len = e - s;
             if (MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&len)
                 && (lengths.contains(len) || line[s..e].contains(&b'%'))
@@ -853,11 +856,14 @@ mod tests {
         out
     }
 
+    /// The lengths `list`, with untrimmed candidates too (as for a wall with a secret that
+    /// starts or ends with a trimmed byte).
     fn lengths_of(list: &[usize]) -> LengthSet {
         let mut set = LengthSet::default();
         for &l in list {
             set.insert(l);
         }
+        set.set_untrimmed(true);
         set
     }
 
@@ -885,8 +891,10 @@ mod tests {
         fn the_bitmap_extractor_agrees_with_the_byte_by_byte_definition(
             text in text_strategy(),
             lens in prop::collection::vec(8usize..80, 1..6),
+            untrimmed in any::<bool>(),
         ) {
-            let lengths = lengths_of(&lens);
+            let mut lengths = lengths_of(&lens);
+            lengths.set_untrimmed(untrimmed);
             prop_assert_eq!(fast(&text, &lengths), reference(&text, &lengths));
         }
     }
