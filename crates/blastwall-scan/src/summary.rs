@@ -8,9 +8,17 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum SkipReason {
-    /// A symbolic link, not followed (its target is scanned if it is inside a scanned tree).
+    /// A symbolic link, not followed: its target is scanned where it lies, inside a scanned
+    /// root, or (a regular file outside them) once, through another link to it.
     Symlink,
-    /// A symbolic link loop, found while following links.
+    /// A symbolic link to something outside every scanned root that is not a regular file (a
+    /// directory, a special file), not followed: what it leads to was not scanned.
+    SymlinkOutside {
+        /// What the target is (`directory`, `named pipe`, …).
+        kind: String,
+    },
+    /// A symbolic link loop, found while following links, or at the end of a link out of the
+    /// scanned roots.
     SymlinkLoop,
     /// A named pipe: reading it could block forever.
     Fifo,
@@ -62,7 +70,8 @@ pub enum SkipReason {
 
 impl SkipReason {
     /// Whether skipping this may have hidden content that could hold a secret. Special files,
-    /// links and requested exclusions do not (a link's target is scanned where it lies).
+    /// links and requested exclusions do not (a link's target is scanned where it lies, or
+    /// through another link); a link out of the scanned roots to what is not scanned does.
     pub fn loses_content(&self) -> bool {
         !matches!(
             self,
@@ -81,6 +90,12 @@ impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Symlink => f.write_str("symbolic link, not followed"),
+            Self::SymlinkOutside { kind } => {
+                write!(
+                    f,
+                    "symbolic link to a {kind} outside the scanned roots, not followed"
+                )
+            }
             Self::SymlinkLoop => f.write_str("symbolic link loop"),
             Self::Fifo => f.write_str("named pipe, not opened"),
             Self::Socket => f.write_str("socket, not opened"),

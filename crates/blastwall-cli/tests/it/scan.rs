@@ -289,3 +289,42 @@ fn a_baseline_without_walls_does_not_silence_a_production_secret() {
         stdout(&o)
     );
 }
+
+/// A link out of the scanned tree is read through: its findings are at `link -> target`, and a
+/// link out to a folder is listed as not scanned, so the scan is not complete.
+#[test]
+fn a_link_out_of_the_tree_is_scanned_through_or_listed() {
+    let bw = Bw::new();
+    let shared = bw.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(
+        shared.join(".env"),
+        "GITHUB_TOKEN=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\n",
+    )
+    .unwrap();
+    let repo = bw.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    std::os::unix::fs::symlink("../shared/.env", repo.join(".env")).unwrap();
+    let o = bw.run(&["scan", "--format", "json", "repo"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let target = std::fs::canonicalize(shared.join(".env")).unwrap();
+    assert_eq!(lines.len(), 2, "{}", stdout(&o));
+    assert_eq!(
+        lines[0]["location"]["path"],
+        format!("repo/.env -> {}", target.display()),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(lines[1]["complete"], true, "{}", stdout(&o));
+
+    std::os::unix::fs::symlink("../shared", repo.join("conf")).unwrap();
+    let o = bw.run(&["scan", "--format", "json", "repo"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("\"reason\":\"symlink_outside\""), "{text}");
+    assert!(text.contains("\"complete\":false"), "{text}");
+}

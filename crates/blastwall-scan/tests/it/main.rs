@@ -11,6 +11,7 @@
 mod fixture;
 mod hang;
 mod inputs;
+mod links;
 mod output;
 mod support;
 mod windows;
