@@ -12,22 +12,23 @@ use std::path::Path;
 
 use crate::finding::Location;
 use crate::scanner::Collector;
+use crate::scanner::source::{ALLOW_MARKER, line_allows};
 use crate::summary::SkipReason;
 
 /// The most read from one `/proc/<pid>/environ` or `cmdline`.
 const MAX_PROC_FILE: u64 = 4 << 20;
-const ALLOW_MARKER: &str = "blastwall:allow";
 
 pub(super) fn scan_env_vars(col: &Collector<'_>, vars: &BTreeMap<String, String>) {
     for (name, value) in vars {
         col.summary(|s| s.env_vars_scanned += 1);
         let text = format!("{name}={value}");
-        let suppressed = value.contains(ALLOW_MARKER);
-        let value_span = (name.len() + 1, text.len());
+        let value_start = name.len() + 1;
+        let value_span = (value_start, text.len());
         for hit in col
             .engine()
             .scan_with_values(text.as_bytes(), &[value_span])
         {
+            let suppressed = value_allows(value.as_bytes(), hit.start, value_start);
             col.add(&hit, Location::EnvVar { name: name.clone() }, suppressed);
         }
     }
@@ -67,13 +68,14 @@ fn scan_process(col: &Collector<'_>, proc_root: &Path, pid: u32) {
                     Some((n, _)) => n.to_owned(),
                     None => format!("<entry {} without '='>", index + 1),
                 };
-                let suppressed = text.contains(ALLOW_MARKER);
                 // The value as it is (after the first `=`; the whole entry without one).
                 let value_start = memchr::memchr(b'=', var).map_or(0, |i| i + 1);
+                let value = var.get(value_start..).unwrap_or(&[]);
                 for hit in col
                     .engine()
                     .scan_with_values(var, &[(value_start, var.len())])
                 {
+                    let suppressed = value_allows(value, hit.start, value_start);
                     let location = Location::Process {
                         pid,
                         command: command.clone(),
@@ -95,7 +97,6 @@ fn scan_process(col: &Collector<'_>, proc_root: &Path, pid: u32) {
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
             let text = args.join(" ");
-            let suppressed = text.contains(ALLOW_MARKER);
             // Each argument as it is is a candidate too.
             let mut spans = Vec::with_capacity(args.len());
             let mut at = 0;
@@ -104,6 +105,7 @@ fn scan_process(col: &Collector<'_>, proc_root: &Path, pid: u32) {
                 at += a.len() + 1;
             }
             for hit in col.engine().scan_with_values(text.as_bytes(), &spans) {
+                let suppressed = argument_allows(&args, &spans, hit.start);
                 let location = Location::Process {
                     pid,
                     command: command.clone(),
@@ -118,6 +120,23 @@ fn scan_process(col: &Collector<'_>, proc_root: &Path, pid: u32) {
     if scanned {
         col.summary(|s| s.processes_scanned += 1);
     }
+}
+
+/// Whether the line of an environment value that holds the hit at `at` (in the text that
+/// holds the value from `value_start`) carries the marker: a value may be a whole file of
+/// many lines, and a marker on one of them silences that line only.
+fn value_allows(value: &[u8], at: usize, value_start: usize) -> bool {
+    line_allows(value, at.saturating_sub(value_start))
+}
+
+/// Whether the argument of a command line (`args` joined by spaces, each at its span) that
+/// holds the hit at `at` carries the marker: a marker in one argument silences that one only.
+fn argument_allows(args: &[String], spans: &[(usize, usize)], at: usize) -> bool {
+    // The last argument that starts at or before the hit (a hit on a joining space belongs to
+    // the argument before it).
+    let index = spans.partition_point(|&(s, _)| s <= at).saturating_sub(1);
+    args.get(index)
+        .is_some_and(|a| memchr::memmem::find(a.as_bytes(), ALLOW_MARKER).is_some())
 }
 
 /// The process exited between listing and reading: nothing was there to miss.

@@ -14,8 +14,9 @@ use crate::summary::SkipReason;
 
 /// Bytes looked at to tell what a stream holds.
 const SNIFF_LEN: usize = 8192;
-/// The marker that silences findings on its line.
-const ALLOW_MARKER: &[u8] = b"blastwall:allow";
+/// The marker that silences findings on its line (in a binary file, in its printable string;
+/// in an environment value, on its line; in a command line, in its argument).
+pub(super) const ALLOW_MARKER: &[u8] = b"blastwall:allow";
 /// Printable runs at least this long are scanned in binary files.
 const MIN_STRING_RUN: usize = 8;
 
@@ -802,20 +803,21 @@ fn scan_window(
     origin: &Origin,
     binary: bool,
 ) {
-    let (hits, map) = if binary {
+    // A binary window's printable strings, each on a line of its own, and their map back.
+    let (hits, strings) = if binary {
         let (mut strings, mut map) = STRINGS.with_borrow_mut(std::mem::take);
         binary_strings_into(buf, &mut strings, &mut map);
         let hits = col.engine().scan(&strings);
-        STRINGS.with_borrow_mut(|spare| *spare = (strings, Vec::new()));
-        (hits, Some(map))
+        (hits, Some((strings, map)))
     } else {
         (col.engine().scan(buf), None)
     };
+    let map = strings.as_ref().map(|(_, m)| m.as_slice());
     // Hits come sorted by offset: count lines incrementally.
     let mut line = pos.base_line;
     let mut counted_to = 0;
     for hit in hits {
-        let start = map.as_deref().map_or(hit.start, |m| map_back(m, hit.start));
+        let start = map.map_or(hit.start, |m| map_back(m, hit.start));
         if !report.contains(&start) {
             continue;
         }
@@ -826,16 +828,18 @@ fn scan_window(
         }
         let before = buf.get(..start).unwrap_or(&[]);
         let line_start = memchr::memrchr(b'\n', before).map_or(0, |i| i + 1);
-        let line_end =
-            memchr::memchr(b'\n', buf.get(start..).unwrap_or(&[])).map_or(buf.len(), |i| start + i);
         let head = buf.get(line_start..start).unwrap_or(&[]);
         // Characters, not bytes: count the bytes that start a UTF-8 sequence.
         let mut column = head.iter().filter(|&&b| (b & 0xC0) != 0x80).count() as u64 + 1;
         if line_start == 0 {
             column += pos.base_column;
         }
-        let text_line = buf.get(line_start..line_end).unwrap_or(&[]);
-        let suppressed = memchr::memmem::find(text_line, ALLOW_MARKER).is_some();
+        // In a binary file, the bytes between line feeds may be megabytes of many strings: the
+        // marker counts only in the printable string that holds the hit.
+        let suppressed = match &strings {
+            Some((s, _)) => line_allows(s, hit.start),
+            None => line_allows(buf, start),
+        };
         let location = Location::File {
             path: origin.path.clone(),
             members: origin.members.clone(),
@@ -845,9 +849,20 @@ fn scan_window(
         };
         col.add(&hit, location, suppressed);
     }
-    if let Some(map) = map {
-        STRINGS.with_borrow_mut(|spare| spare.1 = map);
+    if let Some(spare) = strings {
+        STRINGS.with_borrow_mut(|s| *s = spare);
     }
+}
+
+/// Whether the line of `text` that holds byte `at` (the bytes between the line feeds around
+/// it) carries [`ALLOW_MARKER`].
+pub(super) fn line_allows(text: &[u8], at: usize) -> bool {
+    let at = at.min(text.len());
+    let (before, after) = text.split_at(at);
+    let start = memchr::memrchr(b'\n', before).map_or(0, |i| i + 1);
+    let end = memchr::memchr(b'\n', after).map_or(text.len(), |i| at + i);
+    let line = text.get(start..end).unwrap_or(&[]);
+    memchr::memmem::find(line, ALLOW_MARKER).is_some()
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
     reason = "test helpers fail the test by panicking"
 )]
 
+mod allow;
 mod fixture;
 mod hang;
 mod inputs;
