@@ -315,14 +315,20 @@ async fn drill_steps(
                 .map_err(|e| {
                     VaultError::Other(format!("the scratch cluster task failed: {e}"))
                 })??;
+            // The archive is untrusted (anyone with the vault's public key can write one):
+            // everything that reads it (the restore, which refreshes materialized views and so
+            // runs the archive's functions, the facts and amcheck, which evaluate index
+            // expressions) runs as a role without superuser rights, which PostgreSQL refuses
+            // `COPY … TO PROGRAM`, server files and untrusted languages.
             let admin = scratch.url("postgres");
-            create_database(&admin, "drill").await?;
-            let url = scratch.url("drill");
+            let extensions = archive_extensions(&fetched.artifact).await?;
+            prepare_drill_database(&admin, &scratch.url("drill"), &extensions).await?;
+            let url = scratch.url_as(DRILL_ROLE, "drill");
             pg_restore(&fetched.artifact, &url).await?;
             rec.restore_ms = ms(t);
             let tv = Instant::now();
             let facts = crate::source::postgres::facts_at(&url, Some(&m.facts)).await?;
-            let amcheck = amcheck(scratch.port()).await;
+            let amcheck = amcheck(scratch.port(), DRILL_ROLE).await;
             rec.verify_ms = ms(tv);
             let _ = tokio::task::spawn_blocking(move || drop(scratch)).await;
             (facts, Some(amcheck))
@@ -597,30 +603,123 @@ fn missing(e: VaultError, what: String) -> VaultError {
     }
 }
 
-async fn create_database(admin_url: &str, name: &str) -> Result<(), VaultError> {
+/// The role a drill restores and verifies as: it owns the scratch database and nothing else.
+const DRILL_ROLE: &str = "blastwall_drill";
+
+/// The schema amcheck is installed in, owned by the superuser, before the archive is restored.
+const AMCHECK_SCHEMA: &str = "blastwall_amcheck";
+
+/// Creates the drill role and the `drill` database it owns; as the superuser, installs the
+/// extensions the archive names (so that restoring it needs no superuser rights; their scripts
+/// come from the server, not the archive) and amcheck in a schema of its own, with the right
+/// to run its checks granted to the role.
+async fn prepare_drill_database(
+    admin_url: &str,
+    drill_admin_url: &str,
+    extensions: &[String],
+) -> Result<(), VaultError> {
     use sqlx::Connection;
+    let role = crate::source::quote_ident(DRILL_ROLE);
     let mut conn = sqlx::PgConnection::connect(admin_url)
         .await
         .map_err(VaultError::db("connecting to the scratch cluster"))?;
     sqlx::raw_sql(&format!(
-        "CREATE DATABASE {}",
-        crate::source::quote_ident(name)
+        "CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
     ))
     .execute(&mut conn)
     .await
-    .map_err(VaultError::db("creating the scratch database"))?;
+    .map_err(VaultError::db("creating the drill role"))?;
+    sqlx::raw_sql(&format!("CREATE DATABASE drill OWNER {role}"))
+        .execute(&mut conn)
+        .await
+        .map_err(VaultError::db("creating the scratch database"))?;
+    let _ = conn.close().await;
+    let mut conn = sqlx::PgConnection::connect(drill_admin_url)
+        .await
+        .map_err(VaultError::db("connecting to the scratch database"))?;
+    for name in extensions {
+        // Best effort: one this server lacks makes the restore fail with the reason.
+        let _ = sqlx::raw_sql(&format!(
+            "CREATE EXTENSION IF NOT EXISTS {}",
+            crate::source::quote_ident(name)
+        ))
+        .execute(&mut conn)
+        .await;
+    }
+    let schema = crate::source::quote_ident(AMCHECK_SCHEMA);
+    let amcheck = sqlx::raw_sql(&format!(
+        "CREATE SCHEMA {schema};
+         CREATE EXTENSION IF NOT EXISTS amcheck SCHEMA {schema};
+         GRANT USAGE ON SCHEMA {schema} TO {role};
+         GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {schema} TO {role};"
+    ))
+    .execute(&mut conn)
+    .await;
+    if let Err(e) = amcheck {
+        tracing::debug!(error = %e, "amcheck not installed in the scratch database");
+    }
     let _ = conn.close().await;
     Ok(())
+}
+
+/// The extensions an archive creates (`pg_restore --list`), to be installed by the superuser
+/// before an unprivileged restore.
+async fn archive_extensions(file: &Path) -> Result<Vec<String>, VaultError> {
+    let out = tokio::process::Command::new(pg_bin("pg_restore"))
+        .arg("--list")
+        .arg(file)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| VaultError::Tool {
+            tool: "pg_restore".into(),
+            detail: e.to_string(),
+            hint: "install the PostgreSQL client tools".into(),
+        })?;
+    if !out.status.success() {
+        return Err(VaultError::Tool {
+            tool: "pg_restore --list".into(),
+            detail: crate::source::last_lines(&String::from_utf8_lossy(&out.stderr), 3),
+            hint: "the backup is not a PostgreSQL custom-format archive".into(),
+        });
+    }
+    Ok(extension_names(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The names of the `EXTENSION` entries of a `pg_restore --list` table of contents
+/// (`12; 3079 16384 EXTENSION - pgcrypto -`), plain identifiers only.
+fn extension_names(toc: &str) -> Vec<String> {
+    let mut names: Vec<String> = toc
+        .lines()
+        .filter(|l| !l.trim_start().starts_with(';'))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace().skip_while(|w| *w != "EXTENSION");
+            words.next()?;
+            let _schema = words.next()?;
+            let name = words.next()?;
+            name.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                .then(|| name.to_owned())
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// `pg_restore --no-owner --no-privileges -d URL FILE` (password in `PGPASSWORD`).
 async fn pg_restore(file: &Path, url: &str) -> Result<(), VaultError> {
     let (url_np, password) = split_password(url);
     let mut cmd = tokio::process::Command::new(pg_bin("pg_restore"));
-    cmd.args(["--no-owner", "--no-privileges", "--exit-on-error"])
-        .arg(format!("--dbname={url_np}"))
-        .arg(file)
-        .stdin(std::process::Stdio::null());
+    cmd.args([
+        "--no-owner",
+        "--no-privileges",
+        "--no-comments",
+        "--exit-on-error",
+    ])
+    .arg(format!("--dbname={url_np}"))
+    .arg(file)
+    .stdin(std::process::Stdio::null());
     if let Some(p) = password {
         cmd.env("PGPASSWORD", p);
     }
@@ -639,14 +738,15 @@ async fn pg_restore(file: &Path, url: &str) -> Result<(), VaultError> {
     Ok(())
 }
 
-/// Runs `pg_amcheck` on the scratch database: `ok`, `not available`, or what it reported.
-async fn amcheck(port: u16) -> String {
+/// Runs `pg_amcheck` on the scratch database as `role` (amcheck was installed for it before the
+/// restore): `ok`, `not available`, or what it reported.
+async fn amcheck(port: u16, role: &str) -> String {
     let bin = pg_bin("pg_amcheck");
     if !bin.is_file() {
         return "not available".into();
     }
     let out = tokio::process::Command::new(bin)
-        .args(["--install-missing", "-h", "127.0.0.1", "-U", "postgres"])
+        .args(["-h", "127.0.0.1", "-U", role])
         .arg(format!("--port={port}"))
         .arg("drill")
         .stdin(std::process::Stdio::null())
@@ -677,4 +777,15 @@ pub fn one_line(e: &VaultError) -> String {
         .filter(|l| !l.starts_with("hint: "))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extensions_are_read_from_the_table_of_contents() {
+        let toc = ";\n; Archive created at 2026-11-27\n;     dbname: appdb\n2; 3079 16385 EXTENSION - pgcrypto \n3; 0 0 COMMENT - EXTENSION pgcrypto \n4; 3079 16400 EXTENSION - uuid-ossp \n5; 3079 16401 EXTENSION - bad;name \n215; 1259 16386 TABLE public t app\n";
+        assert_eq!(extension_names(toc), ["pgcrypto", "uuid-ossp"]);
+    }
 }

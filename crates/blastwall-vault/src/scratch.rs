@@ -142,7 +142,12 @@ impl ScratchPostgres {
 
     /// The URL of database `db` as the superuser.
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+        self.url_as("postgres", db)
+    }
+
+    /// The URL of database `db` as `role`.
+    pub fn url_as(&self, role: &str, db: &str) -> String {
+        format!("postgres://{role}@127.0.0.1:{}/{db}", self.port)
     }
 
     /// The port.

@@ -524,6 +524,66 @@ fn postgres_backup_drill_restore_and_break_glass() {
     }
 }
 
+/// A backup is untrusted input to the drill: whoever holds the writer credential (production,
+/// or a thief of it) chooses what the archive holds. A function the restore runs (through a
+/// materialized view's refresh) that asks the server to run a program must not run it on the
+/// drill host: the drill restores as a role without superuser rights, and fails.
+#[test]
+fn a_backup_cannot_run_code_on_the_drill_host() {
+    let cluster = blastwall_test::PgCluster::shared().unwrap();
+    let url = cluster.fresh_database().unwrap();
+    let marker = tempfile::tempdir().unwrap();
+    let marker_file = marker.path().join("pwned");
+    // The scratch cluster may run as another user: let it write here if it can.
+    std::fs::set_permissions(
+        marker.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        // Harmless where it is created (another database name); armed in the drill's.
+        let sql = format!(
+            "CREATE TABLE t(x int); INSERT INTO t VALUES (1);
+             CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $fn$
+             BEGIN
+               IF current_database() = 'drill' THEN
+                 EXECUTE 'COPY (SELECT 1) TO PROGRAM ''touch {}''';
+               END IF;
+               RETURN 1;
+             END $fn$;
+             CREATE MATERIALIZED VIEW mv AS SELECT f() AS one;",
+            marker_file.display()
+        );
+        sqlx::raw_sql(&sql).execute(&mut c).await.unwrap();
+        c.close().await.unwrap();
+    });
+    let v = VaultHost::new(&[]);
+    let prod = production(&v);
+    add_source(&prod, "evil", "postgres", &url);
+    run_backup(&prod, "evil", &[]);
+    let o = v.drill("evil", &["--json"]);
+    assert!(
+        !marker_file.exists(),
+        "the archive ran a program on the drill host"
+    );
+    assert!(!o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let rec: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rec[0]["passed"], false, "{rec}");
+    assert!(
+        rec[0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("pg_restore"),
+        "{rec}"
+    );
+}
+
 #[test]
 fn a_damaged_part_a_missing_part_and_a_wrong_key_fail_the_drill() {
     let v = VaultHost::new(&[]);
