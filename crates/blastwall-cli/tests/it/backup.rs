@@ -669,7 +669,8 @@ fn the_writer_cannot_delete_overwrite_or_shorten_retention() {
     let report = prod.json(&["backup", "check-immutability"]);
     assert_eq!(report["pass"], true, "{report}");
     let probes = report["probes"].as_array().unwrap();
-    assert_eq!(probes.len(), 5, "{report}");
+    // Five attempts, the canary's retention and the control request.
+    assert_eq!(probes.len(), 7, "{report}");
     assert!(probes.iter().all(|p| p["refused"] == true), "{report}");
 
     // The same, by hand over HTTP, and not even the admin deletes before retain-until.
