@@ -117,6 +117,8 @@ impl Vault {
 
     /// The router.
     pub fn router(&self) -> Router {
+        /// The largest JSON body (retention, policy, drill record) the vault reads.
+        const JSON_BODY_LIMIT: usize = 64 * 1024;
         Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/metrics", get(metrics))
@@ -126,9 +128,23 @@ impl Vault {
                 put(put_object).get(get_object).delete(delete_object),
             )
             .route("/v1/list", get(list))
-            .route("/v1/retention/{*name}", put(set_retention))
-            .route("/v1/policy", put(set_policy))
-            .route("/v1/drills", get(drills).post(record_drill))
+            // JSON bodies are read before the handler checks the credential: bounded, so an
+            // anonymous client cannot make the vault hold gigabytes.
+            .route(
+                "/v1/retention/{*name}",
+                put(set_retention).layer(DefaultBodyLimit::max(JSON_BODY_LIMIT)),
+            )
+            .route(
+                "/v1/policy",
+                put(set_policy).layer(DefaultBodyLimit::max(JSON_BODY_LIMIT)),
+            )
+            .route(
+                "/v1/drills",
+                get(drills)
+                    .post(record_drill)
+                    .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT)),
+            )
+            // Objects stream to disk after the credential is checked; their size is the quota's.
             .layer(DefaultBodyLimit::disable())
             .with_state(self.state.clone())
     }

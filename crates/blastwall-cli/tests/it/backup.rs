@@ -692,6 +692,19 @@ fn the_writer_cannot_delete_overwrite_or_shorten_retention() {
     );
     let shorter = br#"{"retain_until":"2026-01-01T00:00:00Z"}"#;
     let ct = "Content-Type: application/json\r\n";
+    // JSON bodies are read before the credential is checked: an anonymous client's large body
+    // is refused at 64 KiB, not held.
+    let mut big = b"{\"min_retention_secs\":1,\"pad\":\"".to_vec();
+    big.extend(std::iter::repeat_n(b'x', 80 * 1024));
+    big.extend_from_slice(b"\"}");
+    for path in ["/v1/policy", "/v1/retention/x", "/v1/drills"] {
+        let method = if path == "/v1/drills" { "POST" } else { "PUT" };
+        assert_eq!(
+            http(&v.url, method, path, "nobody", &big, ct),
+            413,
+            "{path}"
+        );
+    }
     assert_eq!(
         http(
             &v.url,
