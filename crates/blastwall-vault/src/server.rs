@@ -404,6 +404,30 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Bytes counted against a writer's quota for an upload in flight; given back when dropped while
+/// held (the upload failed, or the object existed already).
+struct Reservation {
+    state: Arc<AppState>,
+    writer: String,
+    size: u64,
+    held: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.held
+            && let Some(used) = self
+                .state
+                .usage
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get_mut(&self.writer)
+        {
+            *used = used.saturating_sub(self.size);
+        }
+    }
+}
+
 fn bad_request(what: &str) -> ApiError {
     ApiError(VaultError::Other(format!("bad request: {what}")))
 }
@@ -432,16 +456,27 @@ async fn put_object(
         if size > MAX_OBJECT {
             return Err(bad_request("object larger than 1 GiB; send smaller parts"));
         }
-        let quota = who.quota_bytes.or(s.read_data().settings.default_quota_bytes);
-        if let Some(quota) = quota {
-            let used = s
+        // The check and the reservation are one step under the lock: uploads running at the same
+        // time each count against the quota before their bytes arrive (checked first and added
+        // after the commit, N parallel uploads all passed the check).
+        let mut reservation = Reservation {
+            state: s.clone(),
+            writer: who.name.clone(),
+            size,
+            held: true,
+        };
+        {
+            let quota = who.quota_bytes.or(s.read_data().settings.default_quota_bytes);
+            let mut usage = s
                 .usage
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(&who.name)
-                .copied()
-                .unwrap_or(0);
-            if used.saturating_add(size) > quota {
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let used = usage.get(&who.name).copied().unwrap_or(0);
+            if let Some(quota) = quota
+                && used.saturating_add(size) > quota
+            {
+                reservation.held = false;
+                drop(usage);
                 s.refuse(&who.name, "object.create", Some(&name), "quota");
                 return Err(VaultError::Quota {
                     writer: who.name.clone(),
@@ -451,6 +486,7 @@ async fn put_object(
                 }
                 .into());
             }
+            *usage.entry(who.name.clone()).or_insert(0) += size;
         }
         if name.starts_with(crate::manifest::REGISTRATIONS_PREFIX)
             && s.store.get(&name)?.is_none()
@@ -497,11 +533,8 @@ async fn put_object(
         };
         match s.store.commit(&tmp, meta).await {
             Ok(Created::New(meta)) => {
-                *s.usage
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .entry(who.name.clone())
-                    .or_insert(0) += size;
+                // The bytes are stored: the reservation is the usage now.
+                reservation.held = false;
                 s.metrics.created.fetch_add(1, Ordering::Relaxed);
                 s.metrics.bytes.fetch_add(size, Ordering::Relaxed);
                 s.audit(

@@ -842,6 +842,42 @@ fn a_writer_over_its_quota_is_refused() {
     );
 }
 
+/// Uploads running at the same time each count against the quota before their bytes arrive:
+/// eight parallel 8 KiB objects under a 20 KiB quota store at most two.
+#[test]
+fn parallel_uploads_cannot_pass_the_quota_together() {
+    let v = VaultHost::new(&["--quota", "20K"]);
+    let body = vec![b'q'; 8 * 1024];
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let mut b = body.clone();
+                b[0] = b'a' + i as u8;
+                let sha = blastwall_vault::sha256_hex(&b);
+                let (url, writer) = (v.url.clone(), v.writer.clone());
+                scope.spawn(move || {
+                    http(
+                        &url,
+                        "PUT",
+                        &format!("/v1/objects/parallel/o{i}"),
+                        &writer,
+                        &b,
+                        &format!("x-blastwall-sha256: {sha}\r\n"),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let stored = statuses.iter().filter(|&&s| s == 201).count();
+    assert!(stored <= 2, "{statuses:?}");
+    assert!(stored >= 1, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|&s| s == 201 || s == 413),
+        "{statuses:?}"
+    );
+}
+
 /// A small tmpfs, unmounted when dropped.
 struct Tmpfs(PathBuf);
 
