@@ -34,7 +34,9 @@ struct State {
 }
 
 impl TrustedClock {
-    /// Opens the clock stored at `path` (the wall clock when there is none yet).
+    /// Opens the clock stored at `path`. When there is none yet (a new vault), the wall clock
+    /// now is its start, and it is written at once: every later start reads it, so a wall clock
+    /// jumped forward before a restart does not become the clock expiry is judged by.
     pub fn open(path: &Path) -> Result<Self, VaultError> {
         let hwm = match std::fs::read_to_string(path) {
             Ok(text) => text
@@ -44,7 +46,11 @@ impl TrustedClock {
                     path: path.to_path_buf(),
                     why: e.to_string(),
                 })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => crate::now(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let now = crate::now();
+                write_atomic(path, format!("{now}\n").as_bytes())?;
+                now
+            }
             Err(e) => return Err(VaultError::io("read", path, e)),
         };
         Ok(Self {
@@ -57,10 +63,19 @@ impl TrustedClock {
         })
     }
 
-    /// The time a backup is received at: `max(wall clock, high-water mark)`.
+    /// The time a backup is received at: the latest of the wall clock, the high-water mark, and
+    /// the high-water mark at start plus the monotonic time since (so a wall clock set back
+    /// does not freeze receipts at the mark and shorten the locks of what arrives meanwhile).
     pub fn receipt(&self) -> Timestamp {
-        let hwm = self.lock().hwm;
-        crate::now().max(hwm)
+        let s = *self.lock();
+        receipt_time(s.hwm, s.base_hwm, s.base.elapsed(), crate::now())
+    }
+
+    /// Advances and persists the high-water mark (what [`TrustedClock::expiry_now`] does), so
+    /// that a restart loses at most the time since the last call: `vault serve` calls it every
+    /// minute.
+    pub fn persist(&self) -> Result<(), VaultError> {
+        self.expiry_now().map(|_| ())
     }
 
     /// The time expiry is judged at; advances the persisted high-water mark.
@@ -81,6 +96,20 @@ impl TrustedClock {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// `max(wall, hwm, base_hwm + elapsed)`.
+fn receipt_time(
+    hwm: Timestamp,
+    base_hwm: Timestamp,
+    elapsed: Duration,
+    wall: Timestamp,
+) -> Timestamp {
+    let by_monotonic = jiff::SignedDuration::try_from(elapsed)
+        .ok()
+        .and_then(|d| base_hwm.checked_add(d).ok())
+        .unwrap_or(base_hwm);
+    wall.max(hwm).max(by_monotonic)
 }
 
 /// `max(hwm, min(wall, base_hwm + elapsed))`.
@@ -117,6 +146,35 @@ mod tests {
             expiry_time(base, base, Duration::from_secs(5), earlier),
             base
         );
+    }
+
+    #[test]
+    fn receipts_move_on_when_the_wall_clock_is_set_back() {
+        let base: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let earlier: Timestamp = "2025-06-01T00:00:00Z".parse().unwrap();
+        // An hour after start, with the wall clock set half a year back: an hour after start.
+        assert_eq!(
+            receipt_time(base, base, Duration::from_secs(3600), earlier),
+            "2026-01-01T01:00:00Z".parse::<Timestamp>().unwrap()
+        );
+        // A wall clock ahead wins (a later receipt only lengthens the lock).
+        let later: Timestamp = "2026-02-01T00:00:00Z".parse().unwrap();
+        assert_eq!(
+            receipt_time(base, base, Duration::from_secs(5), later),
+            later
+        );
+    }
+
+    #[test]
+    fn a_new_clock_is_written_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("clock");
+        let c = TrustedClock::open(&p).unwrap();
+        let written: Timestamp = std::fs::read_to_string(&p).unwrap().trim().parse().unwrap();
+        assert!(written <= c.receipt());
+        c.persist().unwrap();
+        let again: Timestamp = std::fs::read_to_string(&p).unwrap().trim().parse().unwrap();
+        assert!(again >= written);
     }
 
     #[test]

@@ -177,6 +177,21 @@ impl Vault {
                 })
                 .map_err(|e| VaultError::Other(format!("cannot start the drill scheduler: {e}")))?;
         }
+        // The trusted clock's mark is persisted every minute, so a restart loses at most a
+        // minute of it (before, it moved on disk only when an admin deleted something, and each
+        // restart rolled expiry back to then).
+        let ticker = {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    every.tick().await;
+                    if let Err(e) = state.clock.persist() {
+                        tracing::warn!(error = %e, "could not persist the trusted clock");
+                    }
+                }
+            })
+        };
         let result = match tls {
             None => axum::serve(listener, self.router())
                 .with_graceful_shutdown(shutdown)
@@ -188,6 +203,7 @@ impl Vault {
             }
         };
         stop.store(true, Ordering::Relaxed);
+        ticker.abort();
         result
     }
 
