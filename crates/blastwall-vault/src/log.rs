@@ -46,7 +46,9 @@ impl VaultLog {
             actor: actor.to_owned(),
             action: action.to_owned(),
             env: None,
-            target: target.map(str::to_owned),
+            // A refused request's target is whatever the client sent (up to the URL's length):
+            // bounded, so that refusals cannot grow the log by kilobytes each.
+            target: target.map(|t| bounded_target(t)),
             detail: detail.to_string(),
         };
         let entry = record.chain(tail.0 + 1, &tail.1);
@@ -58,9 +60,16 @@ impl VaultLog {
             .append(true)
             .open(&self.path)
             .map_err(|e| VaultError::io("open", &self.path, e))?;
-        f.write_all(&line)
-            .and_then(|()| f.sync_data())
-            .map_err(|e| VaultError::io("append to", &self.path, e))?;
+        let before = f
+            .metadata()
+            .map_err(|e| VaultError::io("read", &self.path, e))?
+            .len();
+        if let Err(e) = f.write_all(&line).and_then(|()| f.sync_data()) {
+            // A write cut short (a full disk) must not leave a torn last line: the log would no
+            // longer verify and the vault would refuse to start. Back to the last whole entry.
+            let _ = f.set_len(before).and_then(|()| f.sync_data());
+            return Err(VaultError::io("append to", &self.path, e));
+        }
         let hash = decode_hash(&entry.hash).unwrap_or(GENESIS);
         *tail = (entry.seq, hash);
         Ok(())
@@ -70,6 +79,19 @@ impl VaultLog {
     pub fn entries(&self) -> Result<Vec<AuditEntry>, VaultError> {
         read_entries(&self.path)
     }
+}
+
+/// The most characters of a target the log keeps.
+const MAX_TARGET: usize = 512;
+
+/// `target`, cut to [`MAX_TARGET`] characters (with `…` when cut).
+fn bounded_target(target: &str) -> String {
+    if target.chars().count() <= MAX_TARGET {
+        return target.to_owned();
+    }
+    let mut out: String = target.chars().take(MAX_TARGET).collect();
+    out.push('…');
+    out
 }
 
 /// What `vault log verify` found in an intact log.
@@ -192,6 +214,31 @@ fn read_entries(path: &Path) -> Result<Vec<AuditEntry>, VaultError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_targets_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("audit.jsonl");
+        let log = VaultLog::open(&p).unwrap();
+        let long = "x".repeat(60_000);
+        log.append(
+            "anonymous",
+            "object.refuse",
+            Some(&long),
+            serde_json::json!({}),
+        )
+        .unwrap();
+        assert!(std::fs::metadata(&p).unwrap().len() < 2_000);
+        let entries = log.entries().unwrap();
+        assert_eq!(
+            entries[0]
+                .record
+                .target
+                .as_deref()
+                .map(|t| t.chars().count()),
+            Some(MAX_TARGET + 1)
+        );
+    }
 
     #[test]
     fn appends_chain_and_tampering_is_caught() {
