@@ -48,7 +48,7 @@ impl VaultLog {
             env: None,
             // A refused request's target is whatever the client sent (up to the URL's length):
             // bounded, so that refusals cannot grow the log by kilobytes each.
-            target: target.map(|t| bounded_target(t)),
+            target: target.map(bounded_target),
             detail: detail.to_string(),
         };
         let entry = record.chain(tail.0 + 1, &tail.1);
