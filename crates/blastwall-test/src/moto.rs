@@ -38,7 +38,8 @@ pub struct MotoServer {
     /// `s3:PutObject` on `prefix/backups/` and `prefix/canary/`, `s3:ListBucket` and
     /// `s3:GetBucketObjectLockConfiguration`.
     pub writer: AwsKey,
-    /// The writer's rights plus `s3:GetObject`, and `s3:PutObject` on `prefix/drills/` only.
+    /// The writer's rights plus `s3:GetObject`, `s3:GetObjectVersion` and
+    /// `s3:ListBucketVersions`, and `s3:PutObject` on `prefix/drills/` only.
     pub reader: AwsKey,
 }
 
@@ -234,8 +235,9 @@ policies = {
     "admin": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
     "writer": [{"Effect": "Allow", "Action": "s3:PutObject",
                 "Resource": [f"{b}/{prefix}backups/*", f"{b}/{prefix}canary/*"]}, lists],
-    "reader": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectRetention"], "Resource": f"{b}/{prefix}*"},
-               {"Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{b}/{prefix}drills/*"}, lists],
+    "reader": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectRetention"], "Resource": f"{b}/{prefix}*"},
+               {"Effect": "Allow", "Action": "s3:PutObject", "Resource": f"{b}/{prefix}drills/*"},
+               {"Effect": "Allow", "Action": "s3:ListBucketVersions", "Resource": b}, lists],
 }
 out = {}
 for user, stmts in policies.items():

@@ -257,14 +257,20 @@ impl S3Store {
         Ok(out.version_id().map(str::to_owned))
     }
 
-    /// Reads `name`.
+    /// Reads `name` as it was first written. Objects are create-only (`If-None-Match: *`), but
+    /// that header is the client's to send: a thief with `s3:PutObject` can write over a key
+    /// without it, and under Object Lock the original then survives as a noncurrent version
+    /// while reads of the key return the forgery. So the first version is read, and a key with
+    /// more than one is reported as overwritten.
     pub async fn get(&self, name: &str) -> Result<Bytes, VaultError> {
         let key = self.location.key(name);
+        let first = self.first_version(&key).await?;
         let out = self
             .client
             .get_object()
             .bucket(&self.location.bucket)
             .key(&key)
+            .set_version_id(first)
             .send()
             .await
             .map_err(|e| VaultError::from(S3Failure::of("GetObject", &key, e)))?;
@@ -276,6 +282,51 @@ impl S3Store {
             message: e.to_string(),
         })?;
         Ok(body.into_bytes())
+    }
+
+    /// The id of the first (oldest) version of `key`, when the bucket keeps versions (Object Lock
+    /// needs them); a key written more than once is logged as overwritten.
+    async fn first_version(&self, key: &str) -> Result<Option<String>, VaultError> {
+        let mut versions: Vec<String> = Vec::new();
+        let mut markers = (None::<String>, None::<String>);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.location.bucket)
+                .prefix(key)
+                .set_key_marker(markers.0.take())
+                .set_version_id_marker(markers.1.take())
+                .send()
+                .await
+                .map_err(|e| VaultError::from(S3Failure::of("ListObjectVersions", key, e)))?;
+            // Newest first, within a key (S3's documented order).
+            versions.extend(
+                page.versions()
+                    .iter()
+                    .filter(|v| v.key() == Some(key))
+                    .filter_map(|v| v.version_id().map(str::to_owned)),
+            );
+            match (
+                page.is_truncated(),
+                page.next_key_marker(),
+                page.next_version_id_marker(),
+            ) {
+                (Some(true), Some(k), v) if k == key => {
+                    markers = (Some(k.to_owned()), v.map(str::to_owned));
+                }
+                _ => break,
+            }
+        }
+        if versions.len() > 1 {
+            tracing::warn!(
+                key,
+                versions = versions.len(),
+                "object written more than once (create-only objects never are): reading its first version"
+            );
+        }
+        // "null" is the id of an object written while versioning was off.
+        Ok(versions.pop().filter(|v| v != "null"))
     }
 
     /// Lists the objects whose names start with `prefix`. Object listings carry no retention:

@@ -154,6 +154,28 @@ fn s3_backup_drill_restore_and_check_immutability_on_moto() {
     assert_eq!(drills[0]["passed"], true, "{drills}");
     assert_eq!(drills[0]["backup"], run["id"], "{drills}");
 
+    // A thief with the writer's `s3:PutObject` writes over the manifest without `If-None-Match`
+    // (our client always sends it; S3 does not require it). Under Object Lock the original
+    // stays as a noncurrent version; drills and restores read the first version, so the backup
+    // still drills and restores as it was written.
+    let manifest = format!(
+        "{}backups/files/{}/manifest.age",
+        moto.prefix,
+        run["id"].as_str().unwrap()
+    );
+    moto.admin_python(
+        "import boto3, os, sys\n\
+         s3 = boto3.client('s3', endpoint_url=os.environ['ENDPOINT'])\n\
+         s3.put_object(Bucket=os.environ['BUCKET'], Key=sys.argv[1], Body=b'forged')\n",
+        &[&manifest],
+    )
+    .unwrap();
+    let o = host.run(&["backup", "drill", "files", "--json"]);
+    keep(&o);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let drills: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(drills[0]["passed"], true, "{drills}");
+
     let out = host.path().join("restored");
     let o = host.run(&[
         "backup",
@@ -270,8 +292,10 @@ fn s3_backup_drill_restore_and_check_immutability_on_moto() {
         .unwrap();
     let v: Value = serde_json::from_str(deleted.trim()).unwrap();
     assert!(v["tried"].as_u64().unwrap() > 3, "{v}");
+    // Every object Blastwall wrote carries its SHA-256; the thief's forged version does not.
     assert_eq!(
-        v["with_sha256"], v["tried"],
+        v["with_sha256"].as_u64().unwrap() + 1,
+        v["tried"].as_u64().unwrap(),
         "every object carries its SHA-256: {v}"
     );
     assert_eq!(v["deleted"], 0, "{v}");
