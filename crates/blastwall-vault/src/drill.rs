@@ -63,8 +63,12 @@ pub struct BackupEntry {
     pub id: String,
     /// Its source.
     pub source: String,
-    /// When it was taken (from its id).
+    /// When it was taken: the time its id names, but never later than the store received its
+    /// manifest (the id is the writer's to choose; a future-dated one must not make a stale
+    /// source look fresh).
     pub taken_at: String,
+    /// When the store received its manifest (the vault's receipt time; S3's last-modified).
+    pub received: String,
     /// Bytes stored (parts and manifest).
     pub size: u64,
     /// Number of objects (parts and manifest).
@@ -109,8 +113,14 @@ pub async fn list_backups(
         .into_iter()
         .filter_map(|((source, id), objs)| {
             let manifest = objs.iter().find(|o| o.name.ends_with("/manifest.age"))?;
+            let received = manifest.received.parse::<jiff::Timestamp>().ok();
+            let taken = match (id_time(&id), received) {
+                (Some(t), Some(r)) => Some(t.min(r)),
+                (t, r) => t.or(r),
+            };
             Some(BackupEntry {
-                taken_at: id_time(&id).map(|t| t.to_string()).unwrap_or_default(),
+                taken_at: taken.map(|t| t.to_string()).unwrap_or_default(),
+                received: manifest.received.clone(),
                 retain_until: manifest.retain_until.clone(),
                 size: objs.iter().map(|o| o.size).sum(),
                 objects: objs.len(),
@@ -119,7 +129,12 @@ pub async fn list_backups(
             })
         })
         .collect();
-    out.sort_by(|a, b| a.id.cmp(&b.id));
+    // In the order the store received them, not the order of the writer-chosen ids: the latest
+    // is the one that arrived last.
+    out.sort_by(|a, b| {
+        let at = |e: &BackupEntry| e.received.parse::<jiff::Timestamp>().ok();
+        at(a).cmp(&at(b)).then_with(|| a.id.cmp(&b.id))
+    });
     Ok(out)
 }
 

@@ -878,6 +878,51 @@ fn parallel_uploads_cannot_pass_the_quota_together() {
     );
 }
 
+/// A writer chooses backup ids, and ids carry a time: a forged backup dated in the future must
+/// not become every later drill's "latest", nor make the source's recovery point look fresh.
+/// The latest backup is the one the vault received last, and a backup's time is never later
+/// than its receipt.
+#[test]
+fn a_future_dated_backup_does_not_stay_the_latest() {
+    let v = VaultHost::new(&[]);
+    let prod = production(&v);
+    let src = prod.path().join("files");
+    make_tree(&src);
+    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    // A forged manifest dated 2999, planted with the writer credential.
+    let forged = b"not a manifest";
+    let sha = blastwall_vault::sha256_hex(forged);
+    assert_eq!(
+        http(
+            &v.url,
+            "PUT",
+            "/v1/objects/backups/files/29991231T235959Z-000000/manifest.age",
+            &v.writer,
+            forged,
+            &format!("x-blastwall-sha256: {sha}\r\n"),
+        ),
+        201
+    );
+    let b = run_backup(&prod, "files", &[]);
+    let o = v.drill("files", &["--json"]);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let rec: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rec[0]["backup"], b["id"], "{rec}");
+    assert_eq!(rec[0]["passed"], true, "{rec}");
+    // The forged one, drilled by name, fails; its time is its receipt, not 2999.
+    let o = v.drill("files", &["--backup", "29991231T235959Z-000000", "--json"]);
+    let rec: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rec[0]["passed"], false, "{rec}");
+    assert!(
+        !rec[0]["taken_at"]
+            .as_str()
+            .unwrap_or("2999")
+            .starts_with("2999"),
+        "{rec}"
+    );
+    assert!(rec[0]["rpo_secs"].as_i64().unwrap_or(-1) >= 0, "{rec}");
+}
+
 /// A small tmpfs, unmounted when dropped.
 struct Tmpfs(PathBuf);
 
