@@ -343,7 +343,7 @@ async fn drill_steps(
             rec.restore_ms = ms(t);
             let tv = Instant::now();
             let facts = crate::source::postgres::facts_at(&url, Some(&m.facts)).await?;
-            let amcheck = amcheck(scratch.port(), DRILL_ROLE).await;
+            let amcheck = amcheck(&scratch, DRILL_ROLE).await;
             rec.verify_ms = ms(tv);
             let _ = tokio::task::spawn_blocking(move || drop(scratch)).await;
             (facts, Some(amcheck))
@@ -755,14 +755,16 @@ async fn pg_restore(file: &Path, url: &str) -> Result<(), VaultError> {
 
 /// Runs `pg_amcheck` on the scratch database as `role` (amcheck was installed for it before the
 /// restore): `ok`, `not available`, or what it reported.
-async fn amcheck(port: u16, role: &str) -> String {
+async fn amcheck(scratch: &ScratchPostgres, role: &str) -> String {
     let bin = pg_bin("pg_amcheck");
     if !bin.is_file() {
         return "not available".into();
     }
     let out = tokio::process::Command::new(bin)
-        .args(["-h", "127.0.0.1", "-U", role])
-        .arg(format!("--port={port}"))
+        .arg("-h")
+        .arg(scratch.socket_dir())
+        .args(["-U", role])
+        .arg(format!("--port={}", scratch.port()))
         .arg("drill")
         .stdin(std::process::Stdio::null())
         .output()

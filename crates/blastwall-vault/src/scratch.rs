@@ -1,5 +1,7 @@
-//! Scratch targets for drills: a throwaway PostgreSQL cluster (`initdb` + `pg_ctl` on a free
-//! loopback port, trust auth, in a temporary folder), stopped and removed when dropped.
+//! Scratch targets for drills: a throwaway PostgreSQL cluster (`initdb` + `pg_ctl`, in a
+//! temporary folder), stopped and removed when dropped. It listens on a Unix socket in that
+//! folder only (mode 0700, owned by the user the cluster runs as), not on TCP: its
+//! authentication is `trust`, so no other local user may reach it while a drill runs.
 //!
 //! `initdb` refuses to run as root; as root the cluster runs as an unprivileged user
 //! (`blastwall-pg`, else `postgres`, else `nobody`) through `runuser`. This is product code (the
@@ -76,6 +78,12 @@ impl ScratchPostgres {
             .prefix("blastwall-drill-pg-")
             .tempdir_in(&base)
             .map_err(|e| VaultError::io("create", &base, e))?;
+        // Private: the socket in it accepts anyone who reaches it (trust authentication).
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .map_err(|e| VaultError::io("chmod", dir.path(), e))?;
         if let Some(user) = &run_as {
             let (uid, gid) = (id_of(user, "-u"), id_of(user, "-g"));
             std::os::unix::fs::chown(dir.path(), uid, gid)
@@ -110,7 +118,7 @@ impl ScratchPostgres {
         let mut text =
             std::fs::read_to_string(&conf).map_err(|e| VaultError::io("read", &conf, e))?;
         text.push_str(&format!(
-            "\n# blastwall drill\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n",
+            "\n# blastwall drill\nlisten_addresses = ''\nunix_socket_directories = '{}'\nunix_socket_permissions = 0700\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n",
             s.dir.path().display()
         ));
         std::fs::write(&conf, text).map_err(|e| VaultError::io("write", &conf, e))?;
@@ -145,14 +153,23 @@ impl ScratchPostgres {
         self.url_as("postgres", db)
     }
 
-    /// The URL of database `db` as `role`.
+    /// The URL of database `db` as `role`, over the cluster's Unix socket (`host=` the folder;
+    /// the port names the socket file).
     pub fn url_as(&self, role: &str, db: &str) -> String {
-        format!("postgres://{role}@127.0.0.1:{}/{db}", self.port)
+        let dir: String =
+            url::form_urlencoded::byte_serialize(self.socket_dir().as_os_str().as_encoded_bytes())
+                .collect();
+        format!("postgres://{role}@localhost:{}/{db}?host={dir}", self.port)
     }
 
-    /// The port.
+    /// The port (it names the socket file; nothing listens on TCP).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The folder holding the cluster's Unix socket.
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -234,4 +251,36 @@ fn id_of(user: &str, flag: &str) -> Option<u32> {
         return None;
     }
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cluster trusts whoever connects, so it must not be reachable over TCP, only through
+    /// its private socket folder.
+    #[test]
+    fn the_scratch_cluster_listens_on_its_private_socket_only() {
+        let pg = ScratchPostgres::start().unwrap();
+        assert!(std::net::TcpStream::connect(("127.0.0.1", pg.port())).is_err());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(pg.socket_dir()).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&pg.url("postgres"))
+                .await
+                .unwrap();
+            let one: i32 = sqlx::query_scalar("SELECT 1")
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+            assert_eq!(one, 1);
+        });
+    }
 }
