@@ -544,9 +544,11 @@ async fn fetch(
         artifact.clone(),
         identity.clone(),
     );
-    let (bytes, hash) = tokio::task::spawn_blocking(move || decrypt_file(&from, &to, &ident, &id))
-        .await
-        .map_err(|e| VaultError::Other(format!("the decrypt task failed: {e}")))??;
+    let limit = manifest.plain_bytes;
+    let (bytes, hash) =
+        tokio::task::spawn_blocking(move || decrypt_file(&from, &to, &ident, &id, limit))
+            .await
+            .map_err(|e| VaultError::Other(format!("the decrypt task failed: {e}")))??;
     let _ = std::fs::remove_file(&sealed_path);
     if bytes != manifest.plain_bytes || hash != manifest.plain_blake3 {
         return Err(VaultError::Other(format!(
@@ -562,11 +564,15 @@ async fn fetch(
     })
 }
 
+/// Decrypts and decompresses `from` into `to`: its size and BLAKE3. Stops as soon as the output
+/// passes `limit` (the size the manifest records), so a stream that decompresses to far more
+/// (a zstd bomb) cannot fill the drill host's disk.
 fn decrypt_file(
     from: &Path,
     to: &Path,
     identity: &BackupIdentity,
     id: &str,
+    limit: u64,
 ) -> Result<(u64, String), VaultError> {
     let what = || format!("backup `{id}`");
     let f = std::fs::File::open(from).map_err(|e| VaultError::io("open", from, e))?;
@@ -603,6 +609,13 @@ fn decrypt_file(
         out.write_all(chunk)
             .map_err(|e| VaultError::io("write", to, e))?;
         n += k as u64;
+        if n > limit {
+            drop(out);
+            let _ = std::fs::remove_file(to);
+            return Err(VaultError::Other(format!(
+                "the decrypted artifact of `{id}` is larger than the {limit} bytes its manifest records; stopped there"
+            )));
+        }
     }
     out.sync_all().map_err(|e| VaultError::io("sync", to, e))?;
     Ok((n, hasher.finalize().to_hex().to_string()))
@@ -799,6 +812,32 @@ pub fn one_line(e: &VaultError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stream that decompresses to more than its manifest records is cut off there, and what
+    /// was written of it is removed.
+    #[test]
+    fn decompression_stops_at_the_recorded_size() {
+        let identity = BackupIdentity::generate();
+        let recipient = identity.recipient();
+        let dir = tempfile::tempdir().unwrap();
+        let sealed = dir.path().join("sealed");
+        let plain = vec![0u8; 4 * 1024 * 1024];
+        let compressed = zstd::encode_all(plain.as_slice(), 19).unwrap();
+        assert!(compressed.len() < 10_000);
+        let enc =
+            age::Encryptor::with_recipients(std::iter::once(recipient.as_recipient())).unwrap();
+        let mut out = Vec::new();
+        let mut w = enc.wrap_output(&mut out).unwrap();
+        w.write_all(&compressed).unwrap();
+        w.finish().unwrap();
+        std::fs::write(&sealed, &out).unwrap();
+        let to = dir.path().join("artifact");
+        let err = decrypt_file(&sealed, &to, &identity, "b1", 1024 * 1024).unwrap_err();
+        assert!(err.to_string().contains("larger than"), "{err}");
+        assert!(!to.exists());
+        let (n, _) = decrypt_file(&sealed, &to, &identity, "b1", plain.len() as u64).unwrap();
+        assert_eq!(n, plain.len() as u64);
+    }
 
     #[test]
     fn extensions_are_read_from_the_table_of_contents() {
