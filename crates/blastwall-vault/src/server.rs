@@ -504,6 +504,30 @@ async fn put_object(
             }
             *usage.entry(who.name.clone()).or_insert(0) += size;
         }
+        // A backup goes under a registered source, and only the writer that registered it may
+        // add to it: otherwise any writer could start sources at will (each drilled every
+        // round) or plant backups, and "latest" ones, in another writer's source.
+        if let Some(rest) = name.strip_prefix("backups/") {
+            let source = rest.split('/').next().unwrap_or_default();
+            let registration = s.store.get(&crate::manifest::registration_name(source))?;
+            let refusal = match &registration {
+                None => Some(format!(
+                    "source `{source}` is not registered (`blastwall backup source add` or `backup run` registers it)"
+                )),
+                Some(meta) if meta.writer != who.name => {
+                    Some(format!("source `{source}` was registered by another writer"))
+                }
+                Some(_) => None,
+            };
+            if let Some(why) = refusal {
+                s.refuse(&who.name, "object.create", Some(&name), &why);
+                return Err(VaultError::Forbidden {
+                    role: format!("writer ({why})"),
+                    action: "object.create".into(),
+                }
+                .into());
+            }
+        }
         if name.starts_with(crate::manifest::REGISTRATIONS_PREFIX)
             && s.store.get(&name)?.is_none()
             && s.store.list(crate::manifest::REGISTRATIONS_PREFIX)?.len() >= MAX_SOURCES

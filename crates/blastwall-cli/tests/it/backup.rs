@@ -923,6 +923,68 @@ fn a_future_dated_backup_does_not_stay_the_latest() {
     assert!(rec[0]["rpo_secs"].as_i64().unwrap_or(-1) >= 0, "{rec}");
 }
 
+/// Backups go under a registered source, and only the writer that registered it adds to it: a
+/// writer cannot start sources at will (each would be drilled every round) or plant backups in
+/// another writer's source.
+#[test]
+fn writers_add_backups_only_to_their_own_registered_sources() {
+    let v = VaultHost::new(&[]);
+    let prod = production(&v);
+    let src = prod.path().join("files");
+    make_tree(&src);
+    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    run_backup(&prod, "files", &[]);
+    let other =
+        v.bw.ok(&[
+            "vault",
+            "credential",
+            "add",
+            "eu-writer",
+            "--role",
+            "writer",
+            "--data",
+            v.data().to_str().unwrap(),
+        ])
+        .trim()
+        .to_owned();
+    let body = b"a part";
+    let sha = blastwall_vault::sha256_hex(body);
+    let put = |cred: &str, path: &str| {
+        http(
+            &v.url,
+            "PUT",
+            path,
+            cred,
+            body,
+            &format!("x-blastwall-sha256: {sha}\r\n"),
+        )
+    };
+    // Another writer, into this writer's source: refused.
+    assert_eq!(
+        put(
+            &other,
+            "/v1/objects/backups/files/29990101T000000Z-000000/part-000000"
+        ),
+        403
+    );
+    // Any writer, into a source nobody registered: refused.
+    assert_eq!(
+        put(
+            &v.writer,
+            "/v1/objects/backups/unregistered/20260101T000000Z-000000/part-000000"
+        ),
+        403
+    );
+    // The registering writer, into its own source: accepted.
+    assert_eq!(
+        put(
+            &v.writer,
+            "/v1/objects/backups/files/20260101T000000Z-000000/part-000000"
+        ),
+        201
+    );
+}
+
 /// A small tmpfs, unmounted when dropped.
 struct Tmpfs(PathBuf);
 
