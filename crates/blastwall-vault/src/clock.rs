@@ -98,6 +98,14 @@ impl TrustedClock {
     }
 }
 
+/// `base_hwm + elapsed`: where the mark would be by the monotonic clock alone.
+fn by_monotonic(base_hwm: Timestamp, elapsed: Duration) -> Timestamp {
+    jiff::SignedDuration::try_from(elapsed)
+        .ok()
+        .and_then(|d| base_hwm.checked_add(d).ok())
+        .unwrap_or(base_hwm)
+}
+
 /// `max(wall, hwm, base_hwm + elapsed)`.
 fn receipt_time(
     hwm: Timestamp,
@@ -105,11 +113,7 @@ fn receipt_time(
     elapsed: Duration,
     wall: Timestamp,
 ) -> Timestamp {
-    let by_monotonic = jiff::SignedDuration::try_from(elapsed)
-        .ok()
-        .and_then(|d| base_hwm.checked_add(d).ok())
-        .unwrap_or(base_hwm);
-    wall.max(hwm).max(by_monotonic)
+    wall.max(hwm).max(by_monotonic(base_hwm, elapsed))
 }
 
 /// `max(hwm, min(wall, base_hwm + elapsed))`.
@@ -119,11 +123,7 @@ fn expiry_time(
     elapsed: Duration,
     wall: Timestamp,
 ) -> Timestamp {
-    let by_monotonic = jiff::SignedDuration::try_from(elapsed)
-        .ok()
-        .and_then(|d| base_hwm.checked_add(d).ok())
-        .unwrap_or(base_hwm);
-    hwm.max(wall.min(by_monotonic))
+    hwm.max(wall.min(by_monotonic(base_hwm, elapsed)))
 }
 
 #[cfg(test)]

@@ -693,25 +693,41 @@ async fn prepare_drill_database(
 /// The extensions an archive creates (`pg_restore --list`), to be installed by the superuser
 /// before an unprivileged restore.
 async fn archive_extensions(file: &Path) -> Result<Vec<String>, VaultError> {
-    let out = tokio::process::Command::new(pg_bin("pg_restore"))
-        .arg("--list")
-        .arg(file)
+    let mut cmd = tokio::process::Command::new(pg_bin("pg_restore"));
+    cmd.arg("--list").arg(file);
+    let out = run_pg_tool(
+        cmd,
+        "pg_restore --list",
+        "the backup is not a PostgreSQL custom-format archive",
+    )
+    .await?;
+    Ok(extension_names(&String::from_utf8_lossy(&out)))
+}
+
+/// Runs a PostgreSQL client tool (stdin closed): its stdout, or an error naming `tool` with the
+/// last lines of its stderr and `hint`.
+async fn run_pg_tool(
+    mut cmd: tokio::process::Command,
+    tool: &str,
+    hint: &str,
+) -> Result<Vec<u8>, VaultError> {
+    let out = cmd
         .stdin(std::process::Stdio::null())
         .output()
         .await
         .map_err(|e| VaultError::Tool {
-            tool: "pg_restore".into(),
+            tool: tool.into(),
             detail: e.to_string(),
             hint: "install the PostgreSQL client tools".into(),
         })?;
     if !out.status.success() {
         return Err(VaultError::Tool {
-            tool: "pg_restore --list".into(),
+            tool: tool.into(),
             detail: crate::source::last_lines(&String::from_utf8_lossy(&out.stderr), 3),
-            hint: "the backup is not a PostgreSQL custom-format archive".into(),
+            hint: hint.into(),
         });
     }
-    Ok(extension_names(&String::from_utf8_lossy(&out.stdout)))
+    Ok(out.stdout)
 }
 
 /// The names of the `EXTENSION` entries of a `pg_restore --list` table of contents
@@ -746,24 +762,13 @@ async fn pg_restore(file: &Path, url: &str) -> Result<(), VaultError> {
         "--exit-on-error",
     ])
     .arg(format!("--dbname={url_np}"))
-    .arg(file)
-    .stdin(std::process::Stdio::null());
+    .arg(file);
     if let Some(p) = password {
         cmd.env("PGPASSWORD", p);
     }
-    let out = cmd.output().await.map_err(|e| VaultError::Tool {
-        tool: "pg_restore".into(),
-        detail: e.to_string(),
-        hint: "install the PostgreSQL client tools".into(),
-    })?;
-    if !out.status.success() {
-        return Err(VaultError::Tool {
-            tool: "pg_restore".into(),
-            detail: crate::source::last_lines(&String::from_utf8_lossy(&out.stderr), 3),
-            hint: "restore into an empty database".into(),
-        });
-    }
-    Ok(())
+    run_pg_tool(cmd, "pg_restore", "restore into an empty database")
+        .await
+        .map(|_| ())
 }
 
 /// Runs `pg_amcheck` on the scratch database as `role` (amcheck was installed for it before the
