@@ -770,13 +770,14 @@ fn the_writer_cannot_delete_overwrite_or_shorten_retention() {
 #[test]
 fn kill_9_during_an_upload_leaves_no_partial_backup() {
     let mut v = VaultHost::new(&[]);
-    // An upload that stops half-way: the vault is killed while the body streams in.
+    // An upload that stops half-way: the vault is killed while the body streams in. (Outside
+    // `backups/`, which takes objects only under a registered source.)
     let addr = v.url.trim_start_matches("http://").to_owned();
     let mut s = TcpStream::connect(&addr).unwrap();
     let sha = "0".repeat(64);
     write!(
         s,
-        "PUT /v1/objects/backups/files/20990101T000000Z-000000/part-000000 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nx-blastwall-sha256: {sha}\r\nContent-Length: 10000000\r\n\r\n",
+        "PUT /v1/objects/canary/20990101T000000Z-partial HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nx-blastwall-sha256: {sha}\r\nContent-Length: 10000000\r\n\r\n",
         v.writer
     )
     .unwrap();
