@@ -233,6 +233,7 @@ impl Running {
             .keep_alive_timeout(config.client_timeout);
         let permits = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -267,15 +268,20 @@ impl Running {
             let builder = builder.clone();
             let watcher = graceful.watcher();
             let first_byte = config.client_timeout;
+            let mut closing = closing_rx.clone();
             tokio::spawn(async move {
                 // hyper reads the first bytes to tell HTTP/1 from HTTP/2 with no time limit of
                 // its own (its head timer starts after): a client that sends nothing is closed
-                // here.
+                // here, and at once when the gateway stops (the task holds the gateway's state,
+                // so the audit writer could not finish while it waits).
                 let mut first = [0u8; 1];
-                if !matches!(
-                    tokio::time::timeout(first_byte, stream.peek(&mut first)).await,
-                    Ok(Ok(1))
-                ) {
+                let arrived = tokio::select! {
+                    r = tokio::time::timeout(first_byte, stream.peek(&mut first)) => {
+                        matches!(r, Ok(Ok(1)))
+                    }
+                    _ = closing.changed() => false,
+                };
+                if !arrived {
                     drop(permit);
                     return;
                 }
@@ -287,6 +293,8 @@ impl Running {
             });
         }
         drop(listener);
+        // Connections that have not sent their first byte end now.
+        let _ = closing_tx.send(true);
         // The router holds the gateway's state, whose audit queue must close for the writer to
         // finish.
         drop(app);

@@ -1116,7 +1116,16 @@ async fn slow_and_idle_clients_are_cut_off_and_connections_are_capped() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // A connection that has sent nothing does not hold up a stop.
+    let _idle = TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = Instant::now();
     gw.stop();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        stopping.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
