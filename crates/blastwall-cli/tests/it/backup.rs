@@ -338,6 +338,29 @@ fn http(url: &str, method: &str, path: &str, cred: &str, body: &[u8], extra: &st
     resp.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// `PUT /v1/objects/<name>` of `body` with its SHA-256 declared, as `cred`: the status.
+fn put_object(url: &str, cred: &str, name: &str, body: &[u8]) -> u16 {
+    let sha = blastwall_vault::sha256_hex(body);
+    http(
+        url,
+        "PUT",
+        &format!("/v1/objects/{name}"),
+        cred,
+        body,
+        &format!("x-blastwall-sha256: {sha}\r\n"),
+    )
+}
+
+/// A vault, production's host with a target on it, and a directory source `files` registered.
+fn vault_with_files_source() -> (VaultHost, Bw, PathBuf) {
+    let v = VaultHost::new(&[]);
+    let prod = production(&v);
+    let src = prod.path().join("files");
+    make_tree(&src);
+    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    (v, prod, src)
+}
+
 #[test]
 fn directory_and_sqlite_backups_drill_after_the_sources_are_gone() {
     let v = VaultHost::new(&[]);
@@ -586,11 +609,7 @@ fn a_backup_cannot_run_code_on_the_drill_host() {
 
 #[test]
 fn a_damaged_part_a_missing_part_and_a_wrong_key_fail_the_drill() {
-    let v = VaultHost::new(&[]);
-    let prod = production(&v);
-    let src = prod.path().join("files");
-    make_tree(&src);
-    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    let (v, prod, _) = vault_with_files_source();
     let ids: Vec<String> = (0..3)
         .map(|_| {
             run_backup(&prod, "files", &["--part-size", "16K"])["id"]
@@ -658,11 +677,7 @@ fn a_damaged_part_a_missing_part_and_a_wrong_key_fail_the_drill() {
 
 #[test]
 fn the_writer_cannot_delete_overwrite_or_shorten_retention() {
-    let v = VaultHost::new(&[]);
-    let prod = production(&v);
-    let src = prod.path().join("files");
-    make_tree(&src);
-    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    let (v, prod, _) = vault_with_files_source();
     let b = run_backup(&prod, "files", &[]);
     let id = b["id"].as_str().unwrap();
 
@@ -854,18 +869,8 @@ fn parallel_uploads_cannot_pass_the_quota_together() {
             .map(|i| {
                 let mut b = body.clone();
                 b[0] = b'a' + i as u8;
-                let sha = blastwall_vault::sha256_hex(&b);
                 let (url, writer) = (v.url.clone(), v.writer.clone());
-                scope.spawn(move || {
-                    http(
-                        &url,
-                        "PUT",
-                        &format!("/v1/objects/parallel/o{i}"),
-                        &writer,
-                        &b,
-                        &format!("x-blastwall-sha256: {sha}\r\n"),
-                    )
-                })
+                scope.spawn(move || put_object(&url, &writer, &format!("parallel/o{i}"), &b))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -885,22 +890,14 @@ fn parallel_uploads_cannot_pass_the_quota_together() {
 /// than its receipt.
 #[test]
 fn a_future_dated_backup_does_not_stay_the_latest() {
-    let v = VaultHost::new(&[]);
-    let prod = production(&v);
-    let src = prod.path().join("files");
-    make_tree(&src);
-    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    let (v, prod, _) = vault_with_files_source();
     // A forged manifest dated 2999, planted with the writer credential.
-    let forged = b"not a manifest";
-    let sha = blastwall_vault::sha256_hex(forged);
     assert_eq!(
-        http(
+        put_object(
             &v.url,
-            "PUT",
-            "/v1/objects/backups/files/29991231T235959Z-000000/manifest.age",
             &v.writer,
-            forged,
-            &format!("x-blastwall-sha256: {sha}\r\n"),
+            "backups/files/29991231T235959Z-000000/manifest.age",
+            b"not a manifest",
         ),
         201
     );
@@ -929,11 +926,7 @@ fn a_future_dated_backup_does_not_stay_the_latest() {
 /// another writer's source.
 #[test]
 fn writers_add_backups_only_to_their_own_registered_sources() {
-    let v = VaultHost::new(&[]);
-    let prod = production(&v);
-    let src = prod.path().join("files");
-    make_tree(&src);
-    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    let (v, prod, _) = vault_with_files_source();
     run_backup(&prod, "files", &[]);
     let other =
         v.bw.ok(&[
@@ -948,17 +941,9 @@ fn writers_add_backups_only_to_their_own_registered_sources() {
         ])
         .trim()
         .to_owned();
-    let body = b"a part";
-    let sha = blastwall_vault::sha256_hex(body);
     let put = |cred: &str, path: &str| {
-        http(
-            &v.url,
-            "PUT",
-            path,
-            cred,
-            body,
-            &format!("x-blastwall-sha256: {sha}\r\n"),
-        )
+        let name = path.strip_prefix("/v1/objects/").unwrap_or(path);
+        put_object(&v.url, cred, name, b"a part")
     };
     // Another writer, into this writer's source: refused.
     assert_eq!(
@@ -1135,11 +1120,7 @@ fn vault_serve_runs_scheduled_drills() {
 
 #[test]
 fn vault_log_verify_names_an_edited_deleted_or_reordered_entry() {
-    let v = VaultHost::new(&[]);
-    let prod = production(&v);
-    let src = prod.path().join("files");
-    make_tree(&src);
-    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    let (v, prod, _) = vault_with_files_source();
     run_backup(&prod, "files", &[]);
     run_backup(&prod, "files", &[]);
     let data = v.data();
@@ -1516,14 +1497,11 @@ fn a_writer_cannot_register_sources_without_end() {
     let v = VaultHost::new(&[]);
     let put = |name: &str| {
         let body = format!("{{\"source\":\"{name}\",\"kind\":\"dir\"}}");
-        let sha = blastwall_vault::sha256_hex(body.as_bytes());
-        http(
+        put_object(
             &v.url,
-            "PUT",
-            &format!("/v1/objects/sources/{name}"),
             &v.writer,
+            &format!("sources/{name}"),
             body.as_bytes(),
-            &format!("x-blastwall-sha256: {sha}\r\n"),
         )
     };
     for i in 0..blastwall_vault::server::MAX_SOURCES {
