@@ -206,105 +206,40 @@ impl Running {
     /// Serves on `listener` until `shutdown` resolves, then drains: in-flight requests finish,
     /// queued audit entries are written and a checkpoint is signed.
     ///
-    /// Each connection is served by hyper (HTTP/1.1, or HTTP/2 with prior knowledge) with a time
-    /// limit on reading each request head (`[gateway] client_timeout`, which also closes idle
-    /// keep-alive connections), and at most `[gateway] max_connections` are open at once: one
-    /// past that is closed as soon as it is accepted, so slow or idle clients cannot use up the
+    /// Connections are served by [`blastwall_serve::serve`] (HTTP/1.1, or HTTP/2 with prior
+    /// knowledge): a client has `[gateway] client_timeout` to send its first byte and each
+    /// request head (which also closes idle keep-alive connections), and at most
+    /// `[gateway] max_connections` are open at once, so slow or idle clients cannot use up the
     /// gateway's file descriptors.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
-        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-        use hyper_util::service::TowerToHyperService;
-
-        let app = self.gateway.router();
         let config = &self.gateway.inner.config;
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.client_timeout);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .keep_alive_interval(config.client_timeout)
-            .keep_alive_timeout(config.client_timeout);
-        let permits = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = &mut shutdown => break,
-            };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                self.gateway
-                    .inner
-                    .metrics
-                    .count("-", "-", "too_many_connections");
-                tracing::warn!(
-                    max = config.max_connections,
-                    "connection refused: too many open"
-                );
-                drop(stream);
-                continue;
-            };
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-            let service = TowerToHyperService::new(app.clone());
-            let builder = builder.clone();
-            let watcher = graceful.watcher();
-            let first_byte = config.client_timeout;
-            let mut closing = closing_rx.clone();
-            tokio::spawn(async move {
-                // hyper reads the first bytes to tell HTTP/1 from HTTP/2 with no time limit of
-                // its own (its head timer starts after): a client that sends nothing is closed
-                // here, and at once when the gateway stops (the task holds the gateway's state,
-                // so the audit writer could not finish while it waits).
-                let mut first = [0u8; 1];
-                let arrived = tokio::select! {
-                    r = tokio::time::timeout(first_byte, stream.peek(&mut first)) => {
-                        matches!(r, Ok(Ok(1)))
-                    }
-                    _ = closing.changed() => false,
-                };
-                if !arrived {
-                    drop(permit);
-                    return;
-                }
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                if let Err(e) = watcher.watch(conn).await {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-                drop(permit);
-            });
-        }
-        drop(listener);
-        // Connections that have not sent their first byte end now.
-        let _ = closing_tx.send(true);
+        let limits = blastwall_serve::Limits {
+            client_timeout: config.client_timeout,
+            max_connections: config.max_connections,
+            drain: config.response_timeout,
+        };
+        let gateway = self.gateway.clone();
+        let on_full = move || {
+            gateway
+                .inner
+                .metrics
+                .count("-", "-", "too_many_connections");
+        };
         // The router holds the gateway's state, whose audit queue must close for the writer to
-        // finish.
-        drop(app);
-        // In-flight requests finish; connections idle or stuck past the limit are dropped.
-        if tokio::time::timeout(config.response_timeout, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("connections still open at shutdown were closed");
-        }
+        // finish: `serve` drops it before it returns, and `on_full`'s clone goes with it.
+        blastwall_serve::serve(
+            listener,
+            blastwall_serve::Plain,
+            self.gateway.router(),
+            limits,
+            on_full,
+            shutdown,
+        )
+        .await;
         self.stop().await;
         Ok(())
     }

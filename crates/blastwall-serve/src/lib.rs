@@ -1,0 +1,403 @@
+//! Serving HTTP to clients that may be slow or hostile, for both of Blastwall's servers (the
+//! gateway and the backup vault): one accept loop with a cap on open connections, time limits on
+//! a client's first byte, its handshake and every request head, and a graceful drain at shutdown.
+//!
+//! What a connection carries (plain TCP, or TLS after a handshake) is the caller's
+//! [`Handshake`]; what its requests do is the caller's router. Bodies are the router's business:
+//! a handler that reads one must bound the time it waits for it (the gateway buffers with a
+//! deadline, the vault streams with an idle limit).
+//!
+//! Without these limits (`axum::serve` sets none), a client that opens connections and sends
+//! nothing, or half a request head, holds a file descriptor and a task each for as long as it
+//! likes, and enough of them stop the server (slowloris).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The limits a server puts on its clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a client may take to send its first byte, to finish its handshake, and to send
+    /// each request head (which also closes keep-alive connections idle that long); for HTTP/2,
+    /// how often it is pinged and how long it has to answer.
+    pub client_timeout: Duration,
+    /// Most connections open at once; one past it is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// At shutdown, how long requests in flight get to finish before their connections are
+    /// closed.
+    pub drain: Duration,
+}
+
+/// Turns an accepted TCP connection into the stream HTTP is served on.
+pub trait Handshake: Clone + Send + Sync + 'static {
+    /// The stream HTTP is served on.
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// Prepares `tcp`, whose first byte `first` has arrived (peeked, still unread). `None` means
+    /// the connection was dealt with here (refused or failed) and is closed. It runs within the
+    /// client's time limit and is abandoned when the server stops.
+    fn handshake(&self, tcp: TcpStream, first: u8)
+    -> impl Future<Output = Option<Self::Io>> + Send;
+}
+
+/// Plain HTTP: the TCP connection as it is.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Plain;
+
+impl Handshake for Plain {
+    type Io = TcpStream;
+
+    async fn handshake(&self, tcp: TcpStream, _first: u8) -> Option<TcpStream> {
+        Some(tcp)
+    }
+}
+
+/// How a server's connections ended at shutdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// Every request in flight finished.
+    Clean,
+    /// Some connections were still busy after [`Limits::drain`] and were closed.
+    Cut,
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains.
+///
+/// Each connection is served by hyper (HTTP/1.1, or HTTP/2 with prior knowledge or ALPN) after
+/// `handshake`. `on_full` is called for each connection refused because
+/// [`Limits::max_connections`] are open (for a metric). The router is dropped before the drain
+/// ends, so state it holds (a queue whose consumer waits for it to close) is released once the
+/// last connection is.
+pub async fn serve<H: Handshake>(
+    listener: TcpListener,
+    handshake: H,
+    app: Router,
+    limits: Limits,
+    on_full: impl Fn() + Send,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Drained {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.client_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.client_timeout)
+        .keep_alive_timeout(limits.client_timeout);
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            on_full();
+            tracing::warn!(
+                max = limits.max_connections,
+                "connection refused: too many open"
+            );
+            drop(stream);
+            continue;
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(app.clone());
+        let (builder, handshake) = (builder.clone(), handshake.clone());
+        let watcher = graceful.watcher();
+        let mut closing = closing_rx.clone();
+        tokio::spawn(async move {
+            // hyper reads the first bytes to tell HTTP/1 from HTTP/2 with no time limit of its
+            // own (its head timer starts after), and a handshake has none either: a client that
+            // sends nothing, or half a handshake, is closed here, and at once when the server
+            // stops (the task holds the router's state).
+            let opened = tokio::select! {
+                io = tokio::time::timeout(limits.client_timeout, open(stream, &handshake)) => {
+                    io.ok().flatten()
+                }
+                _ = closing.changed() => None,
+            };
+            if let Some(io) = opened {
+                let conn = builder.serve_connection(TokioIo::new(io), service);
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    // Connections that have not sent their first byte, or not finished their handshake, end now.
+    let _ = closing_tx.send(true);
+    drop(app);
+    // In-flight requests finish; connections idle or stuck past the limit are dropped.
+    if tokio::time::timeout(limits.drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open at shutdown were closed");
+        return Drained::Cut;
+    }
+    Drained::Clean
+}
+
+/// Waits for the connection's first byte, then runs the handshake.
+async fn open<H: Handshake>(stream: TcpStream, handshake: &H) -> Option<H::Io> {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1) => handshake.handshake(stream, first[0]).await,
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    struct Server {
+        addr: SocketAddr,
+        stop: oneshot::Sender<()>,
+        done: tokio::task::JoinHandle<Drained>,
+        refused: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    async fn start<H: Handshake>(handshake: H, limits: Limits) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route("/", get(|| async { "hello\n" }));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = refused.clone();
+        let done = tokio::spawn(serve(
+            listener,
+            handshake,
+            app,
+            limits,
+            move || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            },
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Server {
+            addr,
+            stop,
+            done,
+            refused,
+        }
+    }
+
+    fn limits(client_timeout_ms: u64, max_connections: usize) -> Limits {
+        Limits {
+            client_timeout: Duration::from_millis(client_timeout_ms),
+            max_connections,
+            drain: Duration::from_secs(5),
+        }
+    }
+
+    /// Reads until the peer closes, or resets (a close with our bytes unread); 10 s without
+    /// either fails the test.
+    async fn read_to_close(tcp: &mut TcpStream) -> Vec<u8> {
+        let mut seen = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut seen));
+        match read.await.unwrap() {
+            Ok(_) => {}
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+        }
+        seen
+    }
+
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+
+    #[tokio::test]
+    async fn a_request_is_served() {
+        let s = start(Plain, limits(2_000, 4)).await;
+        let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = String::from_utf8(read_to_close(&mut tcp).await).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("hello\n"), "{answer}");
+        s.stop.send(()).unwrap();
+        assert_eq!(s.done.await.unwrap(), Drained::Clean);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_sends_nothing_is_closed_after_the_limit() {
+        let s = start(Plain, limits(300, 4)).await;
+        let started = Instant::now();
+        let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+        assert_eq!(read_to_close(&mut tcp).await, b"");
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        s.stop.send(()).unwrap();
+        assert_eq!(s.done.await.unwrap(), Drained::Clean);
+    }
+
+    #[tokio::test]
+    async fn half_a_request_head_is_closed_after_the_limit() {
+        let s = start(Plain, limits(300, 4)).await;
+        let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        let answer = String::from_utf8(read_to_close(&mut tcp).await).unwrap();
+        // hyper answers 408 before it closes.
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{answer}"
+        );
+        // A keep-alive connection idle past the limit after a request is closed too.
+        let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+        tcp.write_all(GET).await.unwrap();
+        let answer = String::from_utf8(read_to_close(&mut tcp).await).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        s.stop.send(()).unwrap();
+        assert_eq!(s.done.await.unwrap(), Drained::Clean);
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_cap_are_closed_at_once_and_counted() {
+        let s = start(Plain, limits(5_000, 2)).await;
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+            // Served, so the connection is surely accepted and holds its place.
+            tcp.write_all(GET).await.unwrap();
+            let mut buf = [0u8; 12];
+            tcp.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"HTTP/1.1 200");
+            held.push(tcp);
+        }
+        let started = Instant::now();
+        let mut third = TcpStream::connect(s.addr).await.unwrap();
+        let _ = third.write_all(GET).await;
+        let mut seen = Vec::new();
+        // Closed without an answer (a reset is as good as an end of stream here).
+        let _ = tokio::time::timeout(Duration::from_secs(10), third.read_to_end(&mut seen))
+            .await
+            .unwrap();
+        assert!(seen.is_empty());
+        assert!(started.elapsed() < Duration::from_secs(4));
+        assert_eq!(s.refused.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A place freed is a place taken again.
+        drop(held.pop());
+        let mut again = None;
+        for _ in 0..50 {
+            let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+            tcp.write_all(GET).await.unwrap();
+            let mut buf = [0u8; 12];
+            if tcp.read_exact(&mut buf).await.is_ok() {
+                again = Some(buf);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(again.as_ref().map(|b| &b[..]), Some(&b"HTTP/1.1 200"[..]));
+        s.stop.send(()).unwrap();
+        assert_eq!(s.done.await.unwrap(), Drained::Clean);
+    }
+
+    #[tokio::test]
+    async fn a_stop_does_not_wait_for_a_silent_client() {
+        let s = start(Plain, limits(60_000, 4)).await;
+        let _silent = TcpStream::connect(s.addr).await.unwrap();
+        // An idle keep-alive connection after a request is closed by the drain too.
+        let mut idle = TcpStream::connect(s.addr).await.unwrap();
+        idle.write_all(GET).await.unwrap();
+        let mut buf = [0u8; 12];
+        idle.read_exact(&mut buf).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        s.stop.send(()).unwrap();
+        assert_eq!(s.done.await.unwrap(), Drained::Clean);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    /// A handshake that never finishes.
+    #[derive(Clone)]
+    struct Stuck;
+
+    impl Handshake for Stuck {
+        type Io = TcpStream;
+
+        async fn handshake(&self, _tcp: TcpStream, _first: u8) -> Option<TcpStream> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_handshake_is_bounded_by_the_limit_and_by_the_stop() {
+        let s = start(Stuck, limits(300, 4)).await;
+        let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+        tcp.write_all(b"\x16").await.unwrap();
+        assert_eq!(read_to_close(&mut tcp).await, b"");
+        let mut stuck = TcpStream::connect(s.addr).await.unwrap();
+        stuck.write_all(b"\x16").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        s.stop.send(()).unwrap();
+        assert_eq!(s.done.await.unwrap(), Drained::Clean);
+        assert!(started.elapsed() < Duration::from_millis(250));
+    }
+
+    /// A handshake that refuses every connection.
+    #[derive(Clone)]
+    struct Refuse;
+
+    impl Handshake for Refuse {
+        type Io = TcpStream;
+
+        async fn handshake(&self, mut tcp: TcpStream, first: u8) -> Option<TcpStream> {
+            // Read what was sent first, so the close is not a reset that loses the answer.
+            let mut request = [0u8; 64];
+            let _ = tcp.read(&mut request).await;
+            let _ = tcp.write_all(&[b'n', b'o', b' ', first]).await;
+            let _ = tcp.shutdown().await;
+            None
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_handshake_closes_the_connection() {
+        let s = start(Refuse, limits(2_000, 4)).await;
+        let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+        tcp.write_all(GET).await.unwrap();
+        assert_eq!(read_to_close(&mut tcp).await, b"no G");
+        s.stop.send(()).unwrap();
+        assert_eq!(s.done.await.unwrap(), Drained::Clean);
+    }
+}
