@@ -106,6 +106,14 @@ pub enum VaultError {
     /// The object does not exist.
     #[error("`{0}` not found in the vault")]
     NotFound(String),
+    /// An upload sent nothing for longer than the vault's client time limit.
+    #[error(
+        "the upload sent nothing for {after}; nothing was stored\nhint: retry; a slow link may need the vault's operator to raise `vault serve --client-timeout`"
+    )]
+    BodyStalled {
+        /// The limit, as a duration (`30s`).
+        after: String,
+    },
     /// The writer's quota would be exceeded.
     #[error(
         "quota exceeded for `{writer}`: {used} of {quota} bytes used, {size} more asked\nhint: an admin can raise the quota, or expired backups can be deleted"
@@ -336,6 +344,7 @@ impl VaultError {
             Self::Unauthorized => "unauthorized",
             Self::NotFound(_) | Self::BackupNotFound(_) => "not_found",
             Self::Quota { .. } => "quota_exceeded",
+            Self::BodyStalled { .. } => "body_timeout",
             _ => "error",
         }
     }

@@ -69,6 +69,7 @@ struct AppState {
     internal: CredentialEntry,
     internal_secret: SecretString,
     metrics: Metrics,
+    limits: blastwall_serve::Limits,
 }
 
 #[derive(Debug, Default)]
@@ -76,13 +77,16 @@ struct Metrics {
     created: AtomicU64,
     bytes: AtomicU64,
     refused: AtomicU64,
+    connections_refused: AtomicU64,
     drills_passed: AtomicU64,
     drills_failed: AtomicU64,
 }
 
 impl Vault {
     /// Opens the vault folder: settings, store (dropping cut-short uploads), clock and audit log.
-    pub fn open(data: VaultData) -> Result<Self, VaultError> {
+    /// `limits` bound what clients may hold: connections, and the time they may take to send a
+    /// request head or the next bytes of an upload.
+    pub fn open(data: VaultData, limits: blastwall_serve::Limits) -> Result<Self, VaultError> {
         let store = ObjectStore::open(data.root())?;
         let clock = TrustedClock::open(&data.clock_path())?;
         let log = VaultLog::open(&data.audit_path())?;
@@ -111,6 +115,7 @@ impl Vault {
                 internal,
                 internal_secret,
                 metrics: Metrics::default(),
+                limits,
             }),
         })
     }
@@ -192,19 +197,35 @@ impl Vault {
                 }
             })
         };
-        let result = match tls {
-            None => axum::serve(listener, self.router())
-                .with_graceful_shutdown(shutdown)
+        let limits = self.state.limits;
+        let state = self.state.clone();
+        let on_full = move || {
+            state
+                .metrics
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+        };
+        let app = self.router();
+        match tls {
+            None => {
+                blastwall_serve::serve(
+                    listener,
+                    blastwall_serve::Plain,
+                    app,
+                    limits,
+                    on_full,
+                    shutdown,
+                )
                 .await
-                .map_err(|e| VaultError::Other(format!("the server stopped: {e}"))),
+            }
             Some(t) => {
-                serve_tls(listener, t, self.router(), shutdown).await;
-                Ok(())
+                let handshake = TlsHandshake(tokio_rustls::TlsAcceptor::from(t.config));
+                blastwall_serve::serve(listener, handshake, app, limits, on_full, shutdown).await
             }
         };
         stop.store(true, Ordering::Relaxed);
         ticker.abort();
-        result
+        Ok(())
     }
 
     fn read_data(&self) -> VaultData {
@@ -384,6 +405,7 @@ impl IntoResponse for ApiError {
             VaultError::BadName(_) => StatusCode::BAD_REQUEST,
             VaultError::HashMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             VaultError::Quota { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            VaultError::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
             VaultError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             VaultError::Other(m) if m.starts_with("bad request") => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -542,7 +564,7 @@ async fn put_object(
             .into());
         }
         let tmp = s.store.temp_path()?;
-        let actual = match receive(&tmp, body, size).await {
+        let actual = match receive(&tmp, body, size, s.limits.client_timeout).await {
             Ok(h) => h,
             Err(e) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
@@ -610,14 +632,27 @@ fn answer(meta: ObjectMeta, created: bool) -> axum::Json<serde_json::Value> {
 }
 
 /// Streams `body` into `tmp`, fsyncs it, and returns its SHA-256.
-async fn receive(tmp: &std::path::Path, body: Body, size: u64) -> Result<String, VaultError> {
+/// Streams an upload to `tmp`, hashing it; an upload that sends nothing for `idle` is dropped
+/// (the connection it holds is the client's, the time it takes is not).
+async fn receive(
+    tmp: &std::path::Path,
+    body: Body,
+    size: u64,
+    idle: Duration,
+) -> Result<String, VaultError> {
     let mut file = tokio::fs::File::create(tmp)
         .await
         .map_err(|e| VaultError::io("create", tmp, e))?;
     let mut hasher = sha2::Sha256::new();
     let mut n: u64 = 0;
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let Ok(next) = tokio::time::timeout(idle, stream.next()).await else {
+            return Err(VaultError::BodyStalled {
+                after: blastwall_core::format_duration(idle),
+            });
+        };
+        let Some(chunk) = next else { break };
         let chunk =
             chunk.map_err(|e| VaultError::Other(format!("bad request: body cut short: {e}")))?;
         n += chunk.len() as u64;
@@ -875,12 +910,14 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         "# TYPE blastwall_vault_objects_created_total counter\nblastwall_vault_objects_created_total {}\n\
          # TYPE blastwall_vault_bytes_received_total counter\nblastwall_vault_bytes_received_total {}\n\
          # TYPE blastwall_vault_refusals_total counter\nblastwall_vault_refusals_total {}\n\
+         # TYPE blastwall_vault_connections_refused_total counter\nblastwall_vault_connections_refused_total {}\n\
          # TYPE blastwall_vault_drills_total counter\nblastwall_vault_drills_total{{result=\"pass\"}} {}\nblastwall_vault_drills_total{{result=\"fail\"}} {}\n\
          # TYPE blastwall_vault_objects gauge\nblastwall_vault_objects {objects}\n\
          # TYPE blastwall_vault_stored_bytes gauge\nblastwall_vault_stored_bytes {bytes}\n",
         m.created.load(Ordering::Relaxed),
         m.bytes.load(Ordering::Relaxed),
         m.refused.load(Ordering::Relaxed),
+        m.connections_refused.load(Ordering::Relaxed),
         m.drills_passed.load(Ordering::Relaxed),
         m.drills_failed.load(Ordering::Relaxed),
     );
@@ -936,75 +973,29 @@ async fn refuse_plain_http(mut tcp: tokio::net::TcpStream) {
     .await;
 }
 
-/// Accepts TLS connections until `shutdown` resolves, then lets open connections finish (up to
-/// 10 s).
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    tls: crate::tls::ServerTls,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
-    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
-    let mut conns = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, app, mut closing) = (acceptor.clone(), app.clone(), closing_rx.clone());
-        conns.spawn(async move {
-            // A TLS connection opens with a handshake record (0x16); anything else is most
-            // likely plain HTTP sent to the HTTPS port, which gets a plain answer saying so.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(Duration::from_secs(10), tcp.peek(&mut first)).await {
-                Ok(Ok(1)) if first[0] != 0x16 => {
-                    tracing::debug!(%peer, "plain HTTP on the HTTPS port refused");
-                    refuse_plain_http(tcp).await;
-                    return;
-                }
-                Ok(Ok(1)) => {}
-                _ => return,
+/// The vault's TLS handshake; plain HTTP sent to the HTTPS port gets a plain answer saying so.
+#[derive(Clone)]
+struct TlsHandshake(tokio_rustls::TlsAcceptor);
+
+impl blastwall_serve::Handshake for TlsHandshake {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+    async fn handshake(&self, tcp: tokio::net::TcpStream, first: u8) -> Option<Self::Io> {
+        // A TLS connection opens with a handshake record (0x16); anything else is most likely
+        // plain HTTP sent to the HTTPS port.
+        if first != 0x16 {
+            tracing::debug!("plain HTTP on the HTTPS port refused");
+            refuse_plain_http(tcp).await;
+            return None;
+        }
+        match self.0.accept(tcp).await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                None
             }
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(t)) => t,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = closing.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
-        // Reap finished connections so the set does not grow without bound.
-        while conns.try_join_next().is_some() {}
+        }
     }
-    let _ = closing_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
 }
 
 /// Appends one JSON line to `path`, fsynced.
@@ -1212,7 +1203,12 @@ mod tests {
             },
         )
         .unwrap();
-        let vault = Vault::open(data.clone()).unwrap();
+        let limits = blastwall_serve::Limits {
+            client_timeout: Duration::from_secs(30),
+            max_connections: 64,
+            drain: Duration::from_secs(5),
+        };
+        let vault = Vault::open(data.clone(), limits).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -62,6 +62,13 @@ flags win. A certificate or key that cannot be used stops the start, naming the 
         listen: SocketAddr,
         #[command(flatten)]
         tls: TlsArgs,
+        /// How long a client may take to send its first byte, its TLS handshake, each request
+        /// head, and the next bytes of an upload
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = blastwall_core::parse_duration)]
+        client_timeout: std::time::Duration,
+        /// Most connections open at once; more are closed as soon as they arrive
+        #[arg(long, value_name = "N", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: u32,
     },
     /// Manage the vault's credentials
     #[command(subcommand)]
@@ -184,7 +191,21 @@ pub(crate) async fn run(cmd: Cmd) -> Result<Exit, Failure> {
             tls,
             json,
         ),
-        Cmd::Serve { data, listen, tls } => serve(&data.dir, listen, tls).await,
+        Cmd::Serve {
+            data,
+            listen,
+            tls,
+            client_timeout,
+            max_connections,
+        } => {
+            let limits = blastwall_serve::Limits {
+                client_timeout,
+                max_connections: max_connections as usize,
+                // Uploads in flight get as long as a stalled one would.
+                drain: client_timeout,
+            };
+            serve(&data.dir, listen, tls, limits).await
+        }
         Cmd::Credential(CredentialCmd::Add {
             name,
             role,
@@ -317,7 +338,12 @@ fn init(
     Ok(Exit::Clean)
 }
 
-async fn serve(dir: &Path, listen: SocketAddr, tls: TlsArgs) -> Result<Exit, Failure> {
+async fn serve(
+    dir: &Path,
+    listen: SocketAddr,
+    tls: TlsArgs,
+    limits: blastwall_serve::Limits,
+) -> Result<Exit, Failure> {
     let data = open(dir)?;
     let files = match (tls.tls_cert, tls.tls_key) {
         (Some(c), Some(k)) => Some((c, k)),
@@ -340,7 +366,7 @@ async fn serve(dir: &Path, listen: SocketAddr, tls: TlsArgs) -> Result<Exit, Fai
         .map(|(c, k)| blastwall_vault::tls::server_config(&c, &k))
         .transpose()
         .map_err(fail)?;
-    let vault = Vault::open(data).map_err(fail)?;
+    let vault = Vault::open(data, limits).map_err(fail)?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         Failure::usage(
             format!("cannot listen on `{listen}`: {e}"),

@@ -24,6 +24,8 @@ struct VaultHost {
     log: Arc<Mutex<Vec<u8>>>,
     /// `--tls-cert` and `--tls-key` (a self-signed certificate) when it serves HTTPS.
     tls: Option<(PathBuf, PathBuf)>,
+    /// More arguments for `vault serve`.
+    serve_args: Vec<String>,
 }
 
 impl Drop for VaultHost {
@@ -95,6 +97,7 @@ impl VaultHost {
             admin,
             log: Arc::new(Mutex::new(Vec::new())),
             tls,
+            serve_args: Vec::new(),
         };
         v.start();
         // The drill runner lives here: a reader target and the identity.
@@ -138,6 +141,7 @@ impl VaultHost {
         if let Some((cert, key)) = &self.tls {
             cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
         }
+        cmd.args(&self.serve_args);
         let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -164,6 +168,13 @@ impl VaultHost {
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("vault did not start: {}", self.log_text()));
         self.child = Some(child);
+    }
+
+    /// Restarts `vault serve` on the same address with `args` added.
+    fn serve_with(&mut self, args: &[&str]) {
+        self.kill9();
+        self.serve_args = args.iter().map(|a| (*a).to_owned()).collect();
+        self.start();
     }
 
     fn kill9(&mut self) {
@@ -882,6 +893,131 @@ fn parallel_uploads_cannot_pass_the_quota_together() {
         statuses.iter().all(|&s| s == 201 || s == 413),
         "{statuses:?}"
     );
+}
+
+/// Reads from `s` until the peer closes it, up to 10 s (which fails the test): what it sent.
+fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return seen,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            // A reset is a close too.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return seen,
+            Err(e) => panic!("the vault did not close the connection: {e}"),
+        }
+    }
+}
+
+/// A `GET /healthz` on a kept-alive connection; true when the vault answered it.
+fn healthz_kept_alive(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: v\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !seen.ends_with(b"ok\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    seen.starts_with(b"HTTP/1.1 200")
+}
+
+/// The vault's clients cannot hold it: a connection that sends nothing, half a request head or
+/// half a TLS handshake is closed after `--client-timeout`; an upload that stalls is dropped
+/// (408, nothing stored, its quota given back); connections past `--max-connections` are closed
+/// as they arrive, and counted. Before, a client that sent nothing held its connection forever
+/// (plain HTTP) or 10 s (HTTPS), and nothing capped how many.
+#[test]
+fn slow_and_idle_clients_cannot_hold_the_vault() {
+    let mut v = VaultHost::new(&["--quota", "20K"]);
+    v.serve_with(&["--client-timeout", "1s", "--max-connections", "3"]);
+    let addr = v.url.trim_start_matches("http://").to_owned();
+
+    let started = std::time::Instant::now();
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    assert!(read_until_closed(&mut silent).is_empty());
+    let mut half_head = TcpStream::connect(&addr).unwrap();
+    half_head
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: v\r\n")
+        .unwrap();
+    let answer = String::from_utf8(read_until_closed(&mut half_head)).unwrap();
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(8));
+
+    // An upload of 16 KiB that sends 100 bytes and stops.
+    let body = vec![b's'; 16 * 1024];
+    let sha = blastwall_vault::sha256_hex(&body);
+    let mut stalled = TcpStream::connect(&addr).unwrap();
+    write!(
+        stalled,
+        "PUT /v1/objects/slow/o1 HTTP/1.1\r\nHost: v\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nx-blastwall-sha256: {sha}\r\n\r\n",
+        v.writer,
+        body.len()
+    )
+    .unwrap();
+    stalled.write_all(&body[..100]).unwrap();
+    let answer = String::from_utf8(read_until_closed(&mut stalled)).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"body_timeout\""), "{answer}");
+    // Nothing was stored under its name, and its 16 KiB of a 20 KiB quota were given back.
+    assert_eq!(put_object(&v.url, &v.writer, "slow/o1", &body), 201);
+
+    // Three connections are the most; a fourth is closed without an answer, and counted.
+    let mut held: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            assert!(healthz_kept_alive(&mut s));
+            s
+        })
+        .collect();
+    let mut fourth = TcpStream::connect(&addr).unwrap();
+    assert!(!healthz_kept_alive(&mut fourth));
+    // A place freed is taken again; the refusal shows in the metrics.
+    drop(held.pop());
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        if s.write_all(b"GET /metrics HTTP/1.1\r\nHost: v\r\nConnection: close\r\n\r\n")
+            .is_ok()
+        {
+            metrics.clear();
+            let _ = s.read_to_string(&mut metrics);
+            if metrics.starts_with("HTTP/1.1 200") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // At least the fourth (attempts above may have come before the freed place was).
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("blastwall_vault_connections_refused_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(refused >= 1, "{metrics}");
+    drop(held);
+
+    // Over HTTPS, half a handshake is closed after the limit too.
+    let mut v = VaultHost::https(&[]);
+    v.serve_with(&["--client-timeout", "1s"]);
+    let addr = v.url.trim_start_matches("https://").to_owned();
+    let started = std::time::Instant::now();
+    let mut half_hello = TcpStream::connect(&addr).unwrap();
+    half_hello.write_all(b"\x16\x03\x01").unwrap();
+    assert!(read_until_closed(&mut half_hello).is_empty());
+    assert!(started.elapsed() < Duration::from_secs(8));
 }
 
 /// A writer chooses backup ids, and ids carry a time: a forged backup dated in the future must
