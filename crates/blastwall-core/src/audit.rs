@@ -18,6 +18,8 @@ use zeroize::Zeroizing;
 
 use crate::error::ChainError;
 
+pub mod throttle;
+
 /// The `prev_hash` of the first entry.
 pub const GENESIS: [u8; 32] = [0u8; 32];
 

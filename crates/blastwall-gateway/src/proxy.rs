@@ -95,21 +95,26 @@ async fn proxy(
     let token = match inner.tokens.authenticate(auth).await {
         Ok(t) => t,
         Err(e) => {
-            gw.audit(record(
-                request_id,
-                Outcome {
-                    token: None,
-                    upstream: &upstream_name,
-                    operations: vec![],
-                    class: "-",
-                    decision: "deny",
-                    reason: Some(e.error.to_owned()),
-                    digest: None,
-                    status: e.status.as_u16(),
-                },
-                started,
-            ))
-            .await;
+            // Anyone can send these at the gateway's full rate: past a per-minute budget they
+            // are counted, and the count written once a minute, so they cannot fill the disk
+            // (and stop the gateway, which forwards nothing it cannot audit).
+            if inner.refusals.admit("anonymous", started) {
+                gw.audit(record(
+                    request_id,
+                    Outcome {
+                        token: None,
+                        upstream: &upstream_name,
+                        operations: vec![],
+                        class: "-",
+                        decision: "deny",
+                        reason: Some(e.error.to_owned()),
+                        digest: None,
+                        status: e.status.as_u16(),
+                    },
+                    started,
+                ))
+                .await;
+            }
             // Not labelled by the upstream named in the path: anyone can send any name, and
             // each would be a new series kept for the life of the process.
             inner.metrics.count("-", "-", "unauthenticated");

@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use blastwall_core::audit::AuditRecord;
+use blastwall_core::audit::throttle::Throttle;
 use blastwall_core::config::GatewayConfig;
 use blastwall_core::record::UpstreamRecord;
 use blastwall_core::seal::EnvIdentity;
@@ -74,6 +75,8 @@ pub(crate) struct Inner {
     /// Whether the audit writer is failing to write: while it is, nothing is forwarded.
     pub(crate) audit_failing: Arc<AtomicBool>,
     pub(crate) metrics: Metrics,
+    /// Unauthenticated refusals written one by one per minute; the rest are counted.
+    pub(crate) refusals: Throttle,
     pub(crate) config: GatewayConfig,
 }
 
@@ -85,6 +88,7 @@ pub struct Running {
     audit_task: tokio::task::JoinHandle<()>,
     poll_task: tokio::task::JoinHandle<()>,
     refresh_task: tokio::task::JoinHandle<()>,
+    summary_task: tokio::task::JoinHandle<()>,
 }
 
 impl Gateway {
@@ -125,17 +129,20 @@ impl Gateway {
             audit: tx,
             audit_failing,
             metrics: Metrics::new(),
+            refusals: Throttle::new(REFUSAL_WINDOW, REFUSALS_PER_WINDOW),
             config: setup.config,
         };
         let gateway = Gateway {
             inner: Arc::new(inner),
         };
         let refresh_task = tokio::spawn(refresh_credentials(gateway.clone()));
+        let summary_task = tokio::spawn(summarize_refusals(gateway.clone()));
         Ok(Running {
             gateway,
             audit_task,
             poll_task,
             refresh_task,
+            summary_task,
         })
     }
 
@@ -152,6 +159,50 @@ impl Gateway {
     pub(crate) async fn audit(&self, record: AuditRecord) {
         if self.inner.audit.send(record).await.is_err() {
             tracing::error!("the audit writer has stopped; an audit entry was not written");
+        }
+    }
+}
+
+/// The window of [`Inner::refusals`].
+const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+
+/// How many unauthenticated refusals per window get an audit entry each.
+const REFUSALS_PER_WINDOW: u32 = 60;
+
+/// Every window, appends one entry counting the unauthenticated refusals that were not written
+/// one by one (see [`blastwall_core::audit::throttle`]).
+async fn summarize_refusals(gw: Gateway) {
+    let mut every = tokio::time::interval(REFUSAL_WINDOW);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        gw.audit_suppressed().await;
+    }
+}
+
+impl Gateway {
+    /// Queues one entry per actor whose refusals were counted rather than written.
+    async fn audit_suppressed(&self) {
+        for s in self
+            .inner
+            .refusals
+            .take_suppressed(std::time::Instant::now())
+        {
+            let detail = serde_json::json!({
+                "decision": "deny",
+                "count": s.count,
+                "window_secs": REFUSAL_WINDOW.as_secs(),
+                "note": "refusals past the per-window budget, counted instead of written one by one",
+            });
+            self.audit(AuditRecord {
+                at: jiff::Timestamp::now().to_string(),
+                actor: s.actor,
+                action: "request.decide.suppressed".to_owned(),
+                env: None,
+                target: None,
+                detail: detail.to_string(),
+            })
+            .await;
         }
     }
 }
@@ -248,7 +299,9 @@ impl Running {
     pub async fn stop(self) {
         self.poll_task.abort();
         self.refresh_task.abort();
+        self.summary_task.abort();
         self.gateway.inner.tokens.flush_touched().await;
+        self.gateway.audit_suppressed().await;
         let Running {
             gateway,
             audit_task,

@@ -30,6 +30,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
+use blastwall_core::audit::throttle::Throttle;
 use futures_util::StreamExt;
 use jiff::Timestamp;
 use secrecy::SecretString;
@@ -49,6 +50,12 @@ use crate::objects::{Created, ObjectMeta, ObjectStore};
 
 /// Largest single object accepted (a part, or a manifest).
 pub const MAX_OBJECT: u64 = 1 << 30;
+
+/// The window of the refusal budget ([`Throttle`]).
+const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+
+/// How many refusals per actor per window get an audit entry each.
+const REFUSALS_PER_WINDOW: u32 = 60;
 
 /// Most sources one vault accepts registrations for (see `put_object`).
 pub const MAX_SOURCES: usize = 1000;
@@ -70,6 +77,8 @@ struct AppState {
     internal_secret: SecretString,
     metrics: Metrics,
     limits: blastwall_serve::Limits,
+    /// Refusals written one by one per actor per minute; the rest are counted.
+    refusals: Throttle,
 }
 
 #[derive(Debug, Default)]
@@ -116,6 +125,7 @@ impl Vault {
                 internal_secret,
                 metrics: Metrics::default(),
                 limits,
+                refusals: Throttle::new(REFUSAL_WINDOW, REFUSALS_PER_WINDOW),
             }),
         })
     }
@@ -194,6 +204,7 @@ impl Vault {
                     if let Err(e) = state.clock.persist() {
                         tracing::warn!(error = %e, "could not persist the trusted clock");
                     }
+                    state.log_suppressed();
                 }
             })
         };
@@ -225,6 +236,7 @@ impl Vault {
         };
         stop.store(true, Ordering::Relaxed);
         ticker.abort();
+        self.state.log_suppressed();
         Ok(())
     }
 
@@ -283,8 +295,15 @@ impl AppState {
         Ok(entry)
     }
 
+    /// Counts a refusal, and appends it to the audit log unless its actor is past the minute's
+    /// budget (anyone can send refused requests, at the vault's full rate: one fsynced entry
+    /// each would fill the disk the backups need). What is past the budget is appended as one
+    /// count a minute by [`AppState::log_suppressed`].
     fn refuse(&self, actor: &str, action: &str, target: Option<&str>, why: &str) {
         self.metrics.refused.fetch_add(1, Ordering::Relaxed);
+        if !self.refusals.admit(actor, std::time::Instant::now()) {
+            return;
+        }
         tracing::warn!(actor, action, target, why, "refused");
         if let Err(e) = self.log.append(
             &format!("vault:{actor}"),
@@ -293,6 +312,25 @@ impl AppState {
             serde_json::json!({ "why": why }),
         ) {
             tracing::error!(error = %e, "cannot append to the vault audit log");
+        }
+    }
+
+    /// Appends one entry per actor whose refusals were counted rather than written.
+    fn log_suppressed(&self) {
+        for sup in self.refusals.take_suppressed(std::time::Instant::now()) {
+            let detail = serde_json::json!({
+                "count": sup.count,
+                "window_secs": REFUSAL_WINDOW.as_secs(),
+                "note": "refusals past the per-minute budget, counted instead of written one by one",
+            });
+            if let Err(e) = self.log.append(
+                &format!("vault:{}", sup.actor),
+                "refusals.suppressed",
+                None,
+                detail,
+            ) {
+                tracing::error!(error = %e, "cannot append to the vault audit log");
+            }
         }
     }
 

@@ -177,6 +177,23 @@ impl VaultHost {
         self.start();
     }
 
+    /// Stops `vault serve` with SIGTERM and waits for it to end.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while c.try_wait().unwrap().is_none() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "vault serve did not stop"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
     fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill")
@@ -1018,6 +1035,53 @@ fn slow_and_idle_clients_cannot_hold_the_vault() {
     half_hello.write_all(b"\x16\x03\x01").unwrap();
     assert!(read_until_closed(&mut half_hello).is_empty());
     assert!(started.elapsed() < Duration::from_secs(8));
+}
+
+/// Refused requests cannot grow the vault's audit log at the request rate (anyone can send
+/// them, and a full disk refuses the next backup): per actor, the first 60 a minute are written
+/// one by one, the rest counted in one entry.
+#[test]
+fn refused_requests_cannot_flood_the_vault_audit_log() {
+    let mut v = VaultHost::new(&[]);
+    for i in 0..100 {
+        let cred = if i % 2 == 0 {
+            "bwv_not_a_credential"
+        } else {
+            ""
+        };
+        assert_eq!(http(&v.url, "GET", "/v1/list", cred, b"", ""), 401);
+    }
+    // The writer may not read: its refusals have their own budget.
+    for _ in 0..3 {
+        assert_eq!(
+            http(&v.url, "GET", "/v1/objects/x", &v.writer, b"", ""),
+            403
+        );
+    }
+    v.stop();
+    let d = v.data();
+    let d = d.to_str().unwrap();
+    let tail =
+        v.bw.json(&["vault", "log", "tail", "-n", "500", "--data", d]);
+    let entries = tail.as_array().unwrap();
+    let one_by_one = |actor: &str| {
+        entries
+            .iter()
+            .filter(|e| e["actor"] == actor && e["action"].as_str().unwrap().ends_with(".refused"))
+            .count()
+    };
+    assert_eq!(one_by_one("vault:anonymous"), 60, "{tail:#}");
+    assert_eq!(one_by_one("vault:prod-writer"), 3, "{tail:#}");
+    let counted: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "refusals.suppressed")
+        .collect();
+    assert_eq!(counted.len(), 1, "{tail:#}");
+    assert_eq!(counted[0]["actor"], "vault:anonymous");
+    let detail: Value = serde_json::from_str(counted[0]["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(detail["count"], 40, "{tail:#}");
+    let ok = v.bw.json(&["vault", "log", "verify", "--data", d]);
+    assert_eq!(ok["ok"], true, "{ok}");
 }
 
 /// A writer chooses backup ids, and ids carry a time: a forged backup dated in the future must

@@ -886,6 +886,38 @@ async fn an_unreachable_upstream_is_a_clear_502() {
     assert_eq!(r.json()["error"], "upstream_unreachable");
 }
 
+/// Unauthenticated requests cannot grow the audit log at the request rate (anyone can send
+/// them; a full disk would stop the gateway, which forwards nothing it cannot audit): the first
+/// 60 a minute are written one by one, the rest counted in one entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_refusals_cannot_flood_the_audit_log() {
+    let s = setup().await;
+    let gw = serve(&s.bw);
+    let url = format!("{}/proxy/railway/graphql/v2", gw.base);
+    for i in 0..100 {
+        let token = (i % 2 == 0).then_some("bwt_staging_not-a-real-token");
+        let r = call("POST", &url, token, &[], "{}").await;
+        assert_eq!(r.status, 401, "{}", r.text());
+    }
+    gw.stop();
+    let tail = s.bw.json(&["log", "tail", "-n", "200"]);
+    let entries = tail.as_array().unwrap();
+    let one_by_one = entries
+        .iter()
+        .filter(|e| e["action"] == "request.decide" && e["actor"] == "anonymous")
+        .count();
+    assert_eq!(one_by_one, 60, "{tail:#}");
+    let counted: Vec<Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "request.decide.suppressed")
+        .map(|e| serde_json::from_str(e["detail"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(counted.len(), 1, "{tail:#}");
+    assert_eq!(counted[0]["count"], 40);
+    let o = s.bw.run(&["log", "verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_decision_is_audited_and_nothing_secret_leaks() {
     let s = setup().await;
