@@ -87,6 +87,10 @@ struct Metrics {
     bytes: AtomicU64,
     refused: AtomicU64,
     connections_refused: AtomicU64,
+    /// Objects stored, and their bytes: kept as they change, so `/metrics` (which anyone may
+    /// read) never lists the store.
+    stored_objects: AtomicU64,
+    stored_bytes: AtomicU64,
     drills_passed: AtomicU64,
     drills_failed: AtomicU64,
 }
@@ -100,8 +104,11 @@ impl Vault {
         let clock = TrustedClock::open(&data.clock_path())?;
         let log = VaultLog::open(&data.audit_path())?;
         let mut usage = HashMap::new();
+        let metrics = Metrics::default();
         for m in store.list("")? {
             *usage.entry(m.writer.clone()).or_insert(0) += m.size;
+            metrics.stored_objects.fetch_add(1, Ordering::Relaxed);
+            metrics.stored_bytes.fetch_add(m.size, Ordering::Relaxed);
         }
         // The scheduled drills read through the same API as everyone, with a reader credential
         // that lives only in this process's memory.
@@ -123,7 +130,7 @@ impl Vault {
                 usage: Mutex::new(usage),
                 internal,
                 internal_secret,
-                metrics: Metrics::default(),
+                metrics,
                 limits,
                 refusals: Throttle::new(REFUSAL_WINDOW, REFUSALS_PER_WINDOW),
             }),
@@ -637,6 +644,8 @@ async fn put_object(
                 reservation.held = false;
                 s.metrics.created.fetch_add(1, Ordering::Relaxed);
                 s.metrics.bytes.fetch_add(size, Ordering::Relaxed);
+                s.metrics.stored_objects.fetch_add(1, Ordering::Relaxed);
+                s.metrics.stored_bytes.fetch_add(size, Ordering::Relaxed);
                 s.audit(
                     &who.name,
                     "object.create",
@@ -776,6 +785,8 @@ async fn delete_object(
         .into());
     }
     s.store.remove(&name)?;
+    s.metrics.stored_objects.fetch_sub(1, Ordering::Relaxed);
+    s.metrics.stored_bytes.fetch_sub(meta.size, Ordering::Relaxed);
     if let Some(u) = s
         .usage
         .lock()
@@ -939,11 +950,8 @@ async fn info(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Resp
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     let m = &s.metrics;
-    let (objects, bytes) = s
-        .store
-        .list("")
-        .map(|l| (l.len(), l.iter().map(|o| o.size).sum::<u64>()))
-        .unwrap_or((0, 0));
+    let objects = m.stored_objects.load(Ordering::Relaxed);
+    let bytes = m.stored_bytes.load(Ordering::Relaxed);
     let text = format!(
         "# TYPE blastwall_vault_objects_created_total counter\nblastwall_vault_objects_created_total {}\n\
          # TYPE blastwall_vault_bytes_received_total counter\nblastwall_vault_bytes_received_total {}\n\
@@ -1323,10 +1331,35 @@ mod tests {
         let r = start(0).await;
         let w = client(&r, "w", Role::Writer);
         let a = client(&r, "a", Role::Admin);
+        // The gauges on /metrics follow what is stored (without listing the store).
+        let gauges = || async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let addr = r.base.trim_start_matches("http://");
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: v\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut text = String::new();
+            tcp.read_to_string(&mut text).await.unwrap();
+            let read = |name: &str| -> u64 {
+                let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+                line.rsplit(' ').next().unwrap().parse().unwrap()
+            };
+            (
+                read("blastwall_vault_objects "),
+                read("blastwall_vault_stored_bytes "),
+            )
+        };
+        assert_eq!(gauges().await, (0, 0));
         w.put("b/old", Bytes::from_static(b"old")).await.unwrap();
+        w.put("b/new", Bytes::from_static(b"newer")).await.unwrap();
+        assert_eq!(gauges().await, (2, 8));
         tokio::time::sleep(Duration::from_millis(20)).await;
         a.delete("b/old").await.unwrap();
+        assert_eq!(gauges().await, (1, 5));
+        a.delete("b/new").await.unwrap();
         assert!(w.list("").await.unwrap().is_empty());
+        assert_eq!(gauges().await, (0, 0));
         let log = VaultLog::open(&r.data.audit_path()).unwrap();
         let actions: Vec<String> = log
             .entries()
@@ -1334,6 +1367,14 @@ mod tests {
             .into_iter()
             .map(|e| e.record.action)
             .collect();
-        assert_eq!(actions, ["object.create", "object.expire"]);
+        assert_eq!(
+            actions,
+            [
+                "object.create",
+                "object.create",
+                "object.expire",
+                "object.expire"
+            ]
+        );
     }
 }
