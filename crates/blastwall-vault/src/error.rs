@@ -106,6 +106,11 @@ pub enum VaultError {
     /// The object does not exist.
     #[error("`{0}` not found in the vault")]
     NotFound(String),
+    /// Another process serves this vault folder.
+    #[error(
+        "the vault folder `{0}` is already served by another process\nhint: stop the other `vault serve` first: two would each keep their own quota counts and audit chain over the same files"
+    )]
+    InUse(std::path::PathBuf),
     /// An upload sent nothing for longer than the vault's client time limit.
     #[error(
         "the upload sent nothing for {after}; nothing was stored\nhint: retry; a slow link may need the vault's operator to raise `vault serve --client-timeout`"

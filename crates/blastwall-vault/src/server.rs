@@ -79,6 +79,8 @@ struct AppState {
     limits: blastwall_serve::Limits,
     /// Refusals written one by one per actor per minute; the rest are counted.
     refusals: Throttle,
+    /// An exclusive lock on the folder's `serve.lock`, held while this vault is open.
+    _serving: std::fs::File,
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +102,24 @@ impl Vault {
     /// `limits` bound what clients may hold: connections, and the time they may take to send a
     /// request head or the next bytes of an upload.
     pub fn open(data: VaultData, limits: blastwall_serve::Limits) -> Result<Self, VaultError> {
+        // One process serves a folder: two would each count quotas, keep the trusted clock and
+        // extend the audit chain on their own, forking it.
+        let lock_path = data.root().join("serve.lock");
+        let serving = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| VaultError::io("open", &lock_path, e))?;
+        match serving.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(VaultError::InUse(data.root().to_path_buf()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(VaultError::io("lock", &lock_path, e));
+            }
+        }
         let store = ObjectStore::open(data.root())?;
         let clock = TrustedClock::open(&data.clock_path())?;
         let log = VaultLog::open(&data.audit_path())?;
@@ -133,6 +153,7 @@ impl Vault {
                 metrics,
                 limits,
                 refusals: Throttle::new(REFUSAL_WINDOW, REFUSALS_PER_WINDOW),
+                _serving: serving,
             }),
         })
     }
@@ -786,7 +807,9 @@ async fn delete_object(
     }
     s.store.remove(&name)?;
     s.metrics.stored_objects.fetch_sub(1, Ordering::Relaxed);
-    s.metrics.stored_bytes.fetch_sub(meta.size, Ordering::Relaxed);
+    s.metrics
+        .stored_bytes
+        .fetch_sub(meta.size, Ordering::Relaxed);
     if let Some(u) = s
         .usage
         .lock()

@@ -1084,6 +1084,36 @@ fn refused_requests_cannot_flood_the_vault_audit_log() {
     assert_eq!(ok["ok"], true, "{ok}");
 }
 
+/// One `vault serve` per folder: a second would keep its own quota counts and trusted clock and
+/// fork the audit chain. It stops at start, saying why, and the first serves on.
+#[test]
+fn a_vault_folder_is_served_by_one_process() {
+    let mut v = VaultHost::new(&[]);
+    let o = v.bw.run(&[
+        "vault",
+        "serve",
+        "--data",
+        v.data().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("already served by another process"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(put_object(&v.url, &v.writer, "one/o", b"still served"), 201);
+    // Once the first has stopped, the folder can be served again.
+    v.stop();
+    v.start();
+    assert_eq!(put_object(&v.url, &v.writer, "one/p", b"served again"), 201);
+    let d = v.data();
+    let ok =
+        v.bw.json(&["vault", "log", "verify", "--data", d.to_str().unwrap()]);
+    assert_eq!(ok["ok"], true, "{ok}");
+}
+
 /// A writer chooses backup ids, and ids carry a time: a forged backup dated in the future must
 /// not become every later drill's "latest", nor make the source's recovery point look fresh.
 /// The latest backup is the one the vault received last, and a backup's time is never later
