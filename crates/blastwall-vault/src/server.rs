@@ -126,7 +126,7 @@ impl Vault {
         let mut usage = HashMap::new();
         let metrics = Metrics::default();
         for m in store.list("")? {
-            *usage.entry(m.writer.clone()).or_insert(0) += m.size;
+            *usage.entry(m.writer.clone()).or_insert(0) += charge(m.size);
             metrics.stored_objects.fetch_add(1, Ordering::Relaxed);
             metrics.stored_bytes.fetch_add(m.size, Ordering::Relaxed);
         }
@@ -508,6 +508,16 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What an object counts against its writer's quota: its bytes plus [`OBJECT_OVERHEAD`].
+fn charge(size: u64) -> u64 {
+    size.saturating_add(OBJECT_OVERHEAD)
+}
+
+/// What every object costs the vault besides its bytes (its metadata file, an inode, its audit
+/// entry), counted against the quota so that empty objects are not free: without it a writer
+/// could create objects without end under any quota.
+pub const OBJECT_OVERHEAD: u64 = 4096;
+
 /// Bytes counted against a writer's quota for an upload in flight; given back when dropped while
 /// held (the upload failed, or the object existed already).
 struct Reservation {
@@ -566,7 +576,7 @@ async fn put_object(
         let mut reservation = Reservation {
             state: s.clone(),
             writer: who.name.clone(),
-            size,
+            size: charge(size),
             held: true,
         };
         {
@@ -577,7 +587,7 @@ async fn put_object(
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let used = usage.get(&who.name).copied().unwrap_or(0);
             if let Some(quota) = quota
-                && used.saturating_add(size) > quota
+                && used.saturating_add(charge(size)) > quota
             {
                 reservation.held = false;
                 drop(usage);
@@ -586,11 +596,11 @@ async fn put_object(
                     writer: who.name.clone(),
                     used,
                     quota,
-                    size,
+                    size: charge(size),
                 }
                 .into());
             }
-            *usage.entry(who.name.clone()).or_insert(0) += size;
+            *usage.entry(who.name.clone()).or_insert(0) += charge(size);
         }
         // A backup goes under a registered source, and only the writer that registered it may
         // add to it: otherwise any writer could start sources at will (each drilled every
@@ -816,7 +826,7 @@ async fn delete_object(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .get_mut(&meta.writer)
     {
-        *u = u.saturating_sub(meta.size);
+        *u = u.saturating_sub(charge(meta.size));
     }
     s.audit(
         &who.name,

@@ -886,6 +886,18 @@ fn a_writer_over_its_quota_is_refused() {
     );
 }
 
+/// Every object counts its bytes plus 4 KiB (its metadata, inode and audit entry) against the
+/// quota: empty objects were free, so a writer could create them without end under any quota.
+#[test]
+fn empty_objects_count_against_the_quota() {
+    let v = VaultHost::new(&["--quota", "40K"]);
+    let statuses: Vec<u16> = (0..11)
+        .map(|i| put_object(&v.url, &v.writer, &format!("empty/e{i}"), b""))
+        .collect();
+    assert_eq!(statuses[..10], [201; 10], "{statuses:?}");
+    assert_eq!(statuses[10], 413, "{statuses:?}");
+}
+
 /// Uploads running at the same time each count against the quota before their bytes arrive:
 /// eight parallel 8 KiB objects under a 20 KiB quota store at most two.
 #[test]
