@@ -112,10 +112,43 @@ impl Credentials {
             created: crate::now().to_string(),
             quota_bytes,
         });
+        self.save()?;
+        Ok(cred)
+    }
+
+    /// Removes the credential named `name`: a running vault refuses it from its next request
+    /// (it reads this file on every request). What it stored stays, under its name.
+    pub fn revoke(&mut self, name: &str) -> Result<CredentialEntry, VaultError> {
+        let at = self
+            .entries
+            .iter()
+            .position(|e| e.name == name)
+            .ok_or_else(|| VaultError::NoCredential(name.to_owned()))?;
+        let removed = self.entries.remove(at);
+        self.save()?;
+        Ok(removed)
+    }
+
+    /// Replaces the secret of the credential named `name`, keeping its name, role and quota (so
+    /// a writer keeps its sources and its usage): the old secret is refused from the next
+    /// request; the returned one is shown once and never stored.
+    pub fn rotate(&mut self, name: &str) -> Result<Credential, VaultError> {
+        let entry = self
+            .entries
+            .iter_mut()
+            .find(|e| e.name == name)
+            .ok_or_else(|| VaultError::NoCredential(name.to_owned()))?;
+        let cred = generate(entry.role)?;
+        entry.digest = cred.digest().to_hex();
+        entry.created = crate::now().to_string();
+        self.save()?;
+        Ok(cred)
+    }
+
+    fn save(&self) -> Result<(), VaultError> {
         let text = serde_json::to_vec_pretty(&self.entries)
             .map_err(|e| VaultError::Other(format!("cannot encode credentials: {e}")))?;
-        write_atomic(&self.path, &text)?;
-        Ok(cred)
+        write_atomic(&self.path, &text)
     }
 
     /// The entry whose digest matches `presented`, comparing with every entry in constant time.
@@ -165,6 +198,30 @@ mod tests {
         assert!(c.authenticate("bwt_vault_nope").is_none());
         let stored = std::fs::read_to_string(&p).unwrap();
         assert!(!stored.contains(w.expose()));
+    }
+
+    #[test]
+    fn revoke_and_rotate() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.json");
+        let mut c = Credentials::open(&p).unwrap();
+        let w = c.add("w", Role::Writer, Some(10)).unwrap();
+        let r = c.add("r", Role::Reader, None).unwrap();
+        let w2 = Credentials::open(&p).unwrap().rotate("w").unwrap();
+        let c = Credentials::open(&p).unwrap();
+        assert!(c.authenticate(w.expose()).is_none());
+        let e = c.authenticate(w2.expose()).unwrap();
+        assert_eq!(
+            (e.name.as_str(), e.role, e.quota_bytes),
+            ("w", Role::Writer, Some(10))
+        );
+        let removed = Credentials::open(&p).unwrap().revoke("r").unwrap();
+        assert_eq!(removed.name, "r");
+        let mut c = Credentials::open(&p).unwrap();
+        assert!(c.authenticate(r.expose()).is_none());
+        assert_eq!(c.entries().len(), 1);
+        assert!(matches!(c.revoke("r"), Err(VaultError::NoCredential(_))));
+        assert!(matches!(c.rotate("nope"), Err(VaultError::NoCredential(_))));
     }
 
     #[test]

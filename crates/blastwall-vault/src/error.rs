@@ -103,6 +103,9 @@ pub enum VaultError {
     /// A credential name that is already taken.
     #[error("a credential named `{0}` already exists\nhint: pick another name")]
     CredentialExists(String),
+    /// No credential has that name.
+    #[error("no vault credential named `{0}`\nhint: `blastwall vault credential list` shows them")]
+    NoCredential(String),
     /// The object does not exist.
     #[error("`{0}` not found in the vault")]
     NotFound(String),
@@ -347,7 +350,7 @@ impl VaultError {
             Self::Shorten { .. } => "shorten_refused",
             Self::Forbidden { .. } => "forbidden",
             Self::Unauthorized => "unauthorized",
-            Self::NotFound(_) | Self::BackupNotFound(_) => "not_found",
+            Self::NotFound(_) | Self::BackupNotFound(_) | Self::NoCredential(_) => "not_found",
             Self::Quota { .. } => "quota_exceeded",
             Self::BodyStalled { .. } => "body_timeout",
             _ => "error",

@@ -112,6 +112,48 @@ admin:  lengthen retention or the policy, delete what has expired; nothing earli
         #[arg(long)]
         json: bool,
     },
+    /// List the vault's credentials: name, role, quota, when made (never a secret)
+    #[command(after_help = "\
+Examples:
+  blastwall vault credential list --data /srv/blastwall-vault
+  blastwall vault credential list --json")]
+    List {
+        #[command(flatten)]
+        data: DataArg,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a credential: a running vault refuses it from its next request
+    #[command(after_help = "\
+Examples:
+  blastwall vault credential revoke prod-writer
+
+What the credential stored stays, under its name, with its retention. To replace a leaked
+credential and keep its sources (a writer may add backups only to sources it registered), use
+`vault credential rotate` instead.")]
+    Revoke {
+        /// The credential's name
+        name: String,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Replace a credential's secret, keeping its name, role and quota
+    #[command(after_help = "\
+Examples:
+  blastwall vault credential rotate prod-writer > prod-writer.cred
+
+The new secret is printed once; the old one is refused from the next request. A writer keeps
+its registered sources and its quota usage.")]
+    Rotate {
+        /// The credential's name
+        name: String,
+        #[command(flatten)]
+        data: DataArg,
+        /// JSON output
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `blastwall vault log …`
@@ -213,6 +255,60 @@ pub(crate) async fn run(cmd: Cmd) -> Result<Exit, Failure> {
             data,
             json,
         }) => credential_add(&data.dir, &name, &role, quota.as_deref(), json),
+        Cmd::Credential(CredentialCmd::List { data, json }) => {
+            let d = open(&data.dir)?;
+            let creds = Credentials::open(&d.credentials_path()).map_err(fail)?;
+            if json {
+                let list: Vec<serde_json::Value> = creds
+                    .entries()
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "name": e.name,
+                            "role": e.role.to_string(),
+                            "quota_bytes": e.quota_bytes,
+                            "created": e.created,
+                        })
+                    })
+                    .collect();
+                output::json(&list)?;
+            } else {
+                for e in creds.entries() {
+                    let quota = e
+                        .quota_bytes
+                        .map_or_else(|| "-".to_owned(), |q| q.to_string());
+                    output::line(&format!(
+                        "{:<24} {:<7} {:>14}  {}",
+                        e.name, e.role, quota, e.created
+                    ));
+                }
+            }
+            Ok(Exit::Clean)
+        }
+        Cmd::Credential(CredentialCmd::Revoke { name, data }) => {
+            let d = open(&data.dir)?;
+            let mut creds = Credentials::open(&d.credentials_path()).map_err(fail)?;
+            let removed = creds.revoke(&name).map_err(fail)?;
+            eprintln!(
+                "revoked {} credential `{}`; what it stored stays",
+                removed.role, removed.name
+            );
+            Ok(Exit::Clean)
+        }
+        Cmd::Credential(CredentialCmd::Rotate { name, data, json }) => {
+            let d = open(&data.dir)?;
+            let mut creds = Credentials::open(&d.credentials_path()).map_err(fail)?;
+            let cred = creds.rotate(&name).map_err(fail)?;
+            if json {
+                output::json(&json!({ "name": name, "credential": cred.expose() }))?;
+            } else {
+                output::line(cred.expose());
+                if std::io::stdout().is_terminal() {
+                    eprintln!("the new credential is shown once; the old one no longer works");
+                }
+            }
+            Ok(Exit::Clean)
+        }
         Cmd::Log(LogCmd::Verify { data, json }) => log_verify(&data.dir, json),
         Cmd::Log(LogCmd::Tail { data, lines, json }) => {
             let d = open(&data.dir)?;

@@ -1126,6 +1126,56 @@ fn a_vault_folder_is_served_by_one_process() {
     assert_eq!(ok["ok"], true, "{ok}");
 }
 
+/// A leaked vault credential can be replaced or removed while the vault serves: the old secret
+/// is refused from the next request; a rotated writer keeps its registered source.
+#[test]
+fn a_vault_credential_is_rotated_or_revoked_while_the_vault_serves() {
+    let (v, prod, _) = vault_with_files_source();
+    let d = v.data();
+    let d = d.to_str().unwrap();
+    let list = v.bw.json(&["vault", "credential", "list", "--data", d]);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["prod-writer", "drills", "ops"]);
+    assert!(!list.to_string().contains(&v.writer[10..]), "{list}");
+
+    let new =
+        v.bw.json(&["vault", "credential", "rotate", "prod-writer", "--data", d]);
+    let new = new["credential"].as_str().unwrap().to_owned();
+    assert_ne!(new, v.writer);
+    assert_eq!(put_object(&v.url, &v.writer, "rot/a", b"old secret"), 401);
+    assert_eq!(put_object(&v.url, &new, "rot/a", b"new secret"), 201);
+    // The rotated writer still owns the source it registered.
+    let sha = blastwall_vault::sha256_hex(b"x");
+    let status = http(
+        &v.url,
+        "PUT",
+        "/v1/objects/backups/files/20260101T000000Z-aaaaaaaa/part-0001",
+        &new,
+        b"x",
+        &format!("x-blastwall-sha256: {sha}\r\n"),
+    );
+    assert_eq!(status, 201);
+    drop(prod);
+
+    let o =
+        v.bw.run(&["vault", "credential", "revoke", "drills", "--data", d]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(http(&v.url, "GET", "/v1/list", &v.reader, b"", ""), 401);
+    let o =
+        v.bw.run(&["vault", "credential", "revoke", "drills", "--data", d]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no vault credential named `drills`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// A writer chooses backup ids, and ids carry a time: a forged backup dated in the future must
 /// not become every later drill's "latest", nor make the source's recovery point look fresh.
 /// The latest backup is the one the vault received last, and a backup's time is never later
