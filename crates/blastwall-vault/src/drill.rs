@@ -511,6 +511,24 @@ async fn fetch(
             ),
         });
     }
+    // The manifest is the writer's word: a backup that says it restores to a petabyte (or a
+    // stream that decompresses without end) must not fill the drill host's disk, which may be
+    // the vault's own. The sealed parts and the plain artifact must fit in what is free, less
+    // a reserve, before a byte is fetched (decompression already stops at the plain size).
+    let sealed_bytes = manifest
+        .parts
+        .iter()
+        .fold(0u64, |n, p| n.saturating_add(p.size));
+    let room = room_for_restore(work)?;
+    let needed = sealed_bytes.saturating_add(manifest.plain_bytes);
+    if needed > room {
+        return Err(VaultError::Other(format!(
+            "backup `{}` needs {needed} bytes to restore ({sealed_bytes} sealed, {} plain) and the drill host has {room} to spare in `{}`; free space there or drill on a larger host",
+            backup.id,
+            manifest.plain_bytes,
+            work.display()
+        )));
+    }
     let sealed_path = work.join("artifact.age");
     let mut out = std::fs::File::create(&sealed_path)
         .map_err(|e| VaultError::io("create", &sealed_path, e))?;
@@ -562,6 +580,17 @@ async fn fetch(
         fetch_ms,
         decrypt_ms: ms(t),
     })
+}
+
+/// Bytes a drill may write under `work`: what is free there for unprivileged users, less a
+/// reserve of a tenth of the filesystem, at most 1 GiB, kept for everything else on the host.
+fn room_for_restore(work: &Path) -> Result<u64, VaultError> {
+    let st = rustix::fs::statvfs(work)
+        .map_err(|e| VaultError::io("read free space of", work, std::io::Error::from(e)))?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    let total = st.f_blocks.saturating_mul(st.f_frsize);
+    let reserve = (total / 10).min(1 << 30);
+    Ok(free.saturating_sub(reserve))
 }
 
 /// Decrypts and decompresses `from` into `to`: its size and BLAKE3. Stops as soon as the output

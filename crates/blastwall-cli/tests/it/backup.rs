@@ -1213,6 +1213,48 @@ fn a_future_dated_backup_does_not_stay_the_latest() {
     assert!(rec[0]["rpo_secs"].as_i64().unwrap_or(-1) >= 0, "{rec}");
 }
 
+/// A backup's manifest is the writer's word: one that says it restores to an exabyte fails its
+/// drill at once, naming the room the drill host has, instead of fetching and decompressing
+/// until the host's disk (which may be the vault's) is full.
+#[test]
+fn a_backup_bigger_than_the_drill_host_fails_before_it_fills_the_disk() {
+    use blastwall_vault::facts::Facts;
+    use blastwall_vault::keys::BackupRecipient;
+    use blastwall_vault::manifest::{Manifest, manifest_name};
+
+    let (v, _prod, _) = vault_with_files_source();
+    let id = "20260102T000000Z-0b0b0b";
+    let recipient =
+        v.bw.ok(&["vault", "recipient", "--data", v.data().to_str().unwrap()]);
+    let recipient = BackupRecipient::parse(recipient.trim()).unwrap();
+    let manifest = Manifest {
+        format: blastwall_vault::manifest::FORMAT,
+        id: id.to_owned(),
+        source: "files".to_owned(),
+        kind: "dir".to_owned(),
+        location: "/srv/files".to_owned(),
+        taken_at: "2026-01-02T00:00:00Z".to_owned(),
+        finished_at: "2026-01-02T00:00:01Z".to_owned(),
+        tools: Default::default(),
+        part_size: 8 << 20,
+        parts: vec![],
+        plain_bytes: 1 << 60,
+        plain_blake3: "0".repeat(64),
+        facts: Facts::Files { files: vec![] },
+    };
+    let sealed = manifest.encrypt(&recipient).unwrap();
+    let name = manifest_name("files", id);
+    assert_eq!(put_object(&v.url, &v.writer, &name, &sealed), 201);
+    let o = v.drill("files", &["--backup", id, "--json"]);
+    let rec: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rec[0]["passed"], false, "{rec}");
+    let reason = rec[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("needs 1152921504606846976 bytes") && reason.contains("to spare"),
+        "{reason}"
+    );
+}
+
 /// Backups go under a registered source, and only the writer that registered it adds to it: a
 /// writer cannot start sources at will (each would be drilled every round) or plant backups in
 /// another writer's source.
