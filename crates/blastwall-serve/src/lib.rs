@@ -7,6 +7,9 @@
 //! a handler that reads one must bound the time it waits for it (the gateway buffers with a
 //! deadline, the vault streams with an idle limit).
 //!
+//! Connections are served on worker threads, one per CPU this process may run on, each with a
+//! single-threaded runtime; the accept loop stays on the caller's runtime.
+//!
 //! Without these limits (`axum::serve` sets none), a client that opens connections and sends
 //! nothing, or half a request head, holds a file descriptor and a task each for as long as it
 //! likes, and enough of them stop the server (slowloris).
@@ -93,6 +96,14 @@ pub async fn serve<H: Handshake>(
         .timer(TokioTimer::new())
         .keep_alive_interval(limits.client_timeout)
         .keep_alive_timeout(limits.client_timeout);
+    let workers = match Workers::start() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start connection worker threads; serving on the caller's runtime");
+            None
+        }
+    };
+    let mut next_worker = 0usize;
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
@@ -127,7 +138,31 @@ pub async fn serve<H: Handshake>(
         let (builder, handshake) = (builder.clone(), handshake.clone());
         let watcher = graceful.watcher();
         let mut closing = closing_rx.clone();
-        tokio::spawn(async move {
+        // A worker's runtime takes the connection over from the accepting one's reactor.
+        let (stream, worker) = match &workers {
+            Some(w) => match stream.into_std() {
+                Ok(std) => {
+                    next_worker = next_worker.wrapping_add(1);
+                    (Conn::Moving(std), w.pick(next_worker))
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not hand a connection to a worker");
+                    continue;
+                }
+            },
+            None => (Conn::Here(stream), None),
+        };
+        let task = async move {
+            let stream = match stream {
+                Conn::Here(s) => s,
+                Conn::Moving(std) => match TcpStream::from_std(std) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "a worker could not take a connection");
+                        return;
+                    }
+                },
+            };
             // hyper reads the first bytes to tell HTTP/1 from HTTP/2 with no time limit of its
             // own (its head timer starts after), and a handshake has none either: a client that
             // sends nothing, or half a handshake, is closed here, and at once when the server
@@ -145,7 +180,11 @@ pub async fn serve<H: Handshake>(
                 }
             }
             drop(permit);
-        });
+        };
+        match worker {
+            Some(handle) => drop(handle.spawn(task)),
+            None => drop(tokio::spawn(task)),
+        }
     }
     drop(listener);
     // Connections that have not sent their first byte, or not finished their handshake, end now.
@@ -157,9 +196,82 @@ pub async fn serve<H: Handshake>(
         .is_err()
     {
         tracing::warn!("connections still open at shutdown were closed");
+        if let Some(w) = workers {
+            w.stop().await;
+        }
         return Drained::Cut;
     }
+    if let Some(w) = workers {
+        w.stop().await;
+    }
     Drained::Clean
+}
+
+/// A connection on its way to the task that serves it.
+enum Conn {
+    /// Registered with the accepting runtime, which serves it.
+    Here(TcpStream),
+    /// Taken off the accepting runtime's reactor, for a worker's.
+    Moving(std::net::TcpStream),
+}
+
+/// One thread per CPU this process may run on, each with a single-threaded runtime that serves
+/// the connections handed to it. A connection's requests then run on one thread, with no
+/// work-stealing scheduler between them: on this machine the same gateway spent about a tenth
+/// less CPU per request than on tokio's multi-thread runtime with as many workers
+/// (docs/benchmarks.md, "Gateway").
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    stopped: Vec<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl Workers {
+    fn start() -> std::io::Result<Self> {
+        let n = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let mut workers = Self {
+            handles: Vec::with_capacity(n),
+            stops: Vec::with_capacity(n),
+            stopped: Vec::with_capacity(n),
+        };
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+            workers.handles.push(rt.handle().clone());
+            std::thread::Builder::new()
+                .name(format!("serve-{i}"))
+                .spawn(move || {
+                    rt.block_on(async {
+                        let _ = stop_rx.await;
+                    });
+                    // Tasks still there (connections cut at the drain's end, upstream
+                    // connections of a pool) are dropped here, before the caller goes on.
+                    drop(rt);
+                    let _ = done_tx.send(());
+                })?;
+            workers.stops.push(stop_tx);
+            workers.stopped.push(done_rx);
+        }
+        Ok(workers)
+    }
+
+    fn pick(&self, n: usize) -> Option<&tokio::runtime::Handle> {
+        self.handles.get(n % self.handles.len().max(1))
+    }
+
+    /// Stops every worker and waits until each has dropped its tasks.
+    async fn stop(self) {
+        drop(self.handles);
+        for stop in self.stops {
+            let _ = stop.send(());
+        }
+        for done in self.stopped {
+            let _ = done.await;
+        }
+    }
 }
 
 /// Waits for the connection's first byte, then runs the handshake.
