@@ -271,7 +271,20 @@ impl Running {
         let limits = blastwall_serve::Limits {
             client_timeout: config.client_timeout,
             max_connections: config.max_connections,
-            drain: config.response_timeout,
+            // A request whose body was still arriving when the stop began may forward after
+            // it: it gets its whole body time and its upstream's answer time, and is audited.
+            drain: config
+                .client_timeout
+                .saturating_add(config.response_timeout),
+        };
+        // PostgreSQL connections opened on a worker would belong to that worker's runtime,
+        // which stops with the server, before the last audit entries are written: a shared
+        // PostgreSQL store is served from the main runtime. SQLite's connections run on
+        // threads of their own.
+        let threads = if self.gateway.inner.store.runs_on_own_threads() {
+            blastwall_serve::Threads::PerCpu
+        } else {
+            blastwall_serve::Threads::Caller
         };
         let gateway = self.gateway.clone();
         let on_full = move || {
@@ -287,6 +300,7 @@ impl Running {
             blastwall_serve::Plain,
             self.gateway.router(),
             limits,
+            threads,
             on_full,
             shutdown,
         )
@@ -301,7 +315,13 @@ impl Running {
         self.refresh_task.abort();
         self.summary_task.abort();
         self.gateway.inner.tokens.flush_touched().await;
-        self.gateway.audit_suppressed().await;
+        // Bounded: a writer retrying a failing store with a full queue must not hold the stop.
+        if tokio::time::timeout(Duration::from_secs(2), self.gateway.audit_suppressed())
+            .await
+            .is_err()
+        {
+            tracing::error!("the count of suppressed refusals could not be queued at stop");
+        }
         let Running {
             gateway,
             audit_task,

@@ -46,6 +46,13 @@ pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
 /// audit appends are serialised by the database (chain order), and reads see committed state.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Whether the store's connections run on threads of their own (SQLite's), so that any
+    /// runtime may use them; `false` when a connection belongs to the runtime that opened it
+    /// (PostgreSQL's sockets), which must then outlive every use of it.
+    fn runs_on_own_threads(&self) -> bool {
+        false
+    }
+
     /// Adds an environment; [`StoreError::Conflict`] if the name exists.
     async fn env_add(
         &self,

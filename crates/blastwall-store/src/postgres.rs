@@ -95,7 +95,7 @@ impl PgStore {
     }
 }
 
-impl_store!(PgStore, Postgres);
+impl_store!(PgStore, Postgres, own_threads = false);
 
 #[cfg(test)]
 mod tests {

@@ -300,7 +300,7 @@ pub(crate) fn next_position(head: Option<(i64, String)>) -> Result<(i64, [u8; 32
 /// field and an `async fn begin_write(&self) -> Result<sqlx::Transaction<'static, $db>,
 /// StoreError>` that starts a transaction serialised against every other writer.
 macro_rules! impl_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, own_threads = $own:expr) => {
         impl $store {
             /// Appends `audit` to the chain inside the write transaction `tx`.
             async fn append_in(
@@ -340,6 +340,10 @@ macro_rules! impl_store {
 
         #[async_trait::async_trait]
         impl $crate::Store for $store {
+            fn runs_on_own_threads(&self) -> bool {
+                $own
+            }
+
             async fn env_add(
                 &self,
                 env: &blastwall_core::Environment,

@@ -110,7 +110,7 @@ impl SqliteStore {
     }
 }
 
-impl_store!(SqliteStore, Sqlite);
+impl_store!(SqliteStore, Sqlite, own_threads = true);
 
 /// Creates the database file readable by its owner only, if it does not exist yet: it holds
 /// sealed credentials and token digests. SQLite gives its `-wal` and `-shm` files the same mode.
