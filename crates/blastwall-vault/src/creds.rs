@@ -70,6 +70,9 @@ pub struct CredentialEntry {
 pub struct Credentials {
     path: PathBuf,
     entries: Vec<CredentialEntry>,
+    /// An exclusive lock on `<path>.lock` while this copy may be written back
+    /// ([`Credentials::open_for_update`]).
+    _lock: Option<std::fs::File>,
 }
 
 impl Credentials {
@@ -86,7 +89,28 @@ impl Credentials {
         Ok(Self {
             path: path.to_path_buf(),
             entries,
+            _lock: None,
         })
+    }
+
+    /// Reads `path` holding an exclusive lock until the returned value is dropped, so that two
+    /// commands changing credentials at once cannot write back each other's old list (a
+    /// `credential add` running beside a `revoke` would bring the revoked credential back).
+    pub fn open_for_update(path: &Path) -> Result<Self, VaultError> {
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock_path = PathBuf::from(lock_path);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| VaultError::io("open", &lock_path, e))?;
+        lock.lock()
+            .map_err(|e| VaultError::io("lock", &lock_path, e))?;
+        let mut creds = Self::open(path)?;
+        creds._lock = Some(lock);
+        Ok(creds)
     }
 
     /// Every stored credential.
@@ -222,6 +246,29 @@ mod tests {
         assert_eq!(c.entries().len(), 1);
         assert!(matches!(c.revoke("r"), Err(VaultError::NoCredential(_))));
         assert!(matches!(c.rotate("nope"), Err(VaultError::NoCredential(_))));
+    }
+
+    /// A second update waits for the first and reads what it wrote: before, a `credential add`
+    /// beside a `revoke` could write back the list with the revoked credential in it.
+    #[test]
+    fn updates_wait_for_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.json");
+        let mut first = Credentials::open_for_update(&p).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p2 = p.clone();
+        let second = std::thread::spawn(move || {
+            let mut second = Credentials::open_for_update(&p2).unwrap();
+            tx.send(second.entries().len()).unwrap();
+            second.add("b", Role::Reader, None).unwrap();
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(rx.try_recv().is_err(), "the second update did not wait");
+        first.add("a", Role::Reader, None).unwrap();
+        drop(first);
+        assert_eq!(rx.recv().unwrap(), 1);
+        second.join().unwrap();
+        assert_eq!(Credentials::open(&p).unwrap().entries().len(), 2);
     }
 
     #[test]

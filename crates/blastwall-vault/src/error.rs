@@ -114,6 +114,14 @@ pub enum VaultError {
         "the vault folder `{0}` is already served by another process\nhint: stop the other `vault serve` first: two would each keep their own quota counts and audit chain over the same files"
     )]
     InUse(std::path::PathBuf),
+    /// A request body over the vault's limit for its kind.
+    #[error(
+        "the request body is larger than {limit} bytes\nhint: this route takes a small JSON body"
+    )]
+    BodyTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// An upload sent nothing for longer than the vault's client time limit.
     #[error(
         "the upload sent nothing for {after}; nothing was stored\nhint: retry; a slow link may need the vault's operator to raise `vault serve --client-timeout`"
@@ -353,6 +361,7 @@ impl VaultError {
             Self::NotFound(_) | Self::BackupNotFound(_) | Self::NoCredential(_) => "not_found",
             Self::Quota { .. } => "quota_exceeded",
             Self::BodyStalled { .. } => "body_timeout",
+            Self::BodyTooLarge { .. } => "body_too_large",
             _ => "error",
         }
     }

@@ -160,8 +160,6 @@ impl Vault {
 
     /// The router.
     pub fn router(&self) -> Router {
-        /// The largest JSON body (retention, policy, drill record) the vault reads.
-        const JSON_BODY_LIMIT: usize = 64 * 1024;
         Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/metrics", get(metrics))
@@ -252,6 +250,9 @@ impl Vault {
                     blastwall_serve::Plain,
                     app,
                     limits,
+                    // Handlers write and fsync files: on the work-stealing runtime, one that
+                    // blocks does not stall the connections queued behind it.
+                    blastwall_serve::Threads::Caller,
                     on_full,
                     shutdown,
                 )
@@ -259,7 +260,16 @@ impl Vault {
             }
             Some(t) => {
                 let handshake = TlsHandshake(tokio_rustls::TlsAcceptor::from(t.config));
-                blastwall_serve::serve(listener, handshake, app, limits, on_full, shutdown).await
+                blastwall_serve::serve(
+                    listener,
+                    handshake,
+                    app,
+                    limits,
+                    blastwall_serve::Threads::Caller,
+                    on_full,
+                    shutdown,
+                )
+                .await
             }
         };
         stop.store(true, Ordering::Relaxed);
@@ -472,6 +482,7 @@ impl IntoResponse for ApiError {
             VaultError::HashMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             VaultError::Quota { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             VaultError::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
+            VaultError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             VaultError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             VaultError::Other(m) if m.starts_with("bad request") => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -539,6 +550,52 @@ impl Drop for Reservation {
         {
             *used = used.saturating_sub(self.size);
         }
+    }
+}
+
+/// The largest JSON body (retention, policy, drill record) the vault reads.
+const JSON_BODY_LIMIT: usize = 64 * 1024;
+
+/// A JSON body read whole within the client time limit. axum's `Json` waits for the body as long
+/// as the client likes, and it is read before the handler checks the credential: an anonymous
+/// client that announced a body and sent none held its connection until the vault stopped.
+struct TimedJson<T>(T);
+
+impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<Arc<AppState>> for TimedJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let limit = state.limits.client_timeout;
+        let read = axum::body::to_bytes(req.into_body(), JSON_BODY_LIMIT);
+        let bytes = match tokio::time::timeout(limit, read).await {
+            Err(_) => {
+                return Err(VaultError::BodyStalled {
+                    after: blastwall_core::format_duration(limit),
+                }
+                .into());
+            }
+            Ok(Err(e)) => {
+                let too_large = e
+                    .into_inner()
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some();
+                return Err(if too_large {
+                    VaultError::BodyTooLarge {
+                        limit: JSON_BODY_LIMIT,
+                    }
+                    .into()
+                } else {
+                    bad_request("body cut short")
+                });
+            }
+            Ok(Ok(b)) => b,
+        };
+        serde_json::from_slice(&bytes)
+            .map(TimedJson)
+            .map_err(|e| bad_request(&format!("invalid JSON body: {e}")))
     }
 }
 
@@ -866,7 +923,7 @@ async fn set_retention(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    axum::Json(body): axum::Json<RetentionBody>,
+    TimedJson(body): TimedJson<RetentionBody>,
 ) -> Result<Response, ApiError> {
     let who = s.auth(&headers, &[Role::Admin], "retention.change", Some(&name))?;
     let mut meta = s
@@ -909,7 +966,7 @@ struct PolicyBody {
 async fn set_policy(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
-    axum::Json(body): axum::Json<PolicyBody>,
+    TimedJson(body): TimedJson<PolicyBody>,
 ) -> Result<Response, ApiError> {
     let who = s.auth(&headers, &[Role::Admin], "policy.change", None)?;
     let updated = {
@@ -946,7 +1003,7 @@ async fn set_policy(
 async fn record_drill(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
-    axum::Json(drill): axum::Json<DrillRecord>,
+    TimedJson(drill): TimedJson<DrillRecord>,
 ) -> Result<Response, ApiError> {
     let who = s.auth(&headers, &[Role::Reader, Role::Admin], "drill.record", None)?;
     s.store_drill(&who.name, &drill)?;

@@ -287,7 +287,7 @@ pub(crate) async fn run(cmd: Cmd) -> Result<Exit, Failure> {
         }
         Cmd::Credential(CredentialCmd::Revoke { name, data }) => {
             let d = open(&data.dir)?;
-            let mut creds = Credentials::open(&d.credentials_path()).map_err(fail)?;
+            let mut creds = Credentials::open_for_update(&d.credentials_path()).map_err(fail)?;
             let removed = creds.revoke(&name).map_err(fail)?;
             eprintln!(
                 "revoked {} credential `{}`; what it stored stays",
@@ -297,7 +297,7 @@ pub(crate) async fn run(cmd: Cmd) -> Result<Exit, Failure> {
         }
         Cmd::Credential(CredentialCmd::Rotate { name, data, json }) => {
             let d = open(&data.dir)?;
-            let mut creds = Credentials::open(&d.credentials_path()).map_err(fail)?;
+            let mut creds = Credentials::open_for_update(&d.credentials_path()).map_err(fail)?;
             let cred = creds.rotate(&name).map_err(fail)?;
             if json {
                 output::json(&json!({ "name": name, "credential": cred.expose() }))?;
@@ -543,7 +543,7 @@ fn credential_add(
         ));
     }
     let quota = quota.map(parse_size).transpose()?;
-    let mut creds = Credentials::open(&data.credentials_path()).map_err(fail)?;
+    let mut creds = Credentials::open_for_update(&data.credentials_path()).map_err(fail)?;
     let cred = creds.add(name, role, quota).map_err(fail)?;
     if as_json {
         output::json(

@@ -1002,6 +1002,14 @@ fn slow_and_idle_clients_cannot_hold_the_vault() {
     // Nothing was stored under its name, and its 16 KiB of a 20 KiB quota were given back.
     assert_eq!(put_object(&v.url, &v.writer, "slow/o1", &body), 201);
 
+    // A JSON body (read before the credential is checked) that never comes: 408 too.
+    let mut json_stall = TcpStream::connect(&addr).unwrap();
+    json_stall
+        .write_all(b"PUT /v1/policy HTTP/1.1\r\nHost: v\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{")
+        .unwrap();
+    let answer = String::from_utf8(read_until_closed(&mut json_stall)).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
     // Three connections are the most; a fourth is closed without an answer, and counted.
     let mut held: Vec<TcpStream> = (0..3)
         .map(|_| {
