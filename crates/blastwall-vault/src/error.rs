@@ -122,6 +122,16 @@ pub enum VaultError {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// A writer already has as many uploads in flight as it may.
+    #[error(
+        "`{writer}` already has {max} uploads in flight\nhint: wait for one to finish; `backup run` sends one part at a time"
+    )]
+    TooManyUploads {
+        /// The writer credential's name.
+        writer: String,
+        /// The limit.
+        max: usize,
+    },
     /// An upload sent nothing for longer than the vault's client time limit.
     #[error(
         "the upload sent nothing for {after}; nothing was stored\nhint: retry; a slow link may need the vault's operator to raise `vault serve --client-timeout`"
@@ -361,6 +371,7 @@ impl VaultError {
             Self::NotFound(_) | Self::BackupNotFound(_) | Self::NoCredential(_) => "not_found",
             Self::Quota { .. } => "quota_exceeded",
             Self::BodyStalled { .. } => "body_timeout",
+            Self::TooManyUploads { .. } => "too_many_uploads",
             Self::BodyTooLarge { .. } => "body_too_large",
             _ => "error",
         }

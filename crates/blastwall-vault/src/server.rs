@@ -73,6 +73,8 @@ struct AppState {
     clock: TrustedClock,
     log: VaultLog,
     usage: Mutex<HashMap<String, u64>>,
+    /// Uploads in flight, by writer.
+    uploading: Mutex<HashMap<String, usize>>,
     internal: CredentialEntry,
     internal_secret: SecretString,
     metrics: Metrics,
@@ -148,6 +150,7 @@ impl Vault {
                 clock,
                 log,
                 usage: Mutex::new(usage),
+                uploading: Mutex::new(HashMap::new()),
                 internal,
                 internal_secret,
                 metrics,
@@ -482,6 +485,7 @@ impl IntoResponse for ApiError {
             VaultError::HashMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             VaultError::Quota { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             VaultError::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
+            VaultError::TooManyUploads { .. } => StatusCode::TOO_MANY_REQUESTS,
             VaultError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             VaultError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             VaultError::Other(m) if m.starts_with("bad request") => StatusCode::BAD_REQUEST,
@@ -516,6 +520,51 @@ impl IntoResponse for ApiError {
             })),
         )
             .into_response()
+    }
+}
+
+/// Most uploads one writer may have in flight: each holds a connection for as long as its
+/// bytes keep coming, so without a bound one writer could hold every connection of the vault
+/// (`backup run` uploads one part at a time).
+pub const MAX_UPLOADS_PER_WRITER: usize = 8;
+
+/// One of a writer's [`MAX_UPLOADS_PER_WRITER`] places, given back when dropped.
+struct UploadSlot {
+    state: Arc<AppState>,
+    writer: String,
+}
+
+impl UploadSlot {
+    fn take(state: &Arc<AppState>, writer: &str) -> Option<Self> {
+        let mut uploading = state
+            .uploading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = uploading.entry(writer.to_owned()).or_insert(0);
+        if *n >= MAX_UPLOADS_PER_WRITER {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            state: state.clone(),
+            writer: writer.to_owned(),
+        })
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut uploading = self
+            .state
+            .uploading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = uploading.get_mut(&self.writer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                uploading.remove(&self.writer);
+            }
+        }
     }
 }
 
@@ -613,6 +662,13 @@ async fn put_object(
     async move {
         let who = s.auth(&headers, &[Role::Writer], "object.create", Some(&name))?;
         crate::objects::check_name(&name)?;
+        let _slot = UploadSlot::take(&s, &who.name).ok_or_else(|| {
+            s.refuse(&who.name, "object.create", Some(&name), "too many uploads");
+            VaultError::TooManyUploads {
+                writer: who.name.clone(),
+                max: MAX_UPLOADS_PER_WRITER,
+            }
+        })?;
         let declared = headers
             .get(SHA256_HEADER)
             .and_then(|v| v.to_str().ok())

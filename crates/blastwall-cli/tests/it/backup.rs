@@ -1057,6 +1057,69 @@ fn slow_and_idle_clients_cannot_hold_the_vault() {
     assert!(started.elapsed() < Duration::from_secs(8));
 }
 
+/// One writer cannot hold every connection of the vault with uploads that trickle: at most 8
+/// of its uploads are in flight at once; the ninth gets 429 until one ends.
+#[test]
+fn a_writer_has_at_most_eight_uploads_in_flight() {
+    let v = VaultHost::new(&[]);
+    let addr = v.url.trim_start_matches("http://").to_owned();
+    let body = vec![b'd'; 4096];
+    let sha = blastwall_vault::sha256_hex(&body);
+    let mut trickling: Vec<TcpStream> = (0..8)
+        .map(|i| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            write!(
+                s,
+                "PUT /v1/objects/drip/d{i} HTTP/1.1\r\nHost: v\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nx-blastwall-sha256: {sha}\r\n\r\n",
+                v.writer,
+                body.len()
+            )
+            .unwrap();
+            s.write_all(&body[..10]).unwrap();
+            s
+        })
+        .collect();
+    // The eight are in flight once the vault has read their heads (a ninth sent before that
+    // could take one of their places).
+    std::thread::sleep(Duration::from_millis(500));
+    let mut status = 0;
+    for k in 0..100 {
+        status = put_object(&v.url, &v.writer, &format!("drip/ninth{k}"), b"ninth");
+        if status == 429 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(status, 429);
+    // Another writer is not held up by this one.
+    let other = v.bw.ok(&[
+        "vault",
+        "credential",
+        "add",
+        "other-writer",
+        "--role",
+        "writer",
+        "--data",
+        v.data().to_str().unwrap(),
+    ]);
+    assert_eq!(put_object(&v.url, other.trim(), "other/o", b"other"), 201);
+    // One finishes: the place is free again.
+    let mut done = trickling.pop().unwrap();
+    done.write_all(&body[10..]).unwrap();
+    let mut answer = [0u8; 12];
+    done.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 201");
+    let mut status = 0;
+    for _ in 0..100 {
+        status = put_object(&v.url, &v.writer, "drip/last", b"last");
+        if status == 201 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(status, 201);
+}
+
 /// Refused requests cannot grow the vault's audit log at the request rate (anyone can send
 /// them, and a full disk refuses the next backup): per actor, the first 60 a minute are written
 /// one by one, the rest counted in one entry.
