@@ -69,11 +69,21 @@ impl Throttle {
         } else {
             OVERFLOW_ACTOR
         };
-        let slot = slots.entry(key.to_owned()).or_insert(Slot {
-            started: now,
-            written: 0,
-            suppressed: 0,
-        });
+        // No new key (an allocation) for an actor already followed: the common case.
+        if !slots.contains_key(key) {
+            slots.insert(
+                key.to_owned(),
+                Slot {
+                    started: now,
+                    written: 0,
+                    suppressed: 0,
+                },
+            );
+        }
+        // INVARIANT: `key` was inserted just above when it was missing.
+        let Some(slot) = slots.get_mut(key) else {
+            return false;
+        };
         if now.saturating_duration_since(slot.started) >= self.window {
             slot.started = now;
             slot.written = 0;
