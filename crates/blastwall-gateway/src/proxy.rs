@@ -101,7 +101,7 @@ async fn proxy(
             if inner.refusals.admit("anonymous", started) {
                 gw.audit(record(
                     request_id,
-                    Outcome {
+                    &Outcome {
                         token: None,
                         upstream: &upstream_name,
                         operations: vec![],
@@ -127,7 +127,7 @@ async fn proxy(
     let refuse = |e: ApiError, ops: Vec<String>, class: &'static str, digest: Option<String>| {
         let rec = record(
             request_id,
-            Outcome {
+            &Outcome {
                 token: Some(&token),
                 upstream: &upstream_name,
                 operations: ops,
@@ -292,7 +292,25 @@ async fn proxy(
         }
     }
 
-    // 5. forward with the sealed credential, never the agent's
+    // 5. forward with the sealed credential, never the agent's. From here the request may be
+    // carried out upstream, so it is audited even if the client goes away before the answer
+    // (hyper then drops this future): `Forwarding`'s drop writes it.
+    let mut forwarding = Forwarding {
+        gw,
+        request_id,
+        started,
+        outcome: Outcome {
+            token: Some(&token),
+            upstream: &upstream_name,
+            operations: ops,
+            class,
+            decision: "allow",
+            reason: None,
+            digest: Some(digest),
+            status: 0,
+        },
+        armed: true,
+    };
     let response = forward(
         gw,
         &upstream,
@@ -302,27 +320,50 @@ async fn proxy(
         &credential,
     )
     .await;
-    let status = match &response {
+    forwarding.outcome.status = match &response {
         Ok(r) => r.status().as_u16(),
         Err(e) => e.status.as_u16(),
     };
-    gw.audit(record(
-        request_id,
-        Outcome {
-            token: Some(&token),
-            upstream: &upstream_name,
-            operations: ops,
-            class,
-            decision: "allow",
-            reason: None,
-            digest: Some(digest),
-            status,
-        },
-        started,
-    ))
-    .await;
+    forwarding.armed = false;
+    // `audit` queues the entry even if this wait is cancelled.
+    gw.audit(record(request_id, &forwarding.outcome, started))
+        .await;
     inner.metrics.count(&upstream_name, class, "allow");
     response
+}
+
+/// The status written for a request whose client went away before the upstream answered
+/// (nginx's "client closed request").
+const CLIENT_CLOSED: u16 = 499;
+
+/// A request on its way upstream: if it is dropped before its answer is audited (the client
+/// closed the connection or reset the stream), its entry is written from here, with status
+/// [`CLIENT_CLOSED`].
+struct Forwarding<'a> {
+    gw: &'a Gateway,
+    request_id: &'a str,
+    started: Instant,
+    outcome: Outcome<'a>,
+    armed: bool,
+}
+
+impl Drop for Forwarding<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.outcome.status = CLIENT_CLOSED;
+        self.outcome.reason = Some(
+            "the client went away before the upstream answered; the request was forwarded and may have been carried out"
+                .to_owned(),
+        );
+        self.gw
+            .audit_now(record(self.request_id, &self.outcome, self.started));
+        self.gw
+            .inner
+            .metrics
+            .count(self.outcome.upstream, self.outcome.class, "allow");
+    }
 }
 
 async fn forward(
@@ -645,7 +686,7 @@ struct Detail<'a> {
     latency_us: u64,
 }
 
-fn record(request_id: &str, o: Outcome<'_>, started: Instant) -> AuditRecord {
+fn record(request_id: &str, o: &Outcome<'_>, started: Instant) -> AuditRecord {
     let detail = Detail {
         request_id,
         holder: o.token.map(|t| t.holder.as_str()),

@@ -155,10 +155,72 @@ impl Gateway {
             .with_state(self.clone())
     }
 
-    /// Queues an audit entry (written in order by the audit writer, off the request path).
+    /// Queues an audit entry (written in order by the audit writer, off the request path),
+    /// waiting while the queue is full. Cancelling the wait (the client went away) does not lose
+    /// the entry: it is handed to a task of its own.
     pub(crate) async fn audit(&self, record: AuditRecord) {
-        if self.inner.audit.send(record).await.is_err() {
-            tracing::error!("the audit writer has stopped; an audit entry was not written");
+        let record = match self.inner.audit.try_send(record) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("the audit writer has stopped; an audit entry was not written");
+                return;
+            }
+            Err(mpsc::error::TrySendError::Full(r)) => r,
+        };
+        let mut waiting = Detached {
+            gw: self,
+            record: Some(record),
+        };
+        match self.inner.audit.reserve().await {
+            Ok(permit) => {
+                if let Some(r) = waiting.record.take() {
+                    permit.send(r);
+                }
+            }
+            Err(_) => {
+                waiting.record = None;
+                tracing::error!("the audit writer has stopped; an audit entry was not written");
+            }
+        }
+    }
+
+    /// Queues an audit entry without waiting: from a `Drop`, where nothing can be awaited. When
+    /// the queue is full, a task waits for room.
+    pub(crate) fn audit_now(&self, record: AuditRecord) {
+        match self.inner.audit.try_send(record) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("the audit writer has stopped; an audit entry was not written");
+            }
+            Err(mpsc::error::TrySendError::Full(r)) => {
+                let tx = self.inner.audit.clone();
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => drop(rt.spawn(async move {
+                        if tx.send(r).await.is_err() {
+                            tracing::error!(
+                                "the audit writer has stopped; an audit entry was not written"
+                            );
+                        }
+                    })),
+                    Err(_) => tracing::error!(
+                        "the audit queue is full and no runtime is left to wait for it; an audit entry was not written"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// An audit entry waiting for room in the queue; queued without waiting if the wait is dropped.
+struct Detached<'a> {
+    gw: &'a Gateway,
+    record: Option<AuditRecord>,
+}
+
+impl Drop for Detached<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.record.take() {
+            self.gw.audit_now(r);
         }
     }
 }

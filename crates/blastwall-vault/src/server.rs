@@ -578,6 +578,34 @@ fn charge(size: u64) -> u64 {
 /// could create objects without end under any quota.
 pub const OBJECT_OVERHEAD: u64 = 4096;
 
+/// An upload's file in `tmp/`, removed when dropped (by then a committed upload has been renamed
+/// away, so only a refused, failed or abandoned one is still there). Without it an upload whose
+/// client went away mid-body stayed on disk until the next start, outside any quota.
+struct TempUpload(std::path::PathBuf);
+
+impl TempUpload {
+    /// Creates the file, here rather than on a blocking thread: a creation still queued when the
+    /// upload is dropped would bring the file back after the drop removed it.
+    fn create(path: std::path::PathBuf) -> Result<(Self, tokio::fs::File), VaultError> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| VaultError::io("create", &path, e))?;
+        Ok((Self(path), tokio::fs::File::from_std(file)))
+    }
+}
+
+impl Drop for TempUpload {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.0.display(), error = %e, "could not remove an unfinished upload");
+        }
+    }
+}
+
 /// Bytes counted against a writer's quota for an upload in flight; given back when dropped while
 /// held (the upload failed, or the object existed already).
 struct Reservation {
@@ -752,11 +780,12 @@ async fn put_object(
             }
             .into());
         }
-        let tmp = s.store.temp_path()?;
-        let actual = match receive(&tmp, body, size, s.limits.client_timeout).await {
+        // Removed however this ends: refused, failed, or dropped because the client went away
+        // mid-upload (hyper drops the handler then); a committed upload was renamed away.
+        let (tmp, file) = TempUpload::create(s.store.temp_path()?)?;
+        let actual = match receive(file, &tmp.0, body, size, s.limits.client_timeout).await {
             Ok(h) => h,
             Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
                 if let VaultError::DiskFull { .. } = e {
                     s.refuse(&who.name, "object.create", Some(&name), "disk full");
                 }
@@ -764,7 +793,6 @@ async fn put_object(
             }
         };
         if actual != declared {
-            let _ = tokio::fs::remove_file(&tmp).await;
             s.refuse(&who.name, "object.create", Some(&name), "hash mismatch");
             return Err(VaultError::HashMismatch { name, actual }.into());
         }
@@ -782,7 +810,7 @@ async fn put_object(
             retain_until: retain_until.to_string(),
             writer: who.name.clone(),
         };
-        match s.store.commit(&tmp, meta).await {
+        match s.store.commit(&tmp.0, meta).await {
             Ok(Created::New(meta)) => {
                 // The bytes are stored: the reservation is the usage now.
                 reservation.held = false;
@@ -804,10 +832,7 @@ async fn put_object(
                 s.refuse(&who.name, "object.overwrite", Some(&name), "exists with other bytes");
                 Err(e.into())
             }
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                Err(e.into())
-            }
+            Err(e) => Err(e.into()),
         }
     }
     .instrument(span)
@@ -822,18 +847,15 @@ fn answer(meta: ObjectMeta, created: bool) -> axum::Json<serde_json::Value> {
     axum::Json(v)
 }
 
-/// Streams `body` into `tmp`, fsyncs it, and returns its SHA-256.
 /// Streams an upload to `tmp`, hashing it; an upload that sends nothing for `idle` is dropped
 /// (the connection it holds is the client's, the time it takes is not).
 async fn receive(
+    mut file: tokio::fs::File,
     tmp: &std::path::Path,
     body: Body,
     size: u64,
     idle: Duration,
 ) -> Result<String, VaultError> {
-    let mut file = tokio::fs::File::create(tmp)
-        .await
-        .map_err(|e| VaultError::io("create", tmp, e))?;
     let mut hasher = sha2::Sha256::new();
     let mut n: u64 = 0;
     let mut stream = body.into_data_stream();

@@ -1923,3 +1923,75 @@ fn a_writer_cannot_register_sources_without_end() {
         .unwrap_or_else(|| panic!("no refusal in the audit log:\n{audit}"));
     assert!(refusal.contains("sources/one-too-many"), "{refusal}");
 }
+
+/// An upload its client abandons (the connection closed, or the HTTP/2 stream reset, while the
+/// vault writes what arrived) leaves no file behind and gives its quota back: otherwise a writer
+/// could fill the vault's disk past its quota with uploads it never finishes.
+#[test]
+fn abandoned_uploads_leave_nothing_behind() {
+    let v = VaultHost::new(&[]);
+    let addr = v.url.trim_start_matches("http://").to_owned();
+    let tmp = v.data().join("tmp");
+    assert!(tmp.is_dir(), "{}", tmp.display());
+    let body = vec![b'a'; 4 << 20];
+    let sha = blastwall_vault::sha256_hex(&body);
+    for i in 0..10 {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "PUT /v1/objects/gone/g{i} HTTP/1.1\r\nHost: v\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nx-blastwall-sha256: {sha}\r\n\r\n",
+            v.writer,
+            body.len()
+        )
+        .unwrap();
+        // Most of it, so that the vault is writing when the client goes.
+        s.write_all(&body[..(3 << 20) + i * 4096]).unwrap();
+        drop(s);
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for i in 0..10 {
+            let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
+            let conn = tokio::spawn(conn);
+            let mut h2 = h2.ready().await.unwrap();
+            let req = http::Request::put(format!("http://{addr}/v1/objects/gone/h{i}"))
+                .header("authorization", format!("Bearer {}", v.writer))
+                .header("content-length", body.len())
+                .header("x-blastwall-sha256", &sha)
+                .body(())
+                .unwrap();
+            let (_answer, mut stream) = h2.send_request(req, false).unwrap();
+            stream.reserve_capacity(3 << 20);
+            stream
+                .send_data(
+                    bytes::Bytes::copy_from_slice(&body[..(3 << 20) + i * 4096]),
+                    false,
+                )
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(5 * i as u64)).await;
+            stream.send_reset(h2::Reason::CANCEL);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            conn.abort();
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<_> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The quota reserved for them is free again: a writer limited to one upload's size can
+    // still upload.
+    assert_eq!(put_object(&v.url, &v.writer, "gone/after", b"after"), 201);
+}

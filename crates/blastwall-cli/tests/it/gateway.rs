@@ -1260,3 +1260,94 @@ async fn https_upstreams_are_verified_against_the_system_roots_or_a_ca_file() {
         Some(format!("Bearer {REST_SECRET}").as_str())
     );
 }
+
+/// A request the gateway forwarded stays in the audit log when its client goes away before the
+/// upstream answers: over HTTP/1.1 by closing the connection, over HTTP/2 by resetting the
+/// stream. Otherwise an agent could carry out allowed operations and leave no trace of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_its_client_abandons_is_still_audited() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+
+    let s = setup().await;
+    let (token, id) = issue(&s.bw, "staging", "rest:*", "1h");
+    let gw = serve(&s.bw);
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    let rest = &s.rest;
+    let upstream_saw = |n: usize| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rest.seen().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "the upstream never got the request"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    // Both wait for `/slow`'s answer (30 s), and are abandoned once the upstream has them.
+    let mut h1 = TcpStream::connect(&addr).await.unwrap();
+    h1.write_all(
+        format!(
+            "DELETE /proxy/api/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    upstream_saw(1).await;
+    drop(h1);
+
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let req = http::Request::delete(format!("{}/proxy/api/slow", gw.base))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let pending = tokio::spawn(client.request(req));
+    upstream_saw(2).await;
+    pending.abort();
+
+    // Both are in the log well before the upstream would have answered.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let abandoned = loop {
+        let tail = s.bw.json(&["log", "tail", "-n", "20"]);
+        let found: Vec<Value> = tail
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "request.decide")
+            .map(|e| serde_json::from_str::<Value>(e["detail"].as_str().unwrap()).unwrap())
+            .collect();
+        if found.len() >= 2 || Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(abandoned.len(), 2, "{abandoned:#?}");
+    for d in &abandoned {
+        assert_eq!(d["decision"], "allow", "{d:#}");
+        assert_eq!(d["operations"][0], "rest:request.delete", "{d:#}");
+        assert_eq!(d["status"], 499, "{d:#}");
+        assert!(
+            d["reason"]
+                .as_str()
+                .unwrap()
+                .contains("may have been carried out"),
+            "{d:#}"
+        );
+    }
+    let stopping = Instant::now();
+    gw.stop();
+    assert!(stopping.elapsed() < Duration::from_secs(5));
+    let tail = s.bw.json(&["log", "tail", "-n", "20"]);
+    let mine = tail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "request.decide" && e["actor"] == format!("token:{id}"))
+        .count();
+    assert_eq!(mine, 2, "each request is written once: {tail:#}");
+    let o = s.bw.run(&["log", "verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
