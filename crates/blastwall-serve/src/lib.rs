@@ -16,7 +16,10 @@
 //! likes, and enough of them stop the server (slowloris).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -30,7 +33,9 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct Limits {
     /// How long a client may take to send its first byte, to finish its handshake, and to send
     /// each request head (which also closes keep-alive connections idle that long); for HTTP/2,
-    /// how often it is pinged and how long it has to answer.
+    /// how often it is pinged and how long it has to answer. A connection of either protocol
+    /// with no request in flight and none begun for between one and two of these is closed
+    /// (HTTP/2 pings alone would keep an idle connection open for ever).
     pub client_timeout: Duration,
     /// Most connections open at once; one past it is closed as soon as it is accepted.
     pub max_connections: usize,
@@ -116,8 +121,12 @@ pub async fn serve<H: Handshake>(
         Threads::Caller => None,
     };
     let mut next_worker = 0usize;
-    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        limits
+            .max_connections
+            .min(tokio::sync::Semaphore::MAX_PERMITS),
+    ));
+    let tasks = tokio_util::task::TaskTracker::new();
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -146,9 +155,12 @@ pub async fn serve<H: Handshake>(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(app.clone());
+        let activity = Arc::new(Activity::default());
+        let service = Tracked {
+            inner: TowerToHyperService::new(app.clone()),
+            activity: activity.clone(),
+        };
         let (builder, handshake) = (builder.clone(), handshake.clone());
-        let watcher = graceful.watcher();
         let mut closing = closing_rx.clone();
         // A worker's runtime takes the connection over from the accepting one's reactor.
         let (stream, worker) = match &workers {
@@ -164,7 +176,7 @@ pub async fn serve<H: Handshake>(
             },
             None => (Conn::Here(stream), None),
         };
-        let task = async move {
+        let task = tasks.track_future(async move {
             let stream = match stream {
                 Conn::Here(s) => s,
                 Conn::Moving(std) => match TcpStream::from_std(std) {
@@ -187,23 +199,44 @@ pub async fn serve<H: Handshake>(
             };
             if let Some(io) = opened {
                 let conn = builder.serve_connection(TokioIo::new(io), service);
-                if let Err(e) = watcher.watch(conn).await {
-                    tracing::debug!(error = %e, "connection ended with an error");
+                let mut conn = std::pin::pin!(conn);
+                let mut idle = std::pin::pin!(idle(&activity, limits.client_timeout));
+                // Idle or stopping: no new requests, those in flight finish, then it closes.
+                let mut winding_down = false;
+                loop {
+                    tokio::select! {
+                        ended = conn.as_mut() => {
+                            if let Err(e) = ended {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                            break;
+                        }
+                        () = &mut idle, if !winding_down => {
+                            conn.as_mut().graceful_shutdown();
+                            winding_down = true;
+                        }
+                        _ = closing.changed(), if !winding_down => {
+                            conn.as_mut().graceful_shutdown();
+                            winding_down = true;
+                        }
+                    }
                 }
             }
             drop(permit);
-        };
+        });
         match worker {
             Some(handle) => drop(handle.spawn(task)),
             None => drop(tokio::spawn(task)),
         }
     }
     drop(listener);
-    // Connections that have not sent their first byte, or not finished their handshake, end now.
+    // Connections that have not sent their first byte, or not finished their handshake, end
+    // now; the others take no new request and close once those in flight are answered.
     let _ = closing_tx.send(true);
     drop(app);
-    // In-flight requests finish; connections idle or stuck past the limit are dropped.
-    if tokio::time::timeout(limits.drain, graceful.shutdown())
+    tasks.close();
+    // In-flight requests finish; connections still busy past the limit are dropped.
+    if tokio::time::timeout(limits.drain, tasks.wait())
         .await
         .is_err()
     {
@@ -217,6 +250,129 @@ pub async fn serve<H: Handshake>(
         w.stop().await;
     }
     Drained::Clean
+}
+
+/// What a connection is doing: requests in flight (a request counts until its response body
+/// has been sent or dropped) and how many it has begun.
+#[derive(Debug, Default)]
+struct Activity {
+    in_flight: AtomicUsize,
+    begun: AtomicU64,
+}
+
+/// One request in flight on a connection.
+struct Active(Arc<Activity>);
+
+impl Active {
+    fn begin(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.begun.fetch_add(1, Ordering::Relaxed);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Resolves once a whole `limit` has passed with no request in flight and none begun: checked
+/// every `limit`, so an idle connection is closed between one and two limits after its last
+/// request.
+async fn idle(activity: &Activity, limit: Duration) {
+    let mut seen = activity.begun.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(limit).await;
+        let begun = activity.begun.load(Ordering::Relaxed);
+        if begun == seen && activity.in_flight.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        seen = begun;
+    }
+}
+
+/// A connection's service, counting its requests in flight into its [`Activity`].
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S, B, R> hyper::service::Service<R> for Tracked<S>
+where
+    S: hyper::service::Service<R, Response = http::Response<B>>,
+{
+    type Response = http::Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future = TrackedFuture<S::Future>;
+
+    fn call(&self, req: R) -> Self::Future {
+        TrackedFuture {
+            active: Some(Active::begin(&self.activity)),
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request being answered; its response body carries the request's [`Active`] on.
+    struct TrackedFuture<F> {
+        active: Option<Active>,
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F, B, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<TrackedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.inner.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(resp)) => {
+                let active = this.active.take();
+                Poll::Ready(Ok(resp.map(|inner| TrackedBody {
+                    inner,
+                    _active: active,
+                })))
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body; the request is in flight until it is dropped.
+    struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        _active: Option<Active>,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A connection on its way to the task that serves it.
@@ -347,7 +503,13 @@ mod tests {
     async fn start_on<H: Handshake>(handshake: H, limits: Limits, threads: Threads) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = Router::new().route("/", get(|| async { "hello\n" }));
+        let app = Router::new().route("/", get(|| async { "hello\n" })).route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(1_500)).await;
+                "late\n"
+            }),
+        );
         let (stop, stopped) = oneshot::channel::<()>();
         let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = refused.clone();
@@ -420,6 +582,43 @@ mod tests {
         // A silent client on the caller's runtime does not hold the stop either.
         let _silent = TcpStream::connect(s.addr).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
+        s.stop.send(()).unwrap();
+        assert_eq!(s.done.await.unwrap(), Drained::Clean);
+    }
+
+    /// An HTTP/2 client that answers pings but sends no request is closed after one to two
+    /// limits; a request slower than that is not cut short.
+    #[tokio::test]
+    async fn an_idle_http2_connection_is_closed() {
+        use http_body_util::{BodyExt, Empty};
+        use hyper::body::Bytes;
+
+        let s = start(Plain, limits(400, 4)).await;
+        let tcp = TcpStream::connect(s.addr).await.unwrap();
+        let (mut h2, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        let conn = tokio::spawn(conn);
+        let get = |path: &str| {
+            http::Request::get(format!("http://x{path}"))
+                .body(Empty::<Bytes>::new())
+                .unwrap()
+        };
+        let answer = h2.send_request(get("/slow")).await.unwrap();
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"late\n");
+        let answer = h2.send_request(get("/")).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        let idle_since = Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), conn)
+            .await
+            .expect("the idle connection stays open")
+            .unwrap()
+            .unwrap();
+        let took = idle_since.elapsed();
+        assert!(took >= Duration::from_millis(350), "{took:?}");
+        assert!(took < Duration::from_millis(1_500), "{took:?}");
         s.stop.send(()).unwrap();
         assert_eq!(s.done.await.unwrap(), Drained::Clean);
     }
