@@ -1,8 +1,10 @@
 //! The vault's own hash-chained audit log: every create, refusal, drill and expiry.
 //!
 //! One JSON line per entry in `audit.jsonl`, chained with core's canonical encoding
-//! ([`blastwall_core::audit`]), appended and fsynced under a lock. The log is checked from the
-//! start when the vault opens, so an edited log stops the vault rather than being extended.
+//! ([`blastwall_core::audit`]), appended and fsynced under a lock on the file, so that other
+//! processes may append too (`vault credential add|revoke|rotate` beside a running vault). The
+//! log is checked from the start when the vault opens, and again before an append that finds
+//! the file's length changed by someone else, so an edited log is refused rather than extended.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -16,16 +18,24 @@ use crate::error::VaultError;
 #[derive(Debug)]
 pub struct VaultLog {
     path: PathBuf,
-    tail: Mutex<(i64, [u8; 32])>,
+    tail: Mutex<Tail>,
+}
+
+/// The last entry this process knows of, and the file's length after it.
+#[derive(Debug)]
+struct Tail {
+    seq: i64,
+    hash: [u8; 32],
+    len: u64,
 }
 
 impl VaultLog {
     /// Opens (and verifies) the log at `path`; creates it when missing.
     pub fn open(path: &Path) -> Result<Self, VaultError> {
-        let (seq, hash) = verify(path)?;
+        let (seq, hash, len) = verify_with_len(path)?;
         Ok(Self {
             path: path.to_path_buf(),
-            tail: Mutex::new((seq, hash)),
+            tail: Mutex::new(Tail { seq, hash, len }),
         })
     }
 
@@ -51,19 +61,34 @@ impl VaultLog {
             target: target.map(bounded_target),
             detail: detail.to_string(),
         };
-        let entry = record.chain(tail.0 + 1, &tail.1);
-        let mut line = serde_json::to_vec(&entry)
-            .map_err(|e| VaultError::Other(format!("cannot encode an audit entry: {e}")))?;
-        line.push(b'\n');
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
             .map_err(|e| VaultError::io("open", &self.path, e))?;
+        // Held until `f` is closed: another process's append waits for this one.
+        f.lock()
+            .map_err(|e| VaultError::io("lock", &self.path, e))?;
         let before = f
             .metadata()
             .map_err(|e| VaultError::io("read", &self.path, e))?
             .len();
+        if before != tail.len {
+            // Another process appended since (or the file was edited): check the whole chain
+            // again and go on from its last entry.
+            let (seq, hash, len) = verify_with_len(&self.path)?;
+            if len != before {
+                return Err(VaultError::Other(format!(
+                    "{} changed while locked for an append",
+                    self.path.display()
+                )));
+            }
+            *tail = Tail { seq, hash, len };
+        }
+        let entry = record.chain(tail.seq + 1, &tail.hash);
+        let mut line = serde_json::to_vec(&entry)
+            .map_err(|e| VaultError::Other(format!("cannot encode an audit entry: {e}")))?;
+        line.push(b'\n');
         if let Err(e) = f.write_all(&line).and_then(|()| f.sync_data()) {
             // A write cut short (a full disk) must not leave a torn last line: the log would no
             // longer verify and the vault would refuse to start. Back to the last whole entry.
@@ -71,7 +96,11 @@ impl VaultLog {
             return Err(VaultError::io("append to", &self.path, e));
         }
         let hash = decode_hash(&entry.hash).unwrap_or(GENESIS);
-        *tail = (entry.seq, hash);
+        *tail = Tail {
+            seq: entry.seq,
+            hash,
+            len: before + line.len() as u64,
+        };
         Ok(())
     }
 
@@ -176,7 +205,12 @@ pub fn tail(path: &Path, n: usize) -> Result<Vec<AuditEntry>, VaultError> {
 
 /// Checks the whole chain; returns the last sequence number and hash.
 pub fn verify(path: &Path) -> Result<(i64, [u8; 32]), VaultError> {
-    let entries = read_entries(path)?;
+    verify_with_len(path).map(|(seq, hash, _)| (seq, hash))
+}
+
+/// [`verify`], and the length of the file it read.
+fn verify_with_len(path: &Path) -> Result<(i64, [u8; 32], u64), VaultError> {
+    let (entries, len) = read_entries_with_len(path)?;
     let mut v = ChainVerifier::new([]);
     for e in &entries {
         v.push(e).map_err(|e| VaultError::Corrupt {
@@ -184,36 +218,93 @@ pub fn verify(path: &Path) -> Result<(i64, [u8; 32]), VaultError> {
             why: format!("the audit chain is broken: {e}"),
         })?;
     }
-    Ok(entries.last().map_or((0, GENESIS), |e| {
+    let (seq, hash) = entries.last().map_or((0, GENESIS), |e| {
         (e.seq, decode_hash(&e.hash).unwrap_or(GENESIS))
-    }))
+    });
+    Ok((seq, hash, len))
 }
 
 fn read_entries(path: &Path) -> Result<Vec<AuditEntry>, VaultError> {
+    read_entries_with_len(path).map(|(entries, _)| entries)
+}
+
+/// Every entry, and the number of bytes read.
+fn read_entries_with_len(path: &Path) -> Result<(Vec<AuditEntry>, u64), VaultError> {
     let f = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
         Err(e) => return Err(VaultError::io("open", path, e)),
     };
-    let mut out = Vec::new();
-    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
-        let line = line.map_err(|e| VaultError::io("read", path, e))?;
-        if line.trim().is_empty() {
+    let mut reader = std::io::BufReader::new(f);
+    let (mut out, mut len, mut line, mut number) = (Vec::new(), 0u64, Vec::new(), 0usize);
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| VaultError::io("read", path, e))?;
+        if n == 0 {
+            break;
+        }
+        len += n as u64;
+        number += 1;
+        if line.trim_ascii().is_empty() {
             continue;
         }
         out.push(
-            serde_json::from_str(&line).map_err(|e| VaultError::Corrupt {
+            serde_json::from_slice(&line).map_err(|e| VaultError::Corrupt {
                 path: path.to_path_buf(),
-                why: format!("line {}: {e}", i + 1),
+                why: format!("line {number}: {e}"),
             })?,
         );
     }
-    Ok(out)
+    Ok((out, len))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two writers of one log (a running vault and a `vault credential` command) continue each
+    /// other's chain; a log edited by someone else is refused, not extended.
+    #[test]
+    fn two_processes_append_to_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("audit.jsonl");
+        let served = VaultLog::open(&p).unwrap();
+        served
+            .append("w", "object.create", Some("a"), serde_json::json!({}))
+            .unwrap();
+        let command = VaultLog::open(&p).unwrap();
+        command
+            .append(
+                "operator",
+                "credential.revoke",
+                Some("w"),
+                serde_json::json!({}),
+            )
+            .unwrap();
+        served
+            .append(
+                "anonymous",
+                "object.refuse",
+                Some("b"),
+                serde_json::json!({}),
+            )
+            .unwrap();
+        let seqs: Vec<i64> = served.entries().unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        assert_eq!(verify(&p).unwrap().0, 3);
+
+        // An entry rewritten behind the vault's back, and the file's length with it: the next
+        // append refuses (`vault log verify` finds an edit of any length).
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, text.replace("credential.revoke", "credential.add")).unwrap();
+        let e = served
+            .append("w", "object.create", Some("c"), serde_json::json!({}))
+            .unwrap_err();
+        assert!(e.to_string().contains("chain"), "{e}");
+        assert_eq!(read_entries(&p).unwrap().len(), 3);
+    }
 
     #[test]
     fn long_targets_are_bounded() {

@@ -293,6 +293,12 @@ pub(crate) async fn run(cmd: Cmd) -> Result<Exit, Failure> {
                 "revoked {} credential `{}`; what it stored stays",
                 removed.role, removed.name
             );
+            audit_credential_change(
+                &d,
+                "credential.revoke",
+                &removed.name,
+                json!({ "role": removed.role.to_string() }),
+            )?;
             Ok(Exit::Clean)
         }
         Cmd::Credential(CredentialCmd::Rotate { name, data, json }) => {
@@ -307,6 +313,7 @@ pub(crate) async fn run(cmd: Cmd) -> Result<Exit, Failure> {
                     eprintln!("the new credential is shown once; the old one no longer works");
                 }
             }
+            audit_credential_change(&d, "credential.rotate", &name, json!({}))?;
             Ok(Exit::Clean)
         }
         Cmd::Log(LogCmd::Verify { data, json }) => log_verify(&data.dir, json),
@@ -555,7 +562,33 @@ fn credential_add(
             eprintln!("this {role} credential is shown once; only its digest is kept");
         }
     }
+    audit_credential_change(
+        &data,
+        "credential.add",
+        name,
+        json!({ "role": role.to_string(), "quota_bytes": quota }),
+    )?;
     Ok(Exit::Clean)
+}
+
+/// Appends a credential change to the vault's audit log, beside a running vault too (appends
+/// take a lock on the log, and each continues the chain from the file). The change has taken
+/// effect (a revoked credential must stay revoked, a rotated one's new secret is printed): a
+/// log that cannot record it is an error the operator sees, never silence.
+fn audit_credential_change(
+    data: &VaultData,
+    action: &str,
+    name: &str,
+    detail: serde_json::Value,
+) -> Result<(), Failure> {
+    blastwall_vault::log::VaultLog::open(&data.audit_path())
+        .and_then(|log| log.append("operator", action, Some(name), detail))
+        .map_err(|e| {
+            Failure::usage(
+                format!("`{action}` of `{name}` took effect, but the vault's audit log could not record it: {e}"),
+                "check the vault's folder (`blastwall vault log verify`), then record the change by hand",
+            )
+        })
 }
 
 async fn shutdown_signal() {

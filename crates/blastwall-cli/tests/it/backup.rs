@@ -1245,6 +1245,48 @@ fn a_vault_credential_is_rotated_or_revoked_while_the_vault_serves() {
         "{}",
         stderr(&o)
     );
+
+    // Every change is in the vault's audit log, in order with what the running vault wrote
+    // around it (a refusal after the last), and the chain holds.
+    assert_eq!(put_object(&v.url, &v.writer, "rot/b", b"old secret"), 401);
+    let log =
+        v.bw.json(&["vault", "log", "tail", "-n", "100", "--data", d]);
+    let changes: Vec<(String, String, String)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"].as_str().unwrap().starts_with("credential."))
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_owned(),
+                e["action"].as_str().unwrap().to_owned(),
+                e["target"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let changes: Vec<(&str, &str, &str)> = changes
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("operator", "credential.add", "prod-writer"),
+            ("operator", "credential.add", "drills"),
+            ("operator", "credential.add", "ops"),
+            ("operator", "credential.rotate", "prod-writer"),
+            ("operator", "credential.revoke", "drills"),
+        ],
+        "{log:#}"
+    );
+    let last = log.as_array().unwrap().last().unwrap();
+    assert_eq!(last["actor"], "vault:anonymous", "{last:#}");
+    let o = v.bw.run(&["vault", "log", "verify", "--data", d]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        !log.to_string().contains(&new[10..]),
+        "a secret is in the log"
+    );
 }
 
 /// A writer chooses backup ids, and ids carry a time: a forged backup dated in the future must
@@ -1546,13 +1588,17 @@ fn vault_log_verify_names_an_edited_deleted_or_reordered_entry() {
         assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
         stdout(&o)
     };
-    // An entry edited (its size changed).
+    // An entry edited (its size changed): the first object created, after the credentials.
     let mut edited = lines.clone();
-    let third = lines[2].replace("object.create", "object.cre8te");
-    edited[2] = &third;
+    let at = lines
+        .iter()
+        .position(|l| l.contains("object.create"))
+        .unwrap();
+    let changed = lines[at].replace("object.create", "object.cre8te");
+    edited[at] = &changed;
     let out = verify(edited.join("\n") + "\n");
     assert!(
-        out.contains("entry 3 (line 3)") && out.contains("altered"),
+        out.contains(&format!("entry {n} (line {n})", n = at + 1)) && out.contains("altered"),
         "{out}"
     );
     // An entry deleted.
