@@ -318,7 +318,7 @@ async fn drill_steps(
         .prefix("blastwall-drill-")
         .tempdir()
         .map_err(|e| VaultError::io("create", "a temporary folder", e))?;
-    let fetched = fetch(client, identity, backup, work.path()).await?;
+    let fetched = fetch(client, identity, backup, work.path(), Here::FetchAndRestore).await?;
     rec.fetch_ms = fetched.fetch_ms;
     rec.decrypt_ms = fetched.decrypt_ms;
     let m = &fetched.manifest;
@@ -424,7 +424,8 @@ pub async fn restore(
             .prefix("blastwall-restore-")
             .tempdir()
             .map_err(|e| VaultError::io("create", "a temporary folder", e))?;
-        let fetched = fetch(client, identity, &backup, work.path()).await?;
+        // The operator's target is the operator's to size: only the fetch is checked here.
+        let fetched = fetch(client, identity, &backup, work.path(), Here::Fetch).await?;
         let m = &fetched.manifest;
         let restored = match m.kind.as_str() {
             "postgres" => {
@@ -488,6 +489,15 @@ struct Fetched {
     decrypt_ms: u64,
 }
 
+/// What a drill host must have room for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Here {
+    /// The sealed parts and the plain artifact.
+    Fetch,
+    /// Those, and the restore into a scratch target (a drill).
+    FetchAndRestore,
+}
+
 /// Fetches the manifest and every part (checking each against the manifest), then decrypts and
 /// decompresses into `work/artifact`, checking the plain artifact's size and BLAKE3.
 async fn fetch(
@@ -495,6 +505,7 @@ async fn fetch(
     identity: &BackupIdentity,
     backup: &BackupEntry,
     work: &Path,
+    here: Here,
 ) -> Result<Fetched, VaultError> {
     let t = Instant::now();
     let sealed = client
@@ -519,16 +530,11 @@ async fn fetch(
         .parts
         .iter()
         .fold(0u64, |n, p| n.saturating_add(p.size));
-    let room = room_for_restore(work)?;
-    let needed = sealed_bytes.saturating_add(manifest.plain_bytes);
-    if needed > room {
-        return Err(VaultError::Other(format!(
-            "backup `{}` needs {needed} bytes to restore ({sealed_bytes} sealed, {} plain) and the drill host has {room} to spare in `{}`; free space there or drill on a larger host",
-            backup.id,
-            manifest.plain_bytes,
-            work.display()
-        )));
-    }
+    let kind = match here {
+        Here::Fetch => None,
+        Here::FetchAndRestore => Some(manifest.kind.as_str()),
+    };
+    check_room(work, kind, &backup.id, sealed_bytes, manifest.plain_bytes)?;
     let sealed_path = work.join("artifact.age");
     let mut out = std::fs::File::create(&sealed_path)
         .map_err(|e| VaultError::io("create", &sealed_path, e))?;
@@ -580,6 +586,84 @@ async fn fetch(
         fetch_ms,
         decrypt_ms: ms(t),
     })
+}
+
+/// How many bytes a PostgreSQL restore may take per byte of its (compressed) dump: the data
+/// uncompressed, and its indexes built again.
+const PG_RESTORE_FACTOR: u64 = 4;
+
+/// What an empty scratch cluster takes (`initdb`'s files and the first WAL segments).
+const PG_CLUSTER_BYTES: u64 = 128 << 20;
+
+/// Refuses a drill whose backup would not fit on the drill host, before a byte is fetched: the
+/// sealed parts and the plain artifact, then (with the `kind` of a scratch restore) the artifact
+/// and what the restore writes (a folder's files as many bytes again; a PostgreSQL cluster up to
+/// [`PG_RESTORE_FACTOR`] times the dump, in the scratch cluster's folder, which may be on
+/// another filesystem).
+fn check_room(
+    work: &Path,
+    kind: Option<&str>,
+    id: &str,
+    sealed: u64,
+    plain: u64,
+) -> Result<(), VaultError> {
+    let refuse = |needed: u64, room: u64, place: &Path, what: String| {
+        Err(VaultError::Other(format!(
+            "backup `{id}` needs {needed} bytes to restore ({what}) and the drill host has {room} to spare in `{}`; free space there or drill on a larger host",
+            place.display()
+        )))
+    };
+    let fetching = sealed.saturating_add(plain);
+    let pg = (kind == Some("postgres")).then(|| {
+        (
+            crate::scratch::next_base_dir(),
+            plain
+                .saturating_mul(PG_RESTORE_FACTOR)
+                .saturating_add(PG_CLUSTER_BYTES),
+        )
+    });
+    let restoring = plain.saturating_add(match kind {
+        Some("dir") => plain,
+        _ => 0,
+    });
+    let room = room_for_restore(work)?;
+    let mut needed = fetching.max(restoring);
+    if let Some((base, cluster)) = &pg {
+        if same_filesystem(work, base) {
+            needed = needed.max(plain.saturating_add(*cluster));
+        } else {
+            let room = room_for_restore(base)?;
+            if *cluster > room {
+                return refuse(
+                    *cluster,
+                    room,
+                    base,
+                    format!("a scratch cluster for a dump of {plain}"),
+                );
+            }
+        }
+    }
+    if needed > room {
+        return refuse(
+            needed,
+            room,
+            work,
+            match kind {
+                None => format!("{sealed} sealed, {plain} plain"),
+                Some(k) => format!("{sealed} sealed, {plain} plain, then the {k} restore"),
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Whether `a` and `b` are on one filesystem (unknown: assumed so, which adds their needs).
+fn same_filesystem(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev(),
+        _ => true,
+    }
 }
 
 /// Bytes a drill may write under `work`: what is free there for unprivileged users, less a

@@ -69,11 +69,7 @@ impl ScratchPostgres {
         } else {
             None
         };
-        let base = if run_as.is_some() {
-            PathBuf::from("/tmp")
-        } else {
-            std::env::temp_dir()
-        };
+        let base = base_dir(run_as.is_some());
         let dir = tempfile::Builder::new()
             .prefix("blastwall-drill-pg-")
             .tempdir_in(&base)
@@ -219,6 +215,21 @@ fn free_port() -> Result<u16, VaultError> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| VaultError::io("bind", Path::new("127.0.0.1:0"), e))
+}
+
+/// Where scratch clusters are made: `/tmp` when they run as another user (whom the caller's
+/// `TMPDIR` may not admit), the system's temporary folder otherwise.
+fn base_dir(as_other_user: bool) -> PathBuf {
+    if as_other_user {
+        PathBuf::from("/tmp")
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// Where the next scratch cluster will live (for a drill's free-space check).
+pub(crate) fn next_base_dir() -> PathBuf {
+    base_dir(is_root())
 }
 
 fn is_root() -> bool {

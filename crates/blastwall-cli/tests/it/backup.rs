@@ -1363,7 +1363,7 @@ fn a_backup_bigger_than_the_drill_host_fails_before_it_fills_the_disk() {
     assert_eq!(rec[0]["passed"], false, "{rec}");
     let reason = rec[0]["reason"].as_str().unwrap();
     assert!(
-        reason.contains("needs 1152921504606846976 bytes") && reason.contains("to spare"),
+        reason.contains("needs 2305843009213693952 bytes") && reason.contains("to spare"),
         "{reason}"
     );
 }
@@ -1416,6 +1416,52 @@ fn writers_add_backups_only_to_their_own_registered_sources() {
         ),
         201
     );
+}
+
+/// A drill needs room for the restore too, not only for the fetch: a folder of 30 MiB of zeros
+/// (sealed, a few KiB) fetches into 30 MiB and unpacks into 30 more. On a drill host with room
+/// for one but not both, the drill fails before it fetches, naming the space, rather than
+/// filling the disk mid-restore.
+#[test]
+fn a_drill_checks_room_for_the_restore_too() {
+    let (v, prod, src) = vault_with_files_source();
+    std::fs::write(src.join("zeros.bin"), vec![0u8; 30 << 20]).unwrap();
+    run_backup(&prod, "files", &[]);
+    let mnt = v.bw.path().join("small-tmp");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    if !mounted.status.success() {
+        // Mounting needs root (CI runs as root); elsewhere this test cannot build its disk.
+        eprintln!(
+            "skipping: cannot mount a tmpfs: {}",
+            String::from_utf8_lossy(&mounted.stderr)
+        );
+        return;
+    }
+    let _guard = Tmpfs(mnt.clone());
+    let o =
+        v.bw.std_cmd()
+            .args(["backup", "drill", "files", "--latest-only", "--json"])
+            .env("TMPDIR", &mnt)
+            .output()
+            .unwrap();
+    let rec: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|_| panic!("{}{}", stdout(&o), stderr(&o)));
+    assert_eq!(rec[0]["passed"], false, "{rec}");
+    let reason = rec[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("then the dir restore") && reason.contains("to spare"),
+        "{reason}"
+    );
+    // Nothing was left on the small disk, and with the system's temporary folder it passes.
+    assert_eq!(std::fs::read_dir(&mnt).unwrap().count(), 0);
+    let o = v.drill("files", &["--json"]);
+    let rec: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rec[0]["passed"], true, "{rec}");
 }
 
 /// A small tmpfs, unmounted when dropped.
