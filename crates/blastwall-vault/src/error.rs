@@ -49,6 +49,11 @@ pub enum VaultError {
         "invalid object name `{0}`\nhint: use letters, digits, `.`, `_` and `-`, in segments separated by `/`"
     )]
     BadName(String),
+    /// A create of a name outside the shapes the vault stores.
+    #[error(
+        "`{0}` is not a name the vault stores\nhint: objects are created as `sources/<source>`, `backups/<source>/<id>/<file>` or `canary/<name>`"
+    )]
+    UnexpectedName(String),
     /// A create of an existing name with other bytes.
     #[error(
         "`{name}` already exists with different content\nhint: backups are create-only; write under a new name"
@@ -361,7 +366,7 @@ impl VaultError {
         match self {
             Self::Io { .. } | Self::Corrupt { .. } | Self::Other(_) => "internal",
             Self::DiskFull { .. } => "disk_full",
-            Self::BadName(_) => "bad_name",
+            Self::BadName(_) | Self::UnexpectedName(_) => "bad_name",
             Self::Conflict { .. } => "conflict",
             Self::HashMismatch { .. } => "hash_mismatch",
             Self::Retained { .. } => "retained",

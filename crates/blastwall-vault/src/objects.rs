@@ -180,6 +180,25 @@ impl ObjectStore {
     }
 }
 
+/// Checks the name of an object to create: a valid name ([`check_name`]) of one of the shapes
+/// clients write: `sources/<source>` (a registration), `backups/<source>/<id>/<file>` (a part
+/// or a manifest), `canary/<name>` (an immutability probe). Anything else would let a writer
+/// make a folder per segment (each costing the disk far more than the object is charged) or
+/// take a name the vault's own folders need (`backups` as a file).
+pub fn check_new_name(name: &str) -> Result<(), VaultError> {
+    check_name(name)?;
+    let segments: Vec<&str> = name.split('/').collect();
+    let ok = matches!(
+        segments.as_slice(),
+        ["sources" | "canary", _] | ["backups", _, _, _]
+    );
+    if ok {
+        Ok(())
+    } else {
+        Err(VaultError::UnexpectedName(name.chars().take(100).collect()))
+    }
+}
+
 /// Checks an object name: segments of `[A-Za-z0-9._-]` separated by `/`, none `.` or `..`.
 pub fn check_name(name: &str) -> Result<(), VaultError> {
     let ok = !name.is_empty()
@@ -267,6 +286,34 @@ mod tests {
         assert_eq!(std::fs::read(s.path_of("b/x").unwrap()).unwrap(), b"abc");
         assert_eq!(s.list("b/").unwrap().len(), 1);
         assert_eq!(s.list("c/").unwrap().len(), 0);
+    }
+
+    #[test]
+    fn new_names_have_the_shapes_clients_write() {
+        for good in [
+            "sources/appdb",
+            "backups/appdb/20260101T000000Z-0a0b0c/part-000001",
+            "backups/appdb/20260101T000000Z-0a0b0c/manifest.age",
+            "canary/20260101T000000Z-ab12",
+        ] {
+            assert!(check_new_name(good).is_ok(), "{good}");
+        }
+        let deep = format!("d0{}/x", "/a".repeat(250));
+        for bad in [
+            "backups",
+            "sources",
+            "canary",
+            "a",
+            "a/b",
+            "sources/a/b",
+            "backups/a/b",
+            "backups/a/b/c/d",
+            "canary/a/b",
+            "other/a/b/c",
+            deep.as_str(),
+        ] {
+            assert!(check_new_name(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

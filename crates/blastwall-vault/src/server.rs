@@ -481,7 +481,7 @@ impl IntoResponse for ApiError {
             VaultError::Retained { .. } => StatusCode::LOCKED,
             VaultError::Conflict { .. } => StatusCode::CONFLICT,
             VaultError::NotFound(_) => StatusCode::NOT_FOUND,
-            VaultError::BadName(_) => StatusCode::BAD_REQUEST,
+            VaultError::BadName(_) | VaultError::UnexpectedName(_) => StatusCode::BAD_REQUEST,
             VaultError::HashMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             VaultError::Quota { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             VaultError::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -689,7 +689,7 @@ async fn put_object(
     let span = tracing::info_span!("vault.put", object = %name);
     async move {
         let who = s.auth(&headers, &[Role::Writer], "object.create", Some(&name))?;
-        crate::objects::check_name(&name)?;
+        crate::objects::check_new_name(&name)?;
         let _slot = UploadSlot::take(&s, &who.name).ok_or_else(|| {
             s.refuse(&who.name, "object.create", Some(&name), "too many uploads");
             VaultError::TooManyUploads {

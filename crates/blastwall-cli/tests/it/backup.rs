@@ -786,7 +786,7 @@ fn the_writer_cannot_delete_overwrite_or_shorten_retention() {
         http(
             &v.url,
             "PUT",
-            "/v1/objects/junk/x",
+            "/v1/objects/canary/junk-x",
             &v.writer,
             b"abc",
             &format!("x-blastwall-sha256: {sha}\r\n")
@@ -892,7 +892,7 @@ fn a_writer_over_its_quota_is_refused() {
 fn empty_objects_count_against_the_quota() {
     let v = VaultHost::new(&["--quota", "40K"]);
     let statuses: Vec<u16> = (0..11)
-        .map(|i| put_object(&v.url, &v.writer, &format!("empty/e{i}"), b""))
+        .map(|i| put_object(&v.url, &v.writer, &format!("canary/empty-e{i}"), b""))
         .collect();
     assert_eq!(statuses[..10], [201; 10], "{statuses:?}");
     assert_eq!(statuses[10], 413, "{statuses:?}");
@@ -910,7 +910,7 @@ fn parallel_uploads_cannot_pass_the_quota_together() {
                 let mut b = body.clone();
                 b[0] = b'a' + i as u8;
                 let (url, writer) = (v.url.clone(), v.writer.clone());
-                scope.spawn(move || put_object(&url, &writer, &format!("parallel/o{i}"), &b))
+                scope.spawn(move || put_object(&url, &writer, &format!("canary/parallel-o{i}"), &b))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -990,7 +990,7 @@ fn slow_and_idle_clients_cannot_hold_the_vault() {
     let mut stalled = TcpStream::connect(&addr).unwrap();
     write!(
         stalled,
-        "PUT /v1/objects/slow/o1 HTTP/1.1\r\nHost: v\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nx-blastwall-sha256: {sha}\r\n\r\n",
+        "PUT /v1/objects/canary/slow-o1 HTTP/1.1\r\nHost: v\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nx-blastwall-sha256: {sha}\r\n\r\n",
         v.writer,
         body.len()
     )
@@ -1000,7 +1000,7 @@ fn slow_and_idle_clients_cannot_hold_the_vault() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("\"body_timeout\""), "{answer}");
     // Nothing was stored under its name, and its 16 KiB of a 20 KiB quota were given back.
-    assert_eq!(put_object(&v.url, &v.writer, "slow/o1", &body), 201);
+    assert_eq!(put_object(&v.url, &v.writer, "canary/slow-o1", &body), 201);
 
     // A JSON body (read before the credential is checked) that never comes: 408 too.
     let mut json_stall = TcpStream::connect(&addr).unwrap();
@@ -1070,7 +1070,7 @@ fn a_writer_has_at_most_eight_uploads_in_flight() {
             let mut s = TcpStream::connect(&addr).unwrap();
             write!(
                 s,
-                "PUT /v1/objects/drip/d{i} HTTP/1.1\r\nHost: v\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nx-blastwall-sha256: {sha}\r\n\r\n",
+                "PUT /v1/objects/canary/drip-d{i} HTTP/1.1\r\nHost: v\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nx-blastwall-sha256: {sha}\r\n\r\n",
                 v.writer,
                 body.len()
             )
@@ -1084,7 +1084,12 @@ fn a_writer_has_at_most_eight_uploads_in_flight() {
     std::thread::sleep(Duration::from_millis(500));
     let mut status = 0;
     for k in 0..100 {
-        status = put_object(&v.url, &v.writer, &format!("drip/ninth{k}"), b"ninth");
+        status = put_object(
+            &v.url,
+            &v.writer,
+            &format!("canary/drip-ninth{k}"),
+            b"ninth",
+        );
         if status == 429 {
             break;
         }
@@ -1102,7 +1107,10 @@ fn a_writer_has_at_most_eight_uploads_in_flight() {
         "--data",
         v.data().to_str().unwrap(),
     ]);
-    assert_eq!(put_object(&v.url, other.trim(), "other/o", b"other"), 201);
+    assert_eq!(
+        put_object(&v.url, other.trim(), "canary/other-o", b"other"),
+        201
+    );
     // One finishes: the place is free again.
     let mut done = trickling.pop().unwrap();
     done.write_all(&body[10..]).unwrap();
@@ -1111,7 +1119,7 @@ fn a_writer_has_at_most_eight_uploads_in_flight() {
     assert_eq!(&answer, b"HTTP/1.1 201");
     let mut status = 0;
     for _ in 0..100 {
-        status = put_object(&v.url, &v.writer, "drip/last", b"last");
+        status = put_object(&v.url, &v.writer, "canary/drip-last", b"last");
         if status == 201 {
             break;
         }
@@ -1186,11 +1194,17 @@ fn a_vault_folder_is_served_by_one_process() {
         "{}",
         stderr(&o)
     );
-    assert_eq!(put_object(&v.url, &v.writer, "one/o", b"still served"), 201);
+    assert_eq!(
+        put_object(&v.url, &v.writer, "canary/one-o", b"still served"),
+        201
+    );
     // Once the first has stopped, the folder can be served again.
     v.stop();
     v.start();
-    assert_eq!(put_object(&v.url, &v.writer, "one/p", b"served again"), 201);
+    assert_eq!(
+        put_object(&v.url, &v.writer, "canary/one-p", b"served again"),
+        201
+    );
     let d = v.data();
     let ok =
         v.bw.json(&["vault", "log", "verify", "--data", d.to_str().unwrap()]);
@@ -1218,8 +1232,11 @@ fn a_vault_credential_is_rotated_or_revoked_while_the_vault_serves() {
         v.bw.json(&["vault", "credential", "rotate", "prod-writer", "--data", d]);
     let new = new["credential"].as_str().unwrap().to_owned();
     assert_ne!(new, v.writer);
-    assert_eq!(put_object(&v.url, &v.writer, "rot/a", b"old secret"), 401);
-    assert_eq!(put_object(&v.url, &new, "rot/a", b"new secret"), 201);
+    assert_eq!(
+        put_object(&v.url, &v.writer, "canary/rot-a", b"old secret"),
+        401
+    );
+    assert_eq!(put_object(&v.url, &new, "canary/rot-a", b"new secret"), 201);
     // The rotated writer still owns the source it registered.
     let sha = blastwall_vault::sha256_hex(b"x");
     let status = http(
@@ -1248,7 +1265,10 @@ fn a_vault_credential_is_rotated_or_revoked_while_the_vault_serves() {
 
     // Every change is in the vault's audit log, in order with what the running vault wrote
     // around it (a refusal after the last), and the chain holds.
-    assert_eq!(put_object(&v.url, &v.writer, "rot/b", b"old secret"), 401);
+    assert_eq!(
+        put_object(&v.url, &v.writer, "canary/rot-b", b"old secret"),
+        401
+    );
     let log =
         v.bw.json(&["vault", "log", "tail", "-n", "100", "--data", d]);
     let changes: Vec<(String, String, String)> = log
@@ -2031,7 +2051,7 @@ fn abandoned_uploads_leave_nothing_behind() {
         let mut s = TcpStream::connect(&addr).unwrap();
         write!(
             s,
-            "PUT /v1/objects/gone/g{i} HTTP/1.1\r\nHost: v\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nx-blastwall-sha256: {sha}\r\n\r\n",
+            "PUT /v1/objects/canary/gone-g{i} HTTP/1.1\r\nHost: v\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nx-blastwall-sha256: {sha}\r\n\r\n",
             v.writer,
             body.len()
         )
@@ -2047,7 +2067,7 @@ fn abandoned_uploads_leave_nothing_behind() {
             let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
             let conn = tokio::spawn(conn);
             let mut h2 = h2.ready().await.unwrap();
-            let req = http::Request::put(format!("http://{addr}/v1/objects/gone/h{i}"))
+            let req = http::Request::put(format!("http://{addr}/v1/objects/canary/gone-h{i}"))
                 .header("authorization", format!("Bearer {}", v.writer))
                 .header("content-length", body.len())
                 .header("x-blastwall-sha256", &sha)
@@ -2085,5 +2105,35 @@ fn abandoned_uploads_leave_nothing_behind() {
     }
     // The quota reserved for them is free again: a writer limited to one upload's size can
     // still upload.
-    assert_eq!(put_object(&v.url, &v.writer, "gone/after", b"after"), 201);
+    assert_eq!(
+        put_object(&v.url, &v.writer, "canary/gone-after", b"after"),
+        201
+    );
+}
+
+/// A writer creates objects only under the names clients write: a name of many segments would
+/// make a folder per segment in `objects/` and `meta/` (hundreds of times what the object is
+/// charged), and an object named `backups` would take the folder every backup needs.
+#[test]
+fn a_writer_creates_only_the_names_backups_use() {
+    let v = VaultHost::new(&[]);
+    let deep = format!("d0{}/x", "/a".repeat(250));
+    for name in [deep.as_str(), "backups", "sources", "junk/x"] {
+        assert_eq!(put_object(&v.url, &v.writer, name, b""), 400, "{name}");
+    }
+    let folders = |sub: &str| {
+        std::fs::read_dir(v.data().join(sub))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(folders("objects").is_empty(), "{:?}", folders("objects"));
+    assert!(folders("meta").is_empty(), "{:?}", folders("meta"));
+    // Backups still go in.
+    let prod = production(&v);
+    let src = prod.path().join("files");
+    make_tree(&src);
+    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    run_backup(&prod, "files", &[]);
 }
