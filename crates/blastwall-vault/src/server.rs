@@ -1456,37 +1456,48 @@ mod tests {
         let w = client(&r, "w", Role::Writer);
         let rd = client(&r, "r", Role::Reader);
         let a = client(&r, "a", Role::Admin);
-        let put = w.put("b/x", Bytes::from_static(b"abc")).await.unwrap();
+        let put = w
+            .put("canary/b-x", Bytes::from_static(b"abc"))
+            .await
+            .unwrap();
         assert!(put.created);
         assert!(
-            !w.put("b/x", Bytes::from_static(b"abc"))
+            !w.put("canary/b-x", Bytes::from_static(b"abc"))
                 .await
                 .unwrap()
                 .created
         );
         assert_eq!(
-            status(w.put("b/x", Bytes::from_static(b"abd")).await.unwrap_err()),
+            status(
+                w.put("canary/b-x", Bytes::from_static(b"abd"))
+                    .await
+                    .unwrap_err()
+            ),
             409
         );
         assert_eq!(
-            status(rd.put("b/y", Bytes::from_static(b"1")).await.unwrap_err()),
+            status(
+                rd.put("canary/b-y", Bytes::from_static(b"1"))
+                    .await
+                    .unwrap_err()
+            ),
             403
         );
-        assert_eq!(status(w.get("b/x").await.unwrap_err()), 403);
-        assert_eq!(&rd.get("b/x").await.unwrap()[..], b"abc");
-        assert_eq!(status(w.delete("b/x").await.unwrap_err()), 403);
-        assert_eq!(status(a.delete("b/x").await.unwrap_err()), 423);
+        assert_eq!(status(w.get("canary/b-x").await.unwrap_err()), 403);
+        assert_eq!(&rd.get("canary/b-x").await.unwrap()[..], b"abc");
+        assert_eq!(status(w.delete("canary/b-x").await.unwrap_err()), 403);
+        assert_eq!(status(a.delete("canary/b-x").await.unwrap_err()), 423);
         assert_eq!(
             status(
-                a.set_retention("b/x", "2020-01-01T00:00:00Z")
+                a.set_retention("canary/b-x", "2020-01-01T00:00:00Z")
                     .await
                     .unwrap_err()
             ),
             403
         );
         let later = "2099-01-01T00:00:00Z";
-        a.set_retention("b/x", later).await.unwrap();
-        assert_eq!(w.list("b/").await.unwrap()[0].retain_until, later);
+        a.set_retention("canary/b-x", later).await.unwrap();
+        assert_eq!(w.list("canary/b-").await.unwrap()[0].retain_until, later);
         assert_eq!(status(a.set_policy(60).await.unwrap_err()), 403);
         a.set_policy(2 * 86400).await.unwrap();
         let info = w.info().await.unwrap();
@@ -1519,13 +1530,17 @@ mod tests {
             )
         };
         assert_eq!(gauges().await, (0, 0));
-        w.put("b/old", Bytes::from_static(b"old")).await.unwrap();
-        w.put("b/new", Bytes::from_static(b"newer")).await.unwrap();
+        w.put("canary/b-old", Bytes::from_static(b"old"))
+            .await
+            .unwrap();
+        w.put("canary/b-new", Bytes::from_static(b"newer"))
+            .await
+            .unwrap();
         assert_eq!(gauges().await, (2, 8));
         tokio::time::sleep(Duration::from_millis(20)).await;
-        a.delete("b/old").await.unwrap();
+        a.delete("canary/b-old").await.unwrap();
         assert_eq!(gauges().await, (1, 5));
-        a.delete("b/new").await.unwrap();
+        a.delete("canary/b-new").await.unwrap();
         assert!(w.list("").await.unwrap().is_empty());
         assert_eq!(gauges().await, (0, 0));
         let log = VaultLog::open(&r.data.audit_path()).unwrap();
