@@ -72,6 +72,9 @@ pub(crate) struct Inner {
     pub(crate) credentials: RwLock<HashMap<String, HashMap<EnvName, Arc<OpenedCredential>>>>,
     pub(crate) clients: Clients,
     pub(crate) audit: mpsc::Sender<AuditRecord>,
+    /// The runtime the gateway started on (the audit writer's): an entry that must wait for room
+    /// in the queue waits there, not on a connection worker's runtime, which stops first.
+    pub(crate) runtime: tokio::runtime::Handle,
     /// Whether the audit writer is failing to write: while it is, nothing is forwarded.
     pub(crate) audit_failing: Arc<AtomicBool>,
     pub(crate) metrics: Metrics,
@@ -127,6 +130,7 @@ impl Gateway {
             credentials: RwLock::new(HashMap::new()),
             clients,
             audit: tx,
+            runtime: tokio::runtime::Handle::current(),
             audit_failing,
             metrics: Metrics::new(),
             refusals: Throttle::new(REFUSAL_WINDOW, REFUSALS_PER_WINDOW),
@@ -185,7 +189,8 @@ impl Gateway {
     }
 
     /// Queues an audit entry without waiting: from a `Drop`, where nothing can be awaited. When
-    /// the queue is full, a task waits for room.
+    /// the queue is full, a task on the gateway's own runtime waits for room (it holds a sender,
+    /// so the writer does not finish before it).
     pub(crate) fn audit_now(&self, record: AuditRecord) {
         match self.inner.audit.try_send(record) {
             Ok(()) => {}
@@ -194,18 +199,13 @@ impl Gateway {
             }
             Err(mpsc::error::TrySendError::Full(r)) => {
                 let tx = self.inner.audit.clone();
-                match tokio::runtime::Handle::try_current() {
-                    Ok(rt) => drop(rt.spawn(async move {
-                        if tx.send(r).await.is_err() {
-                            tracing::error!(
-                                "the audit writer has stopped; an audit entry was not written"
-                            );
-                        }
-                    })),
-                    Err(_) => tracing::error!(
-                        "the audit queue is full and no runtime is left to wait for it; an audit entry was not written"
-                    ),
-                }
+                drop(self.inner.runtime.spawn(async move {
+                    if tx.send(r).await.is_err() {
+                        tracing::error!(
+                            "the audit writer has stopped; an audit entry was not written"
+                        );
+                    }
+                }));
             }
         }
     }

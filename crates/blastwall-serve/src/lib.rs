@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -35,7 +35,8 @@ pub struct Limits {
     /// each request head (which also closes keep-alive connections idle that long); for HTTP/2,
     /// how often it is pinged and how long it has to answer. A connection of either protocol
     /// with no request in flight and none begun for between one and two of these is closed
-    /// (HTTP/2 pings alone would keep an idle connection open for ever).
+    /// (HTTP/2 pings alone would keep an idle connection open for ever), and so is one whose
+    /// client takes no byte of a response for as long (hyper has no time limit on writes).
     pub client_timeout: Duration,
     /// Most connections open at once; one past it is closed as soon as it is accepted.
     pub max_connections: usize,
@@ -106,7 +107,9 @@ pub async fn serve<H: Handshake>(
     on_full: impl Fn() + Send,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Drained {
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let tasks = tokio_util::task::TaskTracker::new();
+    // hyper runs each HTTP/2 stream as a task of its own: tracked too, so a drain waits for them.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(Spawner(tasks.clone()));
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -126,8 +129,8 @@ pub async fn serve<H: Handshake>(
             .max_connections
             .min(tokio::sync::Semaphore::MAX_PERMITS),
     ));
-    let tasks = tokio_util::task::TaskTracker::new();
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let (cut_tx, cut_rx) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -162,6 +165,7 @@ pub async fn serve<H: Handshake>(
         };
         let (builder, handshake) = (builder.clone(), handshake.clone());
         let mut closing = closing_rx.clone();
+        let mut cut = cut_rx.clone();
         // A worker's runtime takes the connection over from the accepting one's reactor.
         let (stream, worker) = match &workers {
             Some(w) => match stream.into_std() {
@@ -200,7 +204,10 @@ pub async fn serve<H: Handshake>(
             if let Some(io) = opened {
                 let conn = builder.serve_connection(TokioIo::new(io), service);
                 let mut conn = std::pin::pin!(conn);
-                let mut idle = std::pin::pin!(idle(&activity, limits.client_timeout));
+                let limit = limits.client_timeout;
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + limit, limit);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut seen = activity.snapshot();
                 // Idle or stopping: no new requests, those in flight finish, then it closes.
                 let mut winding_down = false;
                 loop {
@@ -211,14 +218,27 @@ pub async fn serve<H: Handshake>(
                             }
                             break;
                         }
-                        () = &mut idle, if !winding_down => {
-                            conn.as_mut().graceful_shutdown();
-                            winding_down = true;
+                        _ = tick.tick() => {
+                            let now = activity.snapshot();
+                            if now.stalled_since(&seen) {
+                                // A response is waiting for the client to take it, and not one
+                                // byte has been taken for a whole limit (an HTTP/2 window kept
+                                // at zero, a socket never read): hyper has no time limit on
+                                // writes, and a graceful close would wait for it.
+                                tracing::debug!("connection closed: the client takes no response");
+                                break;
+                            }
+                            if !winding_down && now.idle_since(&seen) {
+                                conn.as_mut().graceful_shutdown();
+                                winding_down = true;
+                            }
+                            seen = now;
                         }
                         _ = closing.changed(), if !winding_down => {
                             conn.as_mut().graceful_shutdown();
                             winding_down = true;
                         }
+                        _ = cut.changed() => break,
                     }
                 }
             }
@@ -236,28 +256,87 @@ pub async fn serve<H: Handshake>(
     drop(app);
     tasks.close();
     // In-flight requests finish; connections still busy past the limit are dropped.
-    if tokio::time::timeout(limits.drain, tasks.wait())
+    let drained = if tokio::time::timeout(limits.drain, tasks.wait())
         .await
-        .is_err()
+        .is_ok()
     {
+        Drained::Clean
+    } else {
         tracing::warn!("connections still open at shutdown were closed");
-        if let Some(w) = workers {
-            w.stop().await;
+        // Connections served on the caller's runtime end here (a worker's end with it).
+        let _ = cut_tx.send(true);
+        if tokio::time::timeout(CUT_WAIT, tasks.wait()).await.is_err() {
+            tracing::warn!("requests of closed connections were still running");
         }
-        return Drained::Cut;
-    }
+        Drained::Cut
+    };
     if let Some(w) = workers {
         w.stop().await;
     }
-    Drained::Clean
+    drained
+}
+
+/// After a drain runs out, how long the closed connections' tasks get to end.
+const CUT_WAIT: Duration = Duration::from_secs(1);
+
+/// hyper's executor for HTTP/2 streams: tokio's, with every task tracked.
+#[derive(Clone)]
+struct Spawner(tokio_util::task::TaskTracker);
+
+impl<F> hyper::rt::Executor<F> for Spawner
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        drop(tokio::spawn(self.0.track_future(fut)));
+    }
 }
 
 /// What a connection is doing: requests in flight (a request counts until its response body
-/// has been sent or dropped) and how many it has begun.
+/// has been sent or dropped), how many it has begun, how many responses wait for the client to
+/// take what they hold, and how often hyper asked a response for more.
 #[derive(Debug, Default)]
 struct Activity {
     in_flight: AtomicUsize,
     begun: AtomicU64,
+    waiting_on_client: AtomicUsize,
+    progress: AtomicU64,
+}
+
+/// [`Activity`] at one moment.
+#[derive(Clone, Copy, Debug)]
+struct Snapshot {
+    in_flight: usize,
+    begun: u64,
+    waiting_on_client: usize,
+    progress: u64,
+}
+
+impl Activity {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            begun: self.begun.load(Ordering::Relaxed),
+            waiting_on_client: self.waiting_on_client.load(Ordering::Relaxed),
+            progress: self.progress.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Snapshot {
+    /// No request in flight now, and none begun since `before`.
+    fn idle_since(&self, before: &Snapshot) -> bool {
+        self.in_flight == 0 && self.begun == before.begun
+    }
+
+    /// A response waits for the client now and waited at `before`, and hyper has not asked any
+    /// response for more in between: the client takes nothing.
+    fn stalled_since(&self, before: &Snapshot) -> bool {
+        self.waiting_on_client > 0
+            && before.waiting_on_client > 0
+            && self.progress == before.progress
+    }
 }
 
 /// One request in flight on a connection.
@@ -277,21 +356,6 @@ impl Drop for Active {
     }
 }
 
-/// Resolves once a whole `limit` has passed with no request in flight and none begun: checked
-/// every `limit`, so an idle connection is closed between one and two limits after its last
-/// request.
-async fn idle(activity: &Activity, limit: Duration) {
-    let mut seen = activity.begun.load(Ordering::Relaxed);
-    loop {
-        tokio::time::sleep(limit).await;
-        let begun = activity.begun.load(Ordering::Relaxed);
-        if begun == seen && activity.in_flight.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        seen = begun;
-    }
-}
-
 /// A connection's service, counting its requests in flight into its [`Activity`].
 #[derive(Clone)]
 struct Tracked<S> {
@@ -302,6 +366,7 @@ struct Tracked<S> {
 impl<S, B, R> hyper::service::Service<R> for Tracked<S>
 where
     S: hyper::service::Service<R, Response = http::Response<B>>,
+    B: http_body::Body,
 {
     type Response = http::Response<TrackedBody<B>>;
     type Error = S::Error;
@@ -327,6 +392,7 @@ pin_project_lite::pin_project! {
 impl<F, B, E> Future for TrackedFuture<F>
 where
     F: Future<Output = Result<http::Response<B>, E>>,
+    B: http_body::Body,
 {
     type Output = Result<http::Response<TrackedBody<B>>, E>;
 
@@ -337,9 +403,16 @@ where
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Ready(Ok(resp)) => {
                 let active = this.active.take();
-                Poll::Ready(Ok(resp.map(|inner| TrackedBody {
-                    inner,
-                    _active: active,
+                Poll::Ready(Ok(resp.map(|inner| {
+                    let mut body = TrackedBody {
+                        inner,
+                        active,
+                        waiting: false,
+                    };
+                    // Its head goes out now; its first bytes wait for the client.
+                    let unfinished = !http_body::Body::is_end_stream(&body.inner);
+                    body.set_waiting(unfinished);
+                    body
                 })))
             }
         }
@@ -347,11 +420,41 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// A response body; the request is in flight until it is dropped.
+    /// A response body; the request is in flight until it is dropped. Between handing hyper a
+    /// frame (or the head) and hyper asking for the next, it waits for the client.
     struct TrackedBody<B> {
         #[pin]
         inner: B,
-        _active: Option<Active>,
+        active: Option<Active>,
+        waiting: bool,
+    }
+
+    impl<B> PinnedDrop for TrackedBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            update_waiting(this.waiting, this.active.as_ref(), false);
+        }
+    }
+}
+
+impl<B> TrackedBody<B> {
+    fn set_waiting(&mut self, waiting: bool) {
+        update_waiting(&mut self.waiting, self.active.as_ref(), waiting);
+    }
+}
+
+/// Moves one response in or out of its connection's count of those waiting for the client.
+fn update_waiting(flag: &mut bool, active: Option<&Active>, waiting: bool) {
+    if *flag == waiting {
+        return;
+    }
+    *flag = waiting;
+    if let Some(a) = active {
+        if waiting {
+            a.0.waiting_on_client.fetch_add(1, Ordering::Relaxed);
+        } else {
+            a.0.waiting_on_client.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -363,7 +466,16 @@ impl<B: http_body::Body> http_body::Body for TrackedBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
+        let this = self.project();
+        if let Some(a) = this.active.as_ref() {
+            a.0.progress.fetch_add(1, Ordering::Relaxed);
+        }
+        let polled = this.inner.poll_frame(cx);
+        // A frame handed over waits for the client; a body with nothing ready waits for its
+        // source (an upstream), which is not the client's doing.
+        let waiting = matches!(polled, Poll::Ready(Some(Ok(_))));
+        update_waiting(this.waiting, this.active.as_ref(), waiting);
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -595,10 +707,12 @@ mod tests {
 
         let s = start(Plain, limits(400, 4)).await;
         let tcp = TcpStream::connect(s.addr).await.unwrap();
-        let (mut h2, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-                .await
-                .unwrap();
+        let (mut h2, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
         let conn = tokio::spawn(conn);
         let get = |path: &str| {
             http::Request::get(format!("http://x{path}"))
@@ -621,6 +735,92 @@ mod tests {
         assert!(took < Duration::from_millis(1_500), "{took:?}");
         s.stop.send(()).unwrap();
         assert_eq!(s.done.await.unwrap(), Drained::Clean);
+    }
+
+    /// An HTTP/2 client that keeps its window at zero takes the response head but can never
+    /// take its body: the connection is closed after one to two limits rather than held for
+    /// ever (no request needed a credential), and its place is free again.
+    #[tokio::test]
+    async fn a_client_that_takes_no_response_body_is_closed() {
+        let s = start(Plain, limits(400, 1)).await;
+        let tcp = TcpStream::connect(s.addr).await.unwrap();
+        let (h2, conn) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let mut h2 = h2.ready().await.unwrap();
+        let req = http::Request::get(format!("http://{}/", s.addr))
+            .body(())
+            .unwrap();
+        let (answer, _) = h2.send_request(req, true).unwrap();
+        let answer = answer.await.unwrap();
+        assert_eq!(answer.status(), 200);
+        let stalled_since = Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        assert!(ended.is_ok(), "the stalled connection stays open");
+        let took = stalled_since.elapsed();
+        assert!(took < Duration::from_millis(1_500), "{took:?}");
+        drop(answer);
+        // The one place is free: a plain request is answered.
+        let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = String::from_utf8(read_to_close(&mut tcp).await).unwrap();
+        assert!(answer.ends_with("hello\n"), "{answer}");
+        s.stop.send(()).unwrap();
+        assert_eq!(s.done.await.unwrap(), Drained::Clean);
+    }
+
+    /// A drain that runs out closes the connections still busy on the caller's runtime too, and
+    /// the router's state is released (the gateway's audit writer waits for that).
+    #[tokio::test]
+    async fn a_drain_that_runs_out_closes_connections_on_the_callers_runtime() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(());
+        let app = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "late\n"
+                }),
+            )
+            .layer(axum::Extension(state.clone()));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(serve(
+            listener,
+            Plain,
+            app,
+            Limits {
+                client_timeout: Duration::from_secs(5),
+                max_connections: 4,
+                drain: Duration::from_millis(300),
+            },
+            Threads::Caller,
+            || {},
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.send(()).unwrap();
+        let started = Instant::now();
+        assert_eq!(done.await.unwrap(), Drained::Cut);
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert_eq!(read_to_close(&mut tcp).await, b"");
+        assert_eq!(
+            Arc::strong_count(&state),
+            1,
+            "the router's state is still held"
+        );
     }
 
     #[tokio::test]
