@@ -1265,8 +1265,10 @@ fn scheduled_drills(
             return;
         }
     };
+    let mut wait = first_wait(state, every);
     loop {
-        let deadline = std::time::Instant::now() + every;
+        let deadline = std::time::Instant::now() + wait;
+        wait = every;
         while std::time::Instant::now() < deadline {
             if stop.load(Ordering::Relaxed) {
                 return;
@@ -1274,6 +1276,31 @@ fn scheduled_drills(
             std::thread::sleep(Duration::from_millis(200));
         }
         runtime.block_on(drill_round(state, base, leaf.clone(), every));
+    }
+}
+
+/// How long the scheduler waits before its first round: what is left of the interval since the
+/// last scheduled drill on record, and nothing when there is none. Waiting a whole interval from
+/// each start, a vault restarted more often than `--drill-every` (deploys, certificate renewals,
+/// a crash loop) never drilled.
+fn first_wait(state: &AppState, every: Duration) -> Duration {
+    let last = read_drills(&state.read_data().drills_path())
+        .ok()
+        .and_then(|drills| {
+            drills
+                .iter()
+                .rev()
+                .find(|d| d.actor == SCHEDULER_ACTOR)
+                .and_then(|d| d.at.parse::<jiff::Timestamp>().ok())
+        });
+    let Some(last) = last else {
+        return Duration::ZERO;
+    };
+    let since = crate::now().duration_since(last);
+    match Duration::try_from(since) {
+        Ok(elapsed) => every.saturating_sub(elapsed),
+        // A record from the future (the clock was set back): a whole interval.
+        Err(_) => every,
     }
 }
 

@@ -1631,6 +1631,38 @@ fn vault_serve_runs_scheduled_drills() {
     assert_eq!(list[0]["last_drill"]["passed"], true, "{list}");
 }
 
+/// A vault restarted more often than `--drill-every` still drills: the first round after a
+/// start comes when the interval since the last scheduled drill on record has passed (at once
+/// when there is none), not a whole interval after each start.
+#[test]
+fn scheduled_drills_survive_restarts_shorter_than_the_interval() {
+    let mut v = VaultHost::new(&["--drill-every", "6s"]);
+    let prod = production(&v);
+    let src = prod.path().join("files");
+    make_tree(&src);
+    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    run_backup(&prod, "files", &[]);
+    let scheduled = |v: &VaultHost| {
+        v.drills()
+            .into_iter()
+            .filter(|d| d["actor"] == "vault serve" && d["passed"] == true)
+            .count()
+    };
+    let started = std::time::Instant::now();
+    while scheduled(&v) == 0 && started.elapsed() < Duration::from_secs(12) {
+        std::thread::sleep(Duration::from_millis(1_500));
+        v.stop();
+        v.start();
+    }
+    assert!(scheduled(&v) > 0, "{:#?}", v.drills());
+    // Restarted again at once, it does not drill again before the interval has passed.
+    let before = v.drills().len();
+    v.stop();
+    v.start();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(v.drills().len(), before, "{:#?}", v.drills());
+}
+
 #[test]
 fn vault_log_verify_names_an_edited_deleted_or_reordered_entry() {
     let (v, prod, _) = vault_with_files_source();
