@@ -176,16 +176,32 @@ pub async fn data_dir(url: &str) -> Option<std::path::PathBuf> {
 }
 
 /// The URL without its password, and the password (passed to tools in `PGPASSWORD`, never on
-/// their command line where `ps` shows it).
+/// their command line where `ps` shows it). libpq takes a password in the user part
+/// (`postgres://u:p@host/db`) or as a `password` parameter (`?password=p`, which wins).
 pub fn split_password(url: &str) -> (String, Option<String>) {
     match url::Url::parse(url) {
         Ok(mut u) => {
-            let password = u.password().map(|p| {
+            let mut password = u.password().map(|p| {
                 url::form_urlencoded::parse(format!("p={p}").as_bytes())
                     .next()
                     .map_or_else(|| p.to_owned(), |(_, v)| v.into_owned())
             });
             let _ = u.set_password(None);
+            if u.query_pairs().any(|(k, _)| k == "password") {
+                let mut kept = Vec::new();
+                for (k, v) in u.query_pairs() {
+                    if k == "password" {
+                        password = Some(v.into_owned());
+                    } else {
+                        kept.push((k.into_owned(), v.into_owned()));
+                    }
+                }
+                if kept.is_empty() {
+                    u.set_query(None);
+                } else {
+                    u.query_pairs_mut().clear().extend_pairs(kept);
+                }
+            }
             (u.to_string(), password)
         }
         Err(_) => (url.to_owned(), None),
@@ -212,6 +228,12 @@ mod tests {
         let (u, p) = split_password("postgres://bw:s%40cret@db:5432/app");
         assert_eq!(u, "postgres://bw@db:5432/app");
         assert_eq!(p.as_deref(), Some("s@cret"));
+        let (u, p) = split_password("postgres://bw@db/app?sslmode=disable&password=s%26cret");
+        assert_eq!(u, "postgres://bw@db/app?sslmode=disable");
+        assert_eq!(p.as_deref(), Some("s&cret"));
+        let (u, p) = split_password("postgres://bw:first@db/app?password=second");
+        assert_eq!(u, "postgres://bw@db/app");
+        assert_eq!(p.as_deref(), Some("second"));
         let (u, p) = split_password("postgres://bw@db/app");
         assert_eq!(u, "postgres://bw@db/app");
         assert_eq!(p, None);
