@@ -824,8 +824,11 @@ async fn run_pg_tool(
     tool: &str,
     hint: &str,
 ) -> Result<Vec<u8>, VaultError> {
+    // Killed if the drill is dropped (the vault stops mid-drill): its scratch cluster and the
+    // decrypted dump are then removed, and nothing must still be writing to them.
     let out = cmd
         .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
         .output()
         .await
         .map_err(|e| VaultError::Tool {
@@ -892,6 +895,7 @@ async fn amcheck(scratch: &ScratchPostgres, role: &str) -> String {
         return "not available".into();
     }
     let out = tokio::process::Command::new(bin)
+        .kill_on_drop(true)
         .arg("-h")
         .arg(scratch.socket_dir())
         .args(["-U", role])

@@ -134,6 +134,7 @@ impl ScratchPostgres {
                 .output()
                 .map_err(|e| tool_error("pg_ctl", &e.to_string()))?;
             if out.status.success() {
+                tracing::debug!(dir = %s.dir.path().display(), port = s.port, "scratch cluster started");
                 return Ok(s);
             }
             last = std::fs::read_to_string(s.dir.path().join("postgres.log")).unwrap_or_default();

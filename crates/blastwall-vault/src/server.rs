@@ -205,21 +205,27 @@ impl Vault {
             .local_addr()
             .map_err(|e| VaultError::Other(format!("no local address: {e}")))?;
         let every = self.read_data().settings.drill_every_secs;
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let mut drills = None;
         if let Some(secs) = every.filter(|s| *s > 0) {
-            let (state, stop) = (self.state.clone(), stop.clone());
+            let state = self.state.clone();
             let (base, leaf) = match &tls {
                 Some(t) => (format!("https://{addr}"), Some(t.leaf.clone())),
                 None => (format!("http://{addr}"), None),
             };
             // Drills run on a thread of their own with its own runtime: a long restore never
-            // takes a worker from the server, and the server's shutdown is not held up by one.
-            std::thread::Builder::new()
-                .name("vault-drills".into())
-                .spawn(move || {
-                    scheduled_drills(&state, &base, leaf, Duration::from_secs(secs), &stop);
-                })
-                .map_err(|e| VaultError::Other(format!("cannot start the drill scheduler: {e}")))?;
+            // takes a worker from the server. A stop interrupts a round (its scratch cluster is
+            // stopped and its decrypted files removed) and waits for that.
+            drills = Some(
+                std::thread::Builder::new()
+                    .name("vault-drills".into())
+                    .spawn(move || {
+                        scheduled_drills(&state, &base, leaf, Duration::from_secs(secs), stopping);
+                    })
+                    .map_err(|e| {
+                        VaultError::Other(format!("cannot start the drill scheduler: {e}"))
+                    })?,
+            );
         }
         // The trusted clock's mark is persisted every minute, so a restart loses at most a
         // minute of it (before, it moved on disk only when an admin deleted something, and each
@@ -275,8 +281,20 @@ impl Vault {
                 .await
             }
         };
-        stop.store(true, Ordering::Relaxed);
+        let _ = stop.send(true);
         ticker.abort();
+        if let Some(drills) = drills {
+            let joined = tokio::time::timeout(
+                DRILL_STOP_WAIT,
+                tokio::task::spawn_blocking(move || drills.join()),
+            )
+            .await;
+            if !matches!(joined, Ok(Ok(Ok(())))) {
+                tracing::error!(
+                    "the drill scheduler did not stop cleanly: a scratch cluster or decrypted files may be left in the temporary folder"
+                );
+            }
+        }
         self.state.log_suppressed();
         Ok(())
     }
@@ -1253,7 +1271,7 @@ fn scheduled_drills(
     base: &str,
     leaf: Option<rustls::pki_types::CertificateDer<'static>>,
     every: Duration,
-    stop: &std::sync::atomic::AtomicBool,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -1270,14 +1288,28 @@ fn scheduled_drills(
         let deadline = std::time::Instant::now() + wait;
         wait = every;
         while std::time::Instant::now() < deadline {
-            if stop.load(Ordering::Relaxed) {
+            if *stop.borrow() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        runtime.block_on(drill_round(state, base, leaf.clone(), every));
+        let stopped = runtime.block_on(async {
+            tokio::select! {
+                () = drill_round(state, base, leaf.clone(), every) => false,
+                // Dropping the round stops its scratch cluster, kills its tools and removes its
+                // decrypted files; the drill in progress is recorded by none.
+                _ = stop.wait_for(|s| *s) => true,
+            }
+        });
+        if stopped {
+            tracing::info!("a drill round was interrupted by the stop");
+            return;
+        }
     }
 }
+
+/// How long a stop waits for an interrupted drill to clean up (a scratch cluster's stop).
+const DRILL_STOP_WAIT: Duration = Duration::from_secs(60);
 
 /// How long the scheduler waits before its first round: what is left of the interval since the
 /// last scheduled drill on record, and nothing when there is none. Waiting a whole interval from

@@ -26,6 +26,8 @@ struct VaultHost {
     tls: Option<(PathBuf, PathBuf)>,
     /// More arguments for `vault serve`.
     serve_args: Vec<String>,
+    /// `TMPDIR` for `vault serve` (its drills' work folders).
+    tmpdir: Option<PathBuf>,
 }
 
 impl Drop for VaultHost {
@@ -98,6 +100,7 @@ impl VaultHost {
             log: Arc::new(Mutex::new(Vec::new())),
             tls,
             serve_args: Vec::new(),
+            tmpdir: None,
         };
         v.start();
         // The drill runner lives here: a reader target and the identity.
@@ -142,6 +145,9 @@ impl VaultHost {
             cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
         }
         cmd.args(&self.serve_args);
+        if let Some(t) = &self.tmpdir {
+            cmd.env("TMPDIR", t);
+        }
         let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -579,6 +585,87 @@ fn postgres_backup_drill_restore_and_break_glass() {
 /// or a thief of it) chooses what the archive holds. A function the restore runs (through a
 /// materialized view's refresh) that asks the server to run a program must not run it on the
 /// drill host: the drill restores as a role without superuser rights, and fails.
+/// A vault stopped in the middle of a scheduled PostgreSQL drill stops its scratch cluster and
+/// removes the decrypted dump before it exits: the cluster (trust authentication, production's
+/// data) and the files stayed behind when the process ended under the drill's thread.
+#[test]
+fn a_stop_mid_drill_leaves_no_scratch_cluster_or_decrypted_files() {
+    let cluster = blastwall_test::PgCluster::shared().unwrap();
+    let url = cluster.fresh_database().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE t(id int, v text);
+             INSERT INTO t SELECT i, md5(i::text) FROM generate_series(1, 20000) i;",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
+        c.close().await.unwrap();
+    });
+    let mut v = VaultHost::new(&["--drill-every", "1s"]);
+    let prod = production(&v);
+    add_source(&prod, "appdb", "postgres", &url);
+    run_backup(&prod, "appdb", &[]);
+    let tmp = v.bw.path().join("drill-tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    v.stop();
+    v.tmpdir = Some(tmp.clone());
+    v.start();
+    // Stop as soon as a round has started its scratch cluster.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let scratch = loop {
+        let log = v.log_text();
+        if let Some(line) = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("scratch cluster started"))
+        {
+            // Without the terminal colours.
+            let mut plain = String::new();
+            let mut in_escape = false;
+            for c in line.chars() {
+                match (in_escape, c) {
+                    (false, '\u{1b}') => in_escape = true,
+                    (true, 'm') => in_escape = false,
+                    (false, c) => plain.push(c),
+                    (true, _) => {}
+                }
+            }
+            let dir = plain
+                .split("dir=")
+                .nth(1)
+                .and_then(|d| d.split_whitespace().next())
+                .unwrap_or_else(|| panic!("{line}"))
+                .to_owned();
+            break PathBuf::from(dir);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no drill started: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    v.stop();
+    assert!(!scratch.exists(), "{} is still there", scratch.display());
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(
+        !v.log_text().contains("did not stop cleanly"),
+        "{}",
+        v.log_text()
+    );
+}
+
 #[test]
 fn a_backup_cannot_run_code_on_the_drill_host() {
     let cluster = blastwall_test::PgCluster::shared().unwrap();
