@@ -35,7 +35,10 @@ pub(crate) struct Tokens {
     store: Arc<dyn Store>,
     cache: RwLock<HashMap<[u8; 32], CachedToken>>,
     revoked: RwLock<HashSet<TokenId>>,
-    /// Unix milliseconds of the last successful revocation poll.
+    /// When this was made: the origin of `last_poll_ok`, on the monotonic clock (a wall clock
+    /// set back would make an old poll look fresh while the store is unreachable).
+    epoch: Instant,
+    /// Milliseconds from `epoch` to the last successful revocation poll.
     last_poll_ok: AtomicI64,
     poll: Duration,
     touched: std::sync::Mutex<HashMap<TokenId, Timestamp>>,
@@ -47,7 +50,8 @@ impl Tokens {
             store,
             cache: RwLock::new(HashMap::new()),
             revoked: RwLock::new(HashSet::new()),
-            last_poll_ok: AtomicI64::new(Timestamp::now().as_millisecond()),
+            epoch: Instant::now(),
+            last_poll_ok: AtomicI64::new(0),
             poll,
             touched: std::sync::Mutex::new(HashMap::new()),
         }
@@ -180,8 +184,13 @@ impl Tokens {
         Ok(found)
     }
 
+    /// Milliseconds since `epoch`.
+    fn monotonic_ms(&self) -> i64 {
+        i64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
     fn revocations_current(&self) -> bool {
-        let age = Timestamp::now().as_millisecond() - self.last_poll_ok.load(Ordering::Relaxed);
+        let age = self.monotonic_ms() - self.last_poll_ok.load(Ordering::Relaxed);
         let limit =
             i64::try_from((self.poll * 4 + Duration::from_secs(2)).as_millis()).unwrap_or(i64::MAX);
         age <= limit
@@ -202,7 +211,7 @@ impl Tokens {
             }
         }
         self.last_poll_ok
-            .store(Timestamp::now().as_millisecond(), Ordering::Relaxed);
+            .store(self.monotonic_ms(), Ordering::Relaxed);
         Ok(())
     }
 

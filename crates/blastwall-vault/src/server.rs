@@ -438,17 +438,30 @@ impl AppState {
     /// any), and when each registered source was registered.
     fn expected_sources(&self) -> Result<ExpectedSources, VaultError> {
         let mut out = ExpectedSources::default();
+        // The latest is the backup whose manifest the vault received last (ids are the writer's
+        // to choose: the largest would let a planted `9999…` id take the failures of the real
+        // latest), as `list_backups` orders them.
+        let mut received: std::collections::BTreeMap<String, (Option<Timestamp>, String)> =
+            std::collections::BTreeMap::new();
         for m in self.store.list("backups/")? {
             let mut it = m.name.splitn(4, '/');
             if let (Some(_), Some(src), Some(id), Some("manifest.age")) =
                 (it.next(), it.next(), it.next(), it.next())
             {
-                let latest = out.latest.entry(src.to_owned()).or_default();
-                if latest.as_str() < id {
-                    *latest = id.to_owned();
+                let candidate = (m.received.parse::<Timestamp>().ok(), id.to_owned());
+                match received.get_mut(src) {
+                    Some(best) if *best >= candidate => {}
+                    Some(best) => *best = candidate,
+                    None => {
+                        received.insert(src.to_owned(), candidate);
+                    }
                 }
             }
         }
+        out.latest = received
+            .into_iter()
+            .map(|(src, (_, id))| (src, id))
+            .collect();
         for m in self.store.list(crate::manifest::REGISTRATIONS_PREFIX)? {
             if let Some(src) = m
                 .name

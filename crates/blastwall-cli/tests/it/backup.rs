@@ -2062,6 +2062,34 @@ fn the_vault_credential_is_sealed_at_rest() {
     assert!(stderr(&o).contains("--env ENV"), "{}", stderr(&o));
 }
 
+/// A drill that cannot run is filed under the source's latest backup, the one the vault
+/// received last: not under the largest id, which the writer chooses (a planted `9999…` id
+/// would take every failure, and the real latest backup would keep showing its last pass).
+#[test]
+fn a_planted_backup_id_does_not_take_the_latest_backups_failures() {
+    let v = VaultHost::new(&["--drill-every", "1s"]);
+    let prod = production(&v);
+    let src = prod.path().join("files");
+    make_tree(&src);
+    add_source(&prod, "files", "dir", src.to_str().unwrap());
+    let planted = "backups/files/99991231T000000Z-000000/manifest.age";
+    assert_eq!(put_object(&v.url, &v.writer, planted, b"junk"), 201);
+    let b = run_backup(&prod, "files", &[]);
+    let id = b["id"].as_str().unwrap().to_owned();
+    std::fs::rename(
+        v.data().join("keys/backup.key"),
+        v.data().join("keys/backup.key.away"),
+    )
+    .unwrap();
+    let d = v.wait_for_drill(|d| {
+        d["actor"] == "vault serve"
+            && d["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("cannot read the backup identity"))
+    });
+    assert_eq!(d["backup"], id.as_str(), "{d}");
+}
+
 #[test]
 fn a_scheduled_drill_that_cannot_run_is_a_failure_never_a_skip() {
     let mut v = VaultHost::new(&["--drill-every", "1s"]);
