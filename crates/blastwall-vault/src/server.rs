@@ -376,7 +376,8 @@ impl AppState {
 
     /// Appends one entry per actor whose refusals were counted rather than written.
     fn log_suppressed(&self) {
-        for sup in self.refusals.take_suppressed(std::time::Instant::now()) {
+        let now = std::time::Instant::now();
+        for sup in self.refusals.take_suppressed(now) {
             let detail = serde_json::json!({
                 "count": sup.count,
                 "window_secs": REFUSAL_WINDOW.as_secs(),
@@ -388,7 +389,9 @@ impl AppState {
                 None,
                 detail,
             ) {
+                // Counted again, for the next minute's entry (or the stop's).
                 tracing::error!(error = %e, "cannot append to the vault audit log");
+                self.refusals.give_back(sup, now);
             }
         }
     }

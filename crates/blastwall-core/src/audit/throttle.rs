@@ -97,6 +97,26 @@ impl Throttle {
         }
     }
 
+    /// Counts `s` again, for the next [`Throttle::take_suppressed`]: its entry could not be
+    /// appended (a full disk), and the count must not be lost with it.
+    pub fn give_back(&self, s: Suppressed, now: Instant) {
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = if slots.contains_key(&s.actor) || slots.len() < MAX_ACTORS {
+            s.actor
+        } else {
+            OVERFLOW_ACTOR.to_owned()
+        };
+        let slot = slots.entry(key).or_insert(Slot {
+            started: now,
+            written: 0,
+            suppressed: 0,
+        });
+        slot.suppressed = slot.suppressed.saturating_add(s.count);
+    }
+
     /// The refusals counted since the last call, by actor; forgets actors idle for two windows.
     /// Call it about once a window, and once at shutdown, and append what it returns.
     pub fn take_suppressed(&self, now: Instant) -> Vec<Suppressed> {
@@ -122,6 +142,27 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_count_given_back_is_taken_again() {
+        let t = Throttle::new(Duration::from_secs(60), 1);
+        let t0 = Instant::now();
+        assert!(t.admit("a", t0));
+        assert!(!t.admit("a", t0));
+        let taken = t.take_suppressed(t0);
+        assert_eq!(taken.len(), 1);
+        for s in taken {
+            t.give_back(s, t0);
+        }
+        assert!(!t.admit("a", t0));
+        assert_eq!(
+            t.take_suppressed(t0),
+            [Suppressed {
+                actor: "a".into(),
+                count: 2
+            }]
+        );
+    }
 
     #[test]
     fn the_first_of_each_window_are_written_the_rest_counted() {
