@@ -22,6 +22,9 @@ pub const SHA256_HEADER: &str = "x-blastwall-sha256";
 /// Time limit of one request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// The most of an error answer's body read.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
 /// What `/v1/info` says about a vault.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VaultInfo {
@@ -131,6 +134,70 @@ impl VaultClient {
         headers: &[(&str, String)],
         body: Bytes,
     ) -> Result<(StatusCode, Bytes), VaultError> {
+        let (status, body) = self.open(method, path, headers, body).await?;
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|e| VaultError::Unreachable {
+                url: self.base.clone(),
+                why: e.to_string(),
+            })?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
+    /// Reads `name` into `sink` as it arrives, failing once more than `max` bytes have come
+    /// (memory stays flat, whatever the object's size); returns the number of bytes.
+    pub async fn get_into(
+        &self,
+        name: &str,
+        sink: &mut dyn std::io::Write,
+        max: u64,
+    ) -> Result<u64, VaultError> {
+        let (_, mut body) = self
+            .open(
+                Method::GET,
+                &format!("/v1/objects/{name}"),
+                &[],
+                Bytes::new(),
+            )
+            .await?;
+        let cut = |why: String| VaultError::Unreachable {
+            url: self.base.clone(),
+            why,
+        };
+        let mut n = 0u64;
+        loop {
+            let frame = tokio::time::timeout(REQUEST_TIMEOUT, body.frame())
+                .await
+                .map_err(|_| cut(format!("`{name}` stopped arriving")))?;
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|e| cut(e.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            n = n.saturating_add(data.len() as u64);
+            if n > max {
+                return Err(VaultError::TooLarge {
+                    name: name.to_owned(),
+                    max,
+                });
+            }
+            sink.write_all(&data)
+                .map_err(|e| VaultError::io("write", name, e))?;
+        }
+        Ok(n)
+    }
+
+    /// Sends one request; returns the status and the unread body of a 2xx answer, else the
+    /// vault's error.
+    async fn open(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<(StatusCode, hyper::body::Incoming), VaultError> {
         let url = format!("{}{path}", self.base);
         let mut req = Request::builder()
             .method(method)
@@ -168,15 +235,16 @@ impl VaultClient {
                 }
             })?;
         let status = resp.status();
-        let bytes = resp
-            .into_body()
+        let body = resp.into_body();
+        if status.is_success() {
+            return Ok((status, body));
+        }
+        // An error answer is a small JSON object: read no more of it than that.
+        let bytes = http_body_util::Limited::new(body, ERROR_BODY_LIMIT)
             .collect()
             .await
             .map_err(|e| unreachable(e.to_string()))?
             .to_bytes();
-        if status.is_success() {
-            return Ok((status, bytes));
-        }
         #[derive(Deserialize)]
         struct Body {
             error: String,

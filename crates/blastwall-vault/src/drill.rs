@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use crate::error::VaultError;
@@ -489,6 +490,30 @@ struct Fetched {
     decrypt_ms: u64,
 }
 
+/// The largest manifest a drill reads (it is held in memory, decrypted and parsed): a
+/// manifest lists every file of a folder backup, about 150 bytes each, so this is room for over
+/// a million files; a writer's manifest of the vault's largest object size would make each
+/// drill hold gigabytes.
+const MAX_MANIFEST: u64 = 256 << 20;
+
+/// Hashes what it writes.
+struct HashingWriter<'a, W: std::io::Write> {
+    inner: &'a mut W,
+    hasher: Sha256,
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// What a drill host must have room for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Here {
@@ -508,11 +533,20 @@ async fn fetch(
     here: Here,
 ) -> Result<Fetched, VaultError> {
     let t = Instant::now();
-    let sealed = client
-        .get(&manifest_name(&backup.source, &backup.id))
+    let mut sealed = Vec::new();
+    client
+        .get_into(
+            &manifest_name(&backup.source, &backup.id),
+            &mut sealed,
+            MAX_MANIFEST,
+        )
         .await
-        .map_err(|e| missing(e, format!("the manifest of `{}`", backup.id)))?;
+        .map_err(|e| match e {
+            e @ VaultError::TooLarge { .. } => e,
+            e => missing(e, format!("the manifest of `{}`", backup.id)),
+        })?;
     let manifest = Manifest::decrypt(&sealed, identity, &backup.id)?;
+    drop(sealed);
     if manifest.id != backup.id || manifest.source != backup.source {
         return Err(VaultError::Manifest {
             id: backup.id.clone(),
@@ -540,21 +574,36 @@ async fn fetch(
         .map_err(|e| VaultError::io("create", &sealed_path, e))?;
     let n = manifest.parts.len();
     for (i, part) in manifest.parts.iter().enumerate() {
-        let bytes = client
-            .get(&part.name)
-            .await
-            .map_err(|e| missing(e, format!("part {} of {n} (`{}`)", i + 1, part.name)))?;
-        let actual = crate::sha256_hex(&bytes);
-        if actual != part.sha256 || bytes.len() as u64 != part.size {
-            return Err(VaultError::Other(format!(
+        let damaged = |actual: &str| {
+            VaultError::Other(format!(
                 "part {} of {n} (`{}`) is damaged: its SHA-256 is {actual}, the manifest records {}",
                 i + 1,
                 part.name,
                 part.sha256
-            )));
+            ))
+        };
+        // Streamed to the file as it arrives, hashed on the way: a part (up to the vault's
+        // largest object) is never held in memory whole.
+        let mut sink = HashingWriter {
+            inner: &mut out,
+            hasher: Sha256::new(),
+        };
+        let got = match client.get_into(&part.name, &mut sink, part.size).await {
+            Ok(got) => got,
+            Err(VaultError::TooLarge { .. }) => {
+                return Err(damaged(&format!("that of more than {} bytes", part.size)));
+            }
+            Err(e) => {
+                return Err(missing(
+                    e,
+                    format!("part {} of {n} (`{}`)", i + 1, part.name),
+                ));
+            }
+        };
+        let actual = hex::encode(sink.hasher.finalize());
+        if actual != part.sha256 || got != part.size {
+            return Err(damaged(&actual));
         }
-        out.write_all(&bytes)
-            .map_err(|e| VaultError::io("write", &sealed_path, e))?;
     }
     out.sync_all()
         .map_err(|e| VaultError::io("sync", &sealed_path, e))?;

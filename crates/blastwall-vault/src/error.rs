@@ -49,6 +49,17 @@ pub enum VaultError {
         "invalid object name `{0}`\nhint: use letters, digits, `.`, `_` and `-`, in segments separated by `/`"
     )]
     BadName(String),
+    /// An object larger than the reader accepts (a manifest, or a part bigger than its
+    /// manifest says).
+    #[error(
+        "`{name}` is larger than {max} bytes, more than it may be\nhint: the backup is damaged or was not made by `blastwall backup run`"
+    )]
+    TooLarge {
+        /// The object.
+        name: String,
+        /// The most accepted.
+        max: u64,
+    },
     /// A create of a name outside the shapes the vault stores.
     #[error(
         "`{0}` is not a name the vault stores\nhint: objects are created as `sources/<source>`, `backups/<source>/<id>/<file>` or `canary/<name>`"

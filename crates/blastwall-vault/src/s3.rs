@@ -284,6 +284,54 @@ impl S3Store {
         Ok(body.into_bytes())
     }
 
+    /// Reads `name` into `sink` as it arrives (its first version, as [`Self::get`]), failing
+    /// once more than `max` bytes have come; returns the number of bytes.
+    pub async fn get_into(
+        &self,
+        name: &str,
+        sink: &mut dyn std::io::Write,
+        max: u64,
+    ) -> Result<u64, VaultError> {
+        let key = self.location.key(name);
+        let first = self.first_version(&key).await?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.location.bucket)
+            .key(&key)
+            .set_version_id(first)
+            .send()
+            .await
+            .map_err(|e| VaultError::from(S3Failure::of("GetObject", &key, e)))?;
+        let too_large = || VaultError::TooLarge {
+            name: name.to_owned(),
+            max,
+        };
+        if out
+            .content_length
+            .is_some_and(|n| u64::try_from(n).unwrap_or(u64::MAX) > max)
+        {
+            return Err(too_large());
+        }
+        let mut body = out.body;
+        let mut n = 0u64;
+        while let Some(chunk) = body.try_next().await.map_err(|e| VaultError::S3 {
+            op: "GetObject",
+            key: key.clone(),
+            status: None,
+            code: "body".into(),
+            message: e.to_string(),
+        })? {
+            n = n.saturating_add(chunk.len() as u64);
+            if n > max {
+                return Err(too_large());
+            }
+            sink.write_all(&chunk)
+                .map_err(|e| VaultError::io("write", name, e))?;
+        }
+        Ok(n)
+    }
+
     /// The id of the first (oldest) version of `key`, when the bucket keeps versions (Object Lock
     /// needs them); a key written more than once is logged as overwritten.
     async fn first_version(&self, key: &str) -> Result<Option<String>, VaultError> {

@@ -87,6 +87,20 @@ impl BackupStore {
         }
     }
 
+    /// Reads `name` into `sink` as it arrives, failing once more than `max` bytes have come
+    /// (memory stays flat whatever the object's size); returns the number of bytes.
+    pub async fn get_into(
+        &self,
+        name: &str,
+        sink: &mut dyn std::io::Write,
+        max: u64,
+    ) -> Result<u64, VaultError> {
+        match self {
+            Self::Vault(c) => c.get_into(name, sink, max).await,
+            Self::S3(s) => s.get_into(name, sink, max).await,
+        }
+    }
+
     /// Lists the objects whose names start with `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, VaultError> {
         match self {

@@ -1475,6 +1475,27 @@ fn a_backup_bigger_than_the_drill_host_fails_before_it_fills_the_disk() {
     );
 }
 
+/// A manifest is held in memory to be decrypted and parsed: one bigger than any real backup's
+/// (256 MiB) fails the drill as it arrives, rather than making every drill hold it, and more.
+#[test]
+fn an_oversized_manifest_fails_the_drill_without_being_held() {
+    let (v, _prod, _) = vault_with_files_source();
+    let id = "20260102T000000Z-0c0c0c";
+    let name = format!("backups/files/{id}/manifest.age");
+    let junk = vec![b'm'; (256 << 20) + 1];
+    assert_eq!(put_object(&v.url, &v.writer, &name, &junk), 201);
+    drop(junk);
+    let o = v.drill("files", &["--backup", id, "--json"]);
+    let rec: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|_| panic!("{}{}", stdout(&o), stderr(&o)));
+    assert_eq!(rec[0]["passed"], false, "{rec}");
+    let reason = rec[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("is larger than 268435456 bytes"),
+        "{reason}"
+    );
+}
+
 /// Backups go under a registered source, and only the writer that registered it adds to it: a
 /// writer cannot start sources at will (each would be drilled every round) or plant backups in
 /// another writer's source.
