@@ -60,6 +60,11 @@ pub enum VaultError {
         /// The most accepted.
         max: u64,
     },
+    /// The audit log takes no appends, and a change already made waits for its entry.
+    #[error(
+        "the vault cannot write its audit log, so it makes no change until it can\nhint: retry later; the operator should check the vault's disk and `audit.jsonl`"
+    )]
+    AuditUnavailable,
     /// A create of a name outside the shapes the vault stores.
     #[error(
         "`{0}` is not a name the vault stores\nhint: objects are created as `sources/<source>`, `backups/<source>/<id>/<file>` or `canary/<name>`"
@@ -389,6 +394,7 @@ impl VaultError {
             Self::BodyStalled { .. } => "body_timeout",
             Self::TooManyUploads { .. } => "too_many_uploads",
             Self::BodyTooLarge { .. } => "body_too_large",
+            Self::AuditUnavailable => "audit_unavailable",
             _ => "error",
         }
     }

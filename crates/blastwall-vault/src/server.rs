@@ -81,8 +81,23 @@ struct AppState {
     limits: blastwall_serve::Limits,
     /// Refusals written one by one per actor per minute; the rest are counted.
     refusals: Throttle,
+    /// Entries of changes already made (an object stored, a retention lengthened) whose append
+    /// failed: written first at the next append or the minute's tick, and while any wait, the
+    /// vault makes no further change (a change it cannot record is not made).
+    unaudited: Mutex<Vec<Unaudited>>,
     /// An exclusive lock on the folder's `serve.lock`, held while this vault is open.
     _serving: std::fs::File,
+}
+
+/// An audit entry waiting to be written.
+#[derive(Debug)]
+struct Unaudited {
+    actor: String,
+    action: String,
+    target: Option<String>,
+    detail: serde_json::Value,
+    /// When the change was made.
+    at: String,
 }
 
 #[derive(Debug, Default)]
@@ -156,6 +171,7 @@ impl Vault {
                 metrics,
                 limits,
                 refusals: Throttle::new(REFUSAL_WINDOW, REFUSALS_PER_WINDOW),
+                unaudited: Mutex::new(Vec::new()),
                 _serving: serving,
             }),
         })
@@ -164,7 +180,7 @@ impl Vault {
     /// The router.
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
             .route("/v1/info", get(info))
             .route(
@@ -239,6 +255,9 @@ impl Vault {
                     if let Err(e) = state.clock.persist() {
                         tracing::warn!(error = %e, "could not persist the trusted clock");
                     }
+                    if let Err(e) = state.flush_unaudited() {
+                        tracing::error!(error = %e, "the vault audit log still takes no appends");
+                    }
                     state.log_suppressed();
                 }
             })
@@ -294,6 +313,15 @@ impl Vault {
                     "the drill scheduler did not stop cleanly: a scratch cluster or decrypted files may be left in the temporary folder"
                 );
             }
+        }
+        if let Err(e) = self.state.flush_unaudited() {
+            let n = self
+                .state
+                .unaudited
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .len();
+            tracing::error!(error = %e, entries = n, "audit entries of changes made could not be written before the stop");
         }
         self.state.log_suppressed();
         Ok(())
@@ -396,6 +424,9 @@ impl AppState {
         }
     }
 
+    /// Appends the entry of a change just made. When it cannot be written, it is kept and
+    /// written before anything else once the log takes appends again (see
+    /// [`AppState::unaudited`]).
     fn audit(
         &self,
         actor: &str,
@@ -403,9 +434,52 @@ impl AppState {
         target: Option<&str>,
         detail: serde_json::Value,
     ) -> Result<(), ApiError> {
-        self.log
-            .append(&format!("vault:{actor}"), action, target, detail)
-            .map_err(ApiError::from)
+        let actor = format!("vault:{actor}");
+        let written = self
+            .flush_unaudited()
+            .and_then(|()| self.log.append(&actor, action, target, detail.clone()));
+        if let Err(e) = written {
+            tracing::error!(error = %e, action, "cannot append to the vault audit log; the entry is kept and the vault makes no change until it is written");
+            self.unaudited
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(Unaudited {
+                    actor,
+                    action: action.to_owned(),
+                    target: target.map(str::to_owned),
+                    detail,
+                    at: crate::now().to_string(),
+                });
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Writes the entries kept by [`AppState::audit`], oldest first (each says when its change
+    /// was made).
+    fn flush_unaudited(&self) -> Result<(), VaultError> {
+        let mut pending = self
+            .unaudited
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while let Some(first) = pending.first() {
+            let mut detail = first.detail.clone();
+            if let Some(o) = detail.as_object_mut() {
+                o.insert("made_at".into(), first.at.clone().into());
+            }
+            self.log
+                .append(&first.actor, &first.action, first.target.as_deref(), detail)?;
+            pending.remove(0);
+        }
+        Ok(())
+    }
+
+    /// Refuses a change while an earlier one's entry is not written and cannot be now.
+    fn require_audit(&self) -> Result<(), ApiError> {
+        self.flush_unaudited().map_err(|e| {
+            tracing::error!(error = %e, "the vault audit log takes no appends");
+            ApiError::from(VaultError::AuditUnavailable)
+        })
     }
 }
 
@@ -520,6 +594,7 @@ impl IntoResponse for ApiError {
             VaultError::Quota { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             VaultError::BodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
             VaultError::TooManyUploads { .. } => StatusCode::TOO_MANY_REQUESTS,
+            VaultError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             VaultError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             VaultError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             VaultError::Other(m) if m.starts_with("bad request") => StatusCode::BAD_REQUEST,
@@ -724,6 +799,7 @@ async fn put_object(
     async move {
         let who = s.auth(&headers, &[Role::Writer], "object.create", Some(&name))?;
         crate::objects::check_new_name(&name)?;
+        s.require_audit()?;
         let _slot = UploadSlot::take(&s, &who.name).ok_or_else(|| {
             s.refuse(&who.name, "object.create", Some(&name), "too many uploads");
             VaultError::TooManyUploads {
@@ -967,6 +1043,7 @@ async fn delete_object(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let who = s.auth(&headers, &[Role::Admin], "object.delete", Some(&name))?;
+    s.require_audit()?;
     let meta = s
         .store
         .get(&name)?
@@ -1038,6 +1115,7 @@ async fn set_retention(
     TimedJson(body): TimedJson<RetentionBody>,
 ) -> Result<Response, ApiError> {
     let who = s.auth(&headers, &[Role::Admin], "retention.change", Some(&name))?;
+    s.require_audit()?;
     let mut meta = s
         .store
         .get(&name)?
@@ -1081,6 +1159,7 @@ async fn set_policy(
     TimedJson(body): TimedJson<PolicyBody>,
 ) -> Result<Response, ApiError> {
     let who = s.auth(&headers, &[Role::Admin], "policy.change", None)?;
+    s.require_audit()?;
     let updated = {
         let mut data = s
             .data
@@ -1148,6 +1227,25 @@ async fn info(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Resp
         role: who.role.to_string(),
     })
     .into_response())
+}
+
+/// `ok`, or 503 while a change the vault made waits for its audit entry (the vault refuses
+/// changes until the log takes it).
+async fn healthz(State(s): State<Arc<AppState>>) -> Response {
+    let waiting = s
+        .unaudited
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .len();
+    if waiting == 0 {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit log unwritable: changes are refused\n",
+        )
+            .into_response()
+    }
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {

@@ -2305,3 +2305,49 @@ fn a_writer_creates_only_the_names_backups_use() {
     add_source(&prod, "files", "dir", src.to_str().unwrap());
     run_backup(&prod, "files", &[]);
 }
+
+/// A change the vault made but could not record (the audit log took no append) is recorded
+/// once the log takes appends again, before anything else, and meanwhile the vault makes no
+/// further change: a retried upload that found its object stored was answered "already there"
+/// and never audited.
+#[test]
+fn a_change_the_log_could_not_take_is_recorded_later_and_holds_further_changes() {
+    let v = VaultHost::new(&[]);
+    let log = v.data().join("audit.jsonl");
+    let aside = v.data().join("audit.jsonl.aside");
+    assert_eq!(put_object(&v.url, &v.writer, "canary/first", b"1"), 201);
+    // The log cannot be opened for appends: stored, but not recorded.
+    std::fs::rename(&log, &aside).unwrap();
+    std::fs::create_dir(&log).unwrap();
+    assert_eq!(put_object(&v.url, &v.writer, "canary/second", b"2"), 500);
+    // Its retry, and any other change, is refused while the entry waits.
+    assert_eq!(put_object(&v.url, &v.writer, "canary/second", b"2"), 503);
+    assert_eq!(put_object(&v.url, &v.writer, "canary/third", b"3"), 503);
+    assert_eq!(http(&v.url, "GET", "/healthz", "", b"", ""), 503);
+    // The log is back: the waiting entry goes first, then the next change.
+    std::fs::remove_dir(&log).unwrap();
+    std::fs::rename(&aside, &log).unwrap();
+    assert_eq!(put_object(&v.url, &v.writer, "canary/third", b"3"), 201);
+    assert_eq!(http(&v.url, "GET", "/healthz", "", b"", ""), 200);
+    let d = v.data();
+    let tail = v.bw.json(&[
+        "vault",
+        "log",
+        "tail",
+        "-n",
+        "2",
+        "--data",
+        d.to_str().unwrap(),
+    ]);
+    let created: Vec<&str> = tail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "object.create")
+        .map(|e| e["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(created, ["canary/second", "canary/third"], "{tail:#}");
+    let o =
+        v.bw.run(&["vault", "log", "verify", "--data", d.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
