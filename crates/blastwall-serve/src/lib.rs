@@ -18,7 +18,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,8 +35,9 @@ pub struct Limits {
     /// each request head (which also closes keep-alive connections idle that long); for HTTP/2,
     /// how often it is pinged and how long it has to answer. A connection of either protocol
     /// with no request in flight and none begun for between one and two of these is closed
-    /// (HTTP/2 pings alone would keep an idle connection open for ever), and so is one whose
-    /// client takes no byte of a response for as long (hyper has no time limit on writes).
+    /// (HTTP/2 pings alone would keep an idle connection open for ever; nothing is closed
+    /// while output waits for the client), and so is one whose client takes less than a
+    /// kilobyte of waiting output in as long (hyper has no time limit on writes).
     pub client_timeout: Duration,
     /// Most connections open at once; one past it is closed as soon as it is accepted.
     pub max_connections: usize,
@@ -202,6 +203,10 @@ pub async fn serve<H: Handshake>(
                 _ = closing.changed() => None,
             };
             if let Some(io) = opened {
+                let io = Metered {
+                    inner: io,
+                    activity: activity.clone(),
+                };
                 let conn = builder.serve_connection(TokioIo::new(io), service);
                 let mut conn = std::pin::pin!(conn);
                 let limit = limits.client_timeout;
@@ -220,11 +225,11 @@ pub async fn serve<H: Handshake>(
                         }
                         _ = tick.tick() => {
                             let now = activity.snapshot();
-                            if now.stalled_since(&seen) {
-                                // A response is waiting for the client to take it, and not one
-                                // byte has been taken for a whole limit (an HTTP/2 window kept
-                                // at zero, a socket never read): hyper has no time limit on
-                                // writes, and a graceful close would wait for it.
+                            if now.stalled_since(&seen, winding_down) {
+                                // Output waits for the client and it took almost none of it
+                                // for a whole limit (an HTTP/2 window kept shut, a socket
+                                // never read): hyper has no time limit on writes, and a
+                                // graceful close would wait for it.
                                 tracing::debug!("connection closed: the client takes no response");
                                 break;
                             }
@@ -295,23 +300,34 @@ where
 
 /// What a connection is doing: requests in flight (a request counts until its response body
 /// has been sent or dropped), how many it has begun, how many responses wait for the client to
-/// take what they hold, and how often hyper asked a response for more.
+/// take what they hold, how often hyper asked a response for more, the bytes written to the
+/// client, and whether the last write or flush found the client's side full (hyper then holds
+/// output it could not send).
 #[derive(Debug, Default)]
 struct Activity {
     in_flight: AtomicUsize,
     begun: AtomicU64,
     waiting_on_client: AtomicUsize,
     progress: AtomicU64,
+    written: AtomicU64,
+    blocked: AtomicBool,
 }
 
-/// [`Activity`] at one moment.
+/// [`Activity`] at one moment (taken between two polls of the connection, which runs in the
+/// same task: hyper has then written, or tried to write, all it holds).
 #[derive(Clone, Copy, Debug)]
 struct Snapshot {
     in_flight: usize,
     begun: u64,
     waiting_on_client: usize,
     progress: u64,
+    written: u64,
+    blocked: bool,
 }
+
+/// The least output a client must take per client timeout while output waits for it: less
+/// counts as taking none (HTTP/2 pings alone move a few bytes).
+const MIN_TAKEN: u64 = 1024;
 
 impl Activity {
     fn snapshot(&self) -> Snapshot {
@@ -320,22 +336,109 @@ impl Activity {
             begun: self.begun.load(Ordering::Relaxed),
             waiting_on_client: self.waiting_on_client.load(Ordering::Relaxed),
             progress: self.progress.load(Ordering::Relaxed),
+            written: self.written.load(Ordering::Relaxed),
+            blocked: self.blocked.load(Ordering::Relaxed),
         }
     }
 }
 
 impl Snapshot {
-    /// No request in flight now, and none begun since `before`.
+    /// No request in flight now or at `before`, none begun in between, and no output held back
+    /// (a close now loses nothing the client was sent).
     fn idle_since(&self, before: &Snapshot) -> bool {
-        self.in_flight == 0 && self.begun == before.begun
+        self.in_flight == 0 && before.in_flight == 0 && self.begun == before.begun && !self.blocked
     }
 
-    /// A response waits for the client now and waited at `before`, and hyper has not asked any
-    /// response for more in between: the client takes nothing.
-    fn stalled_since(&self, before: &Snapshot) -> bool {
-        self.waiting_on_client > 0
+    /// Output has waited for the client since `before`, and it took less than [`MIN_TAKEN`] of
+    /// it: a response whose next frame hyper has not asked for (an HTTP/2 window kept shut),
+    /// output hyper could not write (a socket never read), or, `winding_down` with nothing in
+    /// flight, the rest of a stream the client does not take (an HTTP/2 window kept at a byte).
+    fn stalled_since(&self, before: &Snapshot, winding_down: bool) -> bool {
+        if self.written.saturating_sub(before.written) >= MIN_TAKEN {
+            return false;
+        }
+        let body_waits = self.waiting_on_client > 0
             && before.waiting_on_client > 0
-            && self.progress == before.progress
+            && self.progress == before.progress;
+        let writes_wait = self.blocked && before.blocked;
+        let leftover = winding_down && self.in_flight == 0 && before.in_flight == 0;
+        body_waits || writes_wait || leftover
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The connection's stream, counting what is written to the client and noting when the
+    /// client's side is full.
+    struct Metered<I> {
+        #[pin]
+        inner: I,
+        activity: Arc<Activity>,
+    }
+}
+
+impl<I> Metered<I> {
+    fn note(activity: &Activity, polled: &Poll<std::io::Result<usize>>) {
+        match polled {
+            Poll::Ready(Ok(n)) => {
+                activity.written.fetch_add(*n as u64, Ordering::Relaxed);
+                activity.blocked.store(false, Ordering::Relaxed);
+            }
+            Poll::Pending => activity.blocked.store(true, Ordering::Relaxed),
+            Poll::Ready(Err(_)) => {}
+        }
+    }
+}
+
+impl<I: AsyncRead> AsyncRead for Metered<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for Metered<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let polled = this.inner.poll_write(cx, buf);
+        Self::note(this.activity, &polled);
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let polled = this.inner.poll_write_vectored(cx, bufs);
+        Self::note(this.activity, &polled);
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let polled = this.inner.poll_flush(cx);
+        match polled {
+            Poll::Ready(Ok(())) => this.activity.blocked.store(false, Ordering::Relaxed),
+            Poll::Pending => this.activity.blocked.store(true, Ordering::Relaxed),
+            Poll::Ready(Err(_)) => {}
+        }
+        polled
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
     }
 }
 
@@ -615,13 +718,20 @@ mod tests {
     async fn start_on<H: Handshake>(handshake: H, limits: Limits, threads: Threads) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = Router::new().route("/", get(|| async { "hello\n" })).route(
-            "/slow",
-            get(|| async {
-                tokio::time::sleep(Duration::from_millis(1_500)).await;
-                "late\n"
-            }),
-        );
+        let app = Router::new()
+            .route("/", get(|| async { "hello\n" }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(1_500)).await;
+                    "late\n"
+                }),
+            )
+            .route("/big", get(|| async { vec![b'x'; 8 << 20] }))
+            .route(
+                "/stream",
+                get(|| async { axum::body::Body::new(Frames(STREAM_FRAMES)) }),
+            );
         let (stop, stopped) = oneshot::channel::<()>();
         let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = refused.clone();
@@ -667,6 +777,30 @@ mod tests {
     }
 
     const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+
+    /// `/stream`: this many frames of [`STREAM_FRAME`] bytes, each ready at once.
+    const STREAM_FRAMES: usize = 4;
+    const STREAM_FRAME: usize = 256 * 1024;
+
+    struct Frames(usize);
+
+    impl http_body::Body for Frames {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+            if self.0 == 0 {
+                return Poll::Ready(None);
+            }
+            self.0 -= 1;
+            Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from(
+                vec![b'x'; STREAM_FRAME],
+            )))))
+        }
+    }
 
     #[tokio::test]
     async fn a_request_is_served() {
@@ -737,39 +871,147 @@ mod tests {
         assert_eq!(s.done.await.unwrap(), Drained::Clean);
     }
 
-    /// An HTTP/2 client that keeps its window at zero takes the response head but can never
-    /// take its body: the connection is closed after one to two limits rather than held for
-    /// ever (no request needed a credential), and its place is free again.
+    /// Whether the one place of a server capped at one connection is free again: a plain request
+    /// is answered (the place is freed on the worker a moment after the close is seen).
+    async fn place_frees(addr: SocketAddr) -> bool {
+        for _ in 0..50 {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            let _ = tcp
+                .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .await;
+            if String::from_utf8_lossy(&read_to_close(&mut tcp).await).ends_with("hello\n") {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// An HTTP/2 client that keeps its window shut (at zero, or at one byte) takes the response
+    /// head but never its body: the connection is closed after one to two limits rather than
+    /// held for ever (no request needed a credential), and its place is free again.
     #[tokio::test]
     async fn a_client_that_takes_no_response_body_is_closed() {
+        for window in [0, 1] {
+            let s = start(Plain, limits(400, 1)).await;
+            let tcp = TcpStream::connect(s.addr).await.unwrap();
+            let (h2, conn) = h2::client::Builder::new()
+                .initial_window_size(window)
+                .handshake::<_, bytes::Bytes>(tcp)
+                .await
+                .unwrap();
+            let conn = tokio::spawn(conn);
+            let mut h2 = h2.ready().await.unwrap();
+            let req = http::Request::get(format!("http://{}/", s.addr))
+                .body(())
+                .unwrap();
+            let (answer, _) = h2.send_request(req, true).unwrap();
+            let answer = answer.await.unwrap();
+            assert_eq!(answer.status(), 200);
+            let stalled_since = Instant::now();
+            let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+            assert!(
+                ended.is_ok(),
+                "window {window}: the stalled connection stays open"
+            );
+            let took = stalled_since.elapsed();
+            assert!(
+                took < Duration::from_millis(2_000),
+                "window {window}: {took:?}"
+            );
+            drop(answer);
+            assert!(
+                place_frees(s.addr).await,
+                "window {window}: the place stays taken"
+            );
+            s.stop.send(()).unwrap();
+            assert_eq!(s.done.await.unwrap(), Drained::Clean);
+        }
+    }
+
+    /// An HTTP/1.1 client that asks for a large response and reads none of it holds hyper's
+    /// output (the body itself is already handed over): closed after one to two limits.
+    #[tokio::test]
+    async fn a_client_that_reads_nothing_of_a_large_response_is_closed() {
         let s = start(Plain, limits(400, 1)).await;
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let mut tcp = sock.connect(s.addr).await.unwrap();
+        tcp.write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert!(place_frees(s.addr).await, "the place stays taken");
+        drop(tcp);
+        s.stop.send(()).unwrap();
+        assert_eq!(s.done.await.unwrap(), Drained::Clean);
+    }
+
+    /// A client reading a large response slowly (but more than a kilobyte per limit) gets all
+    /// of it: neither the idle close nor the stall check cuts it short.
+    #[tokio::test]
+    async fn a_slow_reader_gets_the_whole_response() {
+        let s = start(Plain, limits(300, 4)).await;
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(16 * 1024).unwrap();
+        let mut tcp = sock.connect(s.addr).await.unwrap();
+        // Kept alive, as clients do: the idle check then runs while the tail is still queued.
+        tcp.write_all(b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        while !got.ends_with(b"\r\n0\r\n\r\n") {
+            match tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await {
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Ok(Err(e)) => panic!("after {} bytes: {e}", got.len()),
+                Err(_) => panic!("no data for 10 s after {} bytes", got.len()),
+            }
+            // About 250 KB/s: the last of it stays in hyper's buffer across several checks.
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        let head = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let body = &got[head..];
+        // Chunked: the frames' bytes, framed; count the payload.
+        let payload = body.iter().filter(|&&b| b == b'x').count();
+        assert_eq!(
+            payload,
+            STREAM_FRAMES * STREAM_FRAME,
+            "the response was cut short"
+        );
+        s.stop.send(()).unwrap();
+        assert_eq!(s.done.await.unwrap(), Drained::Clean);
+    }
+
+    /// A connection is idle only after a whole limit without a request: one that ends just
+    /// before a check does not make it look idle.
+    #[tokio::test]
+    async fn a_request_just_after_a_long_one_is_served() {
+        use http_body_util::{BodyExt, Empty};
+        use hyper::body::Bytes;
+
+        let s = start(Plain, limits(400, 4)).await;
         let tcp = TcpStream::connect(s.addr).await.unwrap();
-        let (h2, conn) = h2::client::Builder::new()
-            .initial_window_size(0)
-            .handshake::<_, bytes::Bytes>(tcp)
+        let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .unwrap();
         let conn = tokio::spawn(conn);
-        let mut h2 = h2.ready().await.unwrap();
-        let req = http::Request::get(format!("http://{}/", s.addr))
-            .body(())
-            .unwrap();
-        let (answer, _) = h2.send_request(req, true).unwrap();
-        let answer = answer.await.unwrap();
-        assert_eq!(answer.status(), 200);
-        let stalled_since = Instant::now();
-        let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
-        assert!(ended.is_ok(), "the stalled connection stays open");
-        let took = stalled_since.elapsed();
-        assert!(took < Duration::from_millis(1_500), "{took:?}");
-        drop(answer);
-        // The one place is free: a plain request is answered.
-        let mut tcp = TcpStream::connect(s.addr).await.unwrap();
-        tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let answer = String::from_utf8(read_to_close(&mut tcp).await).unwrap();
-        assert!(answer.ends_with("hello\n"), "{answer}");
+        let get = |path: &str| {
+            http::Request::get(path)
+                .header("host", "x")
+                .body(Empty::<Bytes>::new())
+                .unwrap()
+        };
+        for pause in [0, 150, 300] {
+            let a = h1.send_request(get("/slow")).await.unwrap();
+            let _ = a.into_body().collect().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            let b = h1.send_request(get("/")).await;
+            assert!(b.is_ok(), "{pause} ms after a long request: {b:?}");
+        }
+        drop(h1);
+        let _ = conn.await;
         s.stop.send(()).unwrap();
         assert_eq!(s.done.await.unwrap(), Drained::Clean);
     }

@@ -32,7 +32,19 @@ struct Tail {
 impl VaultLog {
     /// Opens (and verifies) the log at `path`; creates it when missing.
     pub fn open(path: &Path) -> Result<Self, VaultError> {
+        // Read under a shared lock: another process's append (which holds the exclusive one)
+        // is never seen half-written.
+        let reading = match std::fs::File::open(path) {
+            Ok(f) => {
+                f.lock_shared()
+                    .map_err(|e| VaultError::io("lock", path, e))?;
+                Some(f)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(VaultError::io("open", path, e)),
+        };
         let (seq, hash, len) = verify_with_len(path)?;
+        drop(reading);
         Ok(Self {
             path: path.to_path_buf(),
             tail: Mutex::new(Tail { seq, hash, len }),

@@ -177,29 +177,29 @@ pub async fn data_dir(url: &str) -> Option<std::path::PathBuf> {
 
 /// The URL without its password, and the password (passed to tools in `PGPASSWORD`, never on
 /// their command line where `ps` shows it). libpq takes a password in the user part
-/// (`postgres://u:p@host/db`) or as a `password` parameter (`?password=p`, which wins).
+/// (`postgres://u:p@host/db`) or as a `password` parameter (`?password=p`, which wins), both
+/// percent-decoded (`+` is a plus, as libpq reads it); the other parameters are kept as written.
 pub fn split_password(url: &str) -> (String, Option<String>) {
+    let decode = |p: &str| {
+        percent_encoding::percent_decode_str(p)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     match url::Url::parse(url) {
         Ok(mut u) => {
-            let mut password = u.password().map(|p| {
-                url::form_urlencoded::parse(format!("p={p}").as_bytes())
-                    .next()
-                    .map_or_else(|| p.to_owned(), |(_, v)| v.into_owned())
-            });
+            let mut password = u.password().map(decode);
             let _ = u.set_password(None);
-            if u.query_pairs().any(|(k, _)| k == "password") {
+            if let Some(query) = u.query().map(str::to_owned) {
                 let mut kept = Vec::new();
-                for (k, v) in u.query_pairs() {
-                    if k == "password" {
-                        password = Some(v.into_owned());
-                    } else {
-                        kept.push((k.into_owned(), v.into_owned()));
+                for item in query.split('&') {
+                    match item.strip_prefix("password=") {
+                        Some(p) => password = Some(decode(p)),
+                        None => kept.push(item),
                     }
                 }
-                if kept.is_empty() {
-                    u.set_query(None);
-                } else {
-                    u.query_pairs_mut().clear().extend_pairs(kept);
+                if kept.len() != query.split('&').count() {
+                    let kept = kept.join("&");
+                    u.set_query((!kept.is_empty()).then_some(kept.as_str()));
                 }
             }
             (u.to_string(), password)
@@ -231,6 +231,17 @@ mod tests {
         let (u, p) = split_password("postgres://bw@db/app?sslmode=disable&password=s%26cret");
         assert_eq!(u, "postgres://bw@db/app?sslmode=disable");
         assert_eq!(p.as_deref(), Some("s&cret"));
+        let (u, p) = split_password(
+            "postgres://bw@db/app?options=-c%20search_path%3Dapp&password=a+b%2B&sslmode=require",
+        );
+        assert_eq!(
+            u,
+            "postgres://bw@db/app?options=-c%20search_path%3Dapp&sslmode=require"
+        );
+        assert_eq!(p.as_deref(), Some("a+b+"));
+        let (u, p) = split_password("postgres://bw:a+b@db/app");
+        assert_eq!(u, "postgres://bw@db/app");
+        assert_eq!(p.as_deref(), Some("a+b"));
         let (u, p) = split_password("postgres://bw:first@db/app?password=second");
         assert_eq!(u, "postgres://bw@db/app");
         assert_eq!(p.as_deref(), Some("second"));
