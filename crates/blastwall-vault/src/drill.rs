@@ -315,10 +315,12 @@ async fn drill_steps(
     backup: &BackupEntry,
     rec: &mut DrillRecord,
 ) -> Result<Vec<String>, VaultError> {
+    crate::scratch::sweep_stale();
     let work = tempfile::Builder::new()
         .prefix("blastwall-drill-")
         .tempdir()
         .map_err(|e| VaultError::io("create", "a temporary folder", e))?;
+    let _held = crate::scratch::hold(work.path())?;
     let fetched = fetch(client, identity, backup, work.path(), Here::FetchAndRestore).await?;
     rec.fetch_ms = fetched.fetch_ms;
     rec.decrypt_ms = fetched.decrypt_ms;
@@ -421,10 +423,12 @@ pub async fn restore(
             target: blastwall_core::config::redact_url(to),
             why,
         };
+        crate::scratch::sweep_stale();
         let work = tempfile::Builder::new()
-            .prefix("blastwall-restore-")
+            .prefix("blastwall-drill-restore-")
             .tempdir()
             .map_err(|e| VaultError::io("create", "a temporary folder", e))?;
+        let _held = crate::scratch::hold(work.path())?;
         // The operator's target is the operator's to size: only the fetch is checked here.
         let fetched = fetch(client, identity, &backup, work.path(), Here::Fetch).await?;
         let m = &fetched.manifest;

@@ -59,6 +59,92 @@ pub struct ScratchPostgres {
     dir: tempfile::TempDir,
     port: u16,
     run_as: Option<String>,
+    /// The folder's lock ([`hold`]), released after the folder is removed.
+    _held: std::fs::File,
+}
+
+/// The file in a drill's folder (its work folder, its scratch cluster's) that the drill holds
+/// locked while it runs: a folder whose lock nobody holds is a crashed drill's leftovers.
+const LOCK_FILE: &str = ".blastwall-drill.lock";
+
+/// The prefix of every folder a drill makes in a temporary folder.
+const FOLDER_PREFIX: &str = "blastwall-drill-";
+
+/// Marks `dir` (just made by this process) as a running drill's: an exclusive lock on a file
+/// in it, held until the returned file is dropped.
+pub(crate) fn hold(dir: &Path) -> Result<std::fs::File, VaultError> {
+    let path = dir.join(LOCK_FILE);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| VaultError::io("create", &path, e))?;
+    f.lock().map_err(|e| VaultError::io("lock", &path, e))?;
+    Ok(f)
+}
+
+/// Removes what crashed drills left in the temporary folders (a drill killed with `kill -9`
+/// leaves its decrypted dump and, for PostgreSQL, a running scratch cluster with trust
+/// authentication): every `blastwall-drill-*` folder whose lock file this user made and nobody
+/// holds. Folders of drills running now (their lock is held), of other users, or without a lock
+/// file are left alone.
+pub(crate) fn sweep_stale() {
+    let mut bases = vec![std::env::temp_dir(), next_base_dir()];
+    bases.dedup();
+    let me = rustix::process::geteuid().as_raw();
+    for base in bases {
+        let Ok(entries) = std::fs::read_dir(&base) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let ours = entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(FOLDER_PREFIX)
+                && std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
+            if !ours {
+                continue;
+            }
+            let lock_path = dir.join(LOCK_FILE);
+            let Ok(meta) = std::fs::symlink_metadata(&lock_path) else {
+                continue;
+            };
+            if !meta.is_file() || std::os::unix::fs::MetadataExt::uid(&meta) != me {
+                continue;
+            }
+            let Ok(lock) = std::fs::File::open(&lock_path) else {
+                continue;
+            };
+            if lock.try_lock().is_err() {
+                continue;
+            }
+            let data = dir.join("data");
+            if data.join("postmaster.pid").exists() {
+                let stopped = server_command_in(
+                    &dir,
+                    is_root().then(unprivileged).and_then(Result::ok),
+                    "pg_ctl",
+                )
+                .arg("-D")
+                .arg(&data)
+                .args(["stop", "-m", "immediate", "-w"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+                if !stopped.is_ok_and(|s| s.success()) {
+                    tracing::warn!(dir = %dir.display(), "could not stop a crashed drill's scratch cluster");
+                }
+            }
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => tracing::info!(dir = %dir.display(), "removed what a crashed drill left"),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove what a crashed drill left")
+                }
+            }
+            drop(lock);
+        }
+    }
 }
 
 impl ScratchPostgres {
@@ -74,6 +160,7 @@ impl ScratchPostgres {
             .prefix("blastwall-drill-pg-")
             .tempdir_in(&base)
             .map_err(|e| VaultError::io("create", &base, e))?;
+        let held = hold(dir.path())?;
         // Private: the socket in it accepts anyone who reaches it (trust authentication).
         std::fs::set_permissions(
             dir.path(),
@@ -89,6 +176,7 @@ impl ScratchPostgres {
             dir,
             port: 0,
             run_as,
+            _held: held,
         };
         let data = s.data_dir();
         let out = s
@@ -174,20 +262,24 @@ impl ScratchPostgres {
     }
 
     fn server_command(&self, name: &str) -> Command {
-        let program = pg_bin(name);
-        let mut cmd = match &self.run_as {
-            None => Command::new(program),
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(program);
-                c
-            }
-        };
-        cmd.current_dir(self.dir.path())
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null());
-        cmd
+        server_command_in(self.dir.path(), self.run_as.clone(), name)
     }
+}
+
+/// The server tool `name`, run in `dir` as `run_as` (a root process runs the cluster as an
+/// unprivileged user, as PostgreSQL requires).
+fn server_command_in(dir: &Path, run_as: Option<String>, name: &str) -> Command {
+    let program = pg_bin(name);
+    let mut cmd = match run_as {
+        None => Command::new(program),
+        Some(user) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", &user, "--"]).arg(program);
+            c
+        }
+    };
+    cmd.current_dir(dir).env("LC_ALL", "C").stdin(Stdio::null());
+    cmd
 }
 
 impl Drop for ScratchPostgres {

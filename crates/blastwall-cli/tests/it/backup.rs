@@ -585,11 +585,9 @@ fn postgres_backup_drill_restore_and_break_glass() {
 /// or a thief of it) chooses what the archive holds. A function the restore runs (through a
 /// materialized view's refresh) that asks the server to run a program must not run it on the
 /// drill host: the drill restores as a role without superuser rights, and fails.
-/// A vault stopped in the middle of a scheduled PostgreSQL drill stops its scratch cluster and
-/// removes the decrypted dump before it exits: the cluster (trust authentication, production's
-/// data) and the files stayed behind when the process ended under the drill's thread.
-#[test]
-fn a_stop_mid_drill_leaves_no_scratch_cluster_or_decrypted_files() {
+/// A vault with a PostgreSQL source backed up, drilling every second, its drills' work
+/// folders in a folder of the test's (returned); restarted so that its next round starts now.
+fn vault_drilling_postgres() -> (VaultHost, Bw, PathBuf) {
     let cluster = blastwall_test::PgCluster::shared().unwrap();
     let url = cluster.fresh_database().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -617,13 +615,17 @@ fn a_stop_mid_drill_leaves_no_scratch_cluster_or_decrypted_files() {
     v.stop();
     v.tmpdir = Some(tmp.clone());
     v.start();
-    // Stop as soon as a round has started its scratch cluster.
+    (v, prod, tmp)
+}
+
+/// The folder of the scratch cluster the vault's drill started after `after` log lines.
+fn scratch_cluster_started(v: &VaultHost, after: usize) -> PathBuf {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let scratch = loop {
+    loop {
         let log = v.log_text();
         if let Some(line) = log
             .lines()
-            .rev()
+            .skip(after)
             .find(|l| l.contains("scratch cluster started"))
         {
             // Without the terminal colours.
@@ -643,16 +645,34 @@ fn a_stop_mid_drill_leaves_no_scratch_cluster_or_decrypted_files() {
                 .and_then(|d| d.split_whitespace().next())
                 .unwrap_or_else(|| panic!("{line}"))
                 .to_owned();
-            break PathBuf::from(dir);
+            return PathBuf::from(dir);
         }
         assert!(
             std::time::Instant::now() < deadline,
             "no drill started: {log}"
         );
         std::thread::sleep(Duration::from_millis(20));
-    };
+    }
+}
+
+fn postmaster_runs_in(dir: &Path) -> bool {
+    let out = Command::new("pgrep")
+        .args(["-f", &dir.display().to_string()])
+        .output()
+        .unwrap();
+    out.status.success()
+}
+
+/// A vault stopped in the middle of a scheduled PostgreSQL drill stops its scratch cluster and
+/// removes the decrypted dump before it exits: the cluster (trust authentication, production's
+/// data) and the files stayed behind when the process ended under the drill's thread.
+#[test]
+fn a_stop_mid_drill_leaves_no_scratch_cluster_or_decrypted_files() {
+    let (mut v, _prod, tmp) = vault_drilling_postgres();
+    let scratch = scratch_cluster_started(&v, 0);
     v.stop();
     assert!(!scratch.exists(), "{} is still there", scratch.display());
+    assert!(!postmaster_runs_in(&scratch));
     let left: Vec<_> = std::fs::read_dir(&tmp)
         .unwrap()
         .flatten()
@@ -664,6 +684,40 @@ fn a_stop_mid_drill_leaves_no_scratch_cluster_or_decrypted_files() {
         "{}",
         v.log_text()
     );
+}
+
+/// What a drill killed with `kill -9` leaves (its scratch cluster, still running, and its
+/// decrypted dump) is removed by the next drill on the host, which leaves other drills' folders
+/// (their lock is held) alone.
+#[test]
+fn the_next_drill_removes_what_a_killed_one_left() {
+    let (mut v, _prod, tmp) = vault_drilling_postgres();
+    let scratch = scratch_cluster_started(&v, 0);
+    v.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        scratch.exists() && postmaster_runs_in(&scratch),
+        "nothing was left to sweep"
+    );
+    let work: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(work.len(), 1, "{work:?}");
+    let lines = v.log_text().lines().count();
+    v.start();
+    let next = scratch_cluster_started(&v, lines);
+    assert_ne!(next, scratch);
+    assert!(!scratch.exists(), "{} is still there", scratch.display());
+    assert!(
+        !postmaster_runs_in(&scratch),
+        "the crashed drill's cluster still runs"
+    );
+    assert!(!work[0].exists(), "{} is still there", work[0].display());
+    // The running drill's own folders were left alone.
+    assert!(next.exists() || v.drills().iter().any(|d| d["actor"] == "vault serve"));
+    v.stop();
 }
 
 #[test]
