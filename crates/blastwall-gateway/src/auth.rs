@@ -196,12 +196,23 @@ impl Tokens {
         age <= limit
     }
 
-    /// One poll: fetch revocations since a little before the last success, and drop them.
-    pub(crate) async fn poll_once(
-        &self,
-        since: Timestamp,
-    ) -> Result<(), blastwall_store::StoreError> {
-        let ids = self.store.tokens_revoked_since(since).await?;
+    /// One poll: asks the store which of the tokens held in the cache are revoked now, and
+    /// drops them. No time is compared (a token revoked from a host whose clock lags is caught
+    /// all the same); a token not cached is read from the store when it is next used, with its
+    /// revocation. With nothing cached there is nothing to ask.
+    pub(crate) async fn poll_once(&self) -> Result<(), blastwall_store::StoreError> {
+        let cached: Vec<TokenId> = {
+            let cache = self.cache.read().await;
+            let mut ids: Vec<TokenId> = cache.values().map(|(rec, _)| rec.id.clone()).collect();
+            ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            ids.dedup();
+            ids
+        };
+        let ids = if cached.is_empty() {
+            Vec::new()
+        } else {
+            self.store.tokens_revoked_among(&cached).await?
+        };
         if !ids.is_empty() {
             let mut revoked = self.revoked.write().await;
             let mut cache = self.cache.write().await;
@@ -217,22 +228,11 @@ impl Tokens {
 
     /// Runs the revocation poller and flushes last-use times, until the process stops.
     pub(crate) async fn run_poller(self: Arc<Self>) {
-        let mut since = Timestamp::now()
-            .checked_sub(jiff::SignedDuration::from_secs(5))
-            .unwrap_or(Timestamp::UNIX_EPOCH);
         let mut ticks: u32 = 0;
         loop {
             tokio::time::sleep(self.poll).await;
-            let started = Timestamp::now();
-            match self.poll_once(since).await {
-                // Overlap the windows by a second so a revocation committed during a poll is
-                // never missed.
-                Ok(()) => {
-                    since = started
-                        .checked_sub(jiff::SignedDuration::from_secs(1))
-                        .unwrap_or(started);
-                }
-                Err(e) => tracing::warn!(error = %e, "revocation poll failed"),
+            if let Err(e) = self.poll_once().await {
+                tracing::warn!(error = %e, "revocation poll failed");
             }
             ticks = ticks.wrapping_add(1);
             if ticks.is_multiple_of(4) {

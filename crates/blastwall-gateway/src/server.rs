@@ -111,10 +111,7 @@ impl Gateway {
             setup.store.clone(),
             setup.config.revocation_poll,
         ));
-        tokens
-            .poll_once(jiff::Timestamp::UNIX_EPOCH)
-            .await
-            .map_err(GatewayError::Store)?;
+        tokens.poll_once().await.map_err(GatewayError::Store)?;
         let (tx, rx) = mpsc::channel(10_000);
         let audit_failing = Arc::new(AtomicBool::new(false));
         let audit_task = tokio::spawn(audit_writer(setup.auditor, rx, audit_failing.clone()));

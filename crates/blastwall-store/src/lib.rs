@@ -117,6 +117,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn token_touch(&self, id: &TokenId, at: Timestamp) -> Result<(), StoreError>;
     /// Ids of tokens revoked at or after `since` (for gateways' revocation polling).
     async fn tokens_revoked_since(&self, since: Timestamp) -> Result<Vec<TokenId>, StoreError>;
+    /// Which of `ids` are revoked, whenever that was (a gateway asks about the tokens it holds
+    /// cached: no clock is compared, so a revoking host's clock cannot make it miss one).
+    async fn tokens_revoked_among(&self, ids: &[TokenId]) -> Result<Vec<TokenId>, StoreError>;
 
     /// Appends an entry to the audit chain on its own (gateway decisions, failed attempts).
     async fn audit_append(&self, audit: AuditRecord) -> Result<AuditEntry, StoreError>;

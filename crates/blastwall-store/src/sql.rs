@@ -60,6 +60,9 @@ pub(crate) const TOKEN_EXISTS: &str = "SELECT COUNT(*) FROM tokens WHERE id = $1
 /// Only moves `last_used_at` forward, so concurrent touches never step it back.
 pub(crate) const TOKEN_TOUCH: &str = "UPDATE tokens SET last_used_at = $1 \
      WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)";
+/// Ids asked about in one query (SQLite binds at most 32,766 parameters).
+pub(crate) const IDS_PER_QUERY: usize = 500;
+
 pub(crate) const TOKENS_REVOKED_SINCE: &str =
     "SELECT id FROM tokens WHERE revoked_at >= $1 ORDER BY revoked_at, id";
 
@@ -634,6 +637,29 @@ macro_rules! impl_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(())
+            }
+
+            async fn tokens_revoked_among(
+                &self,
+                ids: &[blastwall_core::record::TokenId],
+            ) -> Result<Vec<blastwall_core::record::TokenId>, $crate::StoreError> {
+                let mut out = Vec::new();
+                for chunk in ids.chunks($crate::sql::IDS_PER_QUERY) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT id FROM tokens WHERE revoked_at IS NOT NULL AND id IN (",
+                    );
+                    let mut list = q.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.as_str());
+                    }
+                    q.push(")");
+                    let rows: Vec<(String,)> = q.build_query_as().fetch_all(&self.pool).await?;
+                    out.extend(
+                        rows.into_iter()
+                            .map(|(id,)| blastwall_core::record::TokenId(id)),
+                    );
+                }
+                Ok(out)
             }
 
             async fn tokens_revoked_since(

@@ -574,6 +574,30 @@ async fn expired_and_revoked_tokens_are_refused() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(refused, "a revoked token still worked a second later");
+    // Revoked from a host whose clock lags by an hour: its revocation time is long past, and
+    // it is refused within a second all the same.
+    let (lagging, lagging_id) = issue(&s.bw, "staging", "railway:*", "1h");
+    assert_eq!(gql(&gw.base, &lagging, CREATE).await.status, 200);
+    let an_hour_ago =
+        (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1)).as_microsecond();
+    store_sql(
+        &s.bw,
+        &format!("UPDATE tokens SET revoked_at = {an_hour_ago} WHERE id = '{lagging_id}'"),
+    )
+    .await;
+    let revoked_at = Instant::now();
+    let mut refused = false;
+    while revoked_at.elapsed() < Duration::from_secs(1) {
+        if gql(&gw.base, &lagging, CREATE).await.status == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        refused,
+        "a token revoked with a lagging clock still worked a second later"
+    );
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let r = gql(&gw.base, &short, CREATE).await;
     assert_eq!(r.status, 401);

@@ -441,6 +441,16 @@ pub(crate) async fn tokens_revoked_since_lists_recent_revocations(b: &Backend) {
         vec![ids[2].clone()]
     );
     assert_eq!(b.store.tokens_revoked_since(ts(201)).await.unwrap(), vec![]);
+    // Asked about by id, whenever they were revoked.
+    let mut among = b.store.tokens_revoked_among(&ids[1..]).await.unwrap();
+    among.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(among, vec![ids[2].clone()]);
+    let mut all = b.store.tokens_revoked_among(&ids).await.unwrap();
+    all.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    let mut want = vec![ids[0].clone(), ids[2].clone()];
+    want.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(all, want);
+    assert_eq!(b.store.tokens_revoked_among(&[]).await.unwrap(), vec![]);
 }
 
 pub(crate) async fn failed_changes_write_no_audit_entry(b: &Backend) {
