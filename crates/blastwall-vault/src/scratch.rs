@@ -73,13 +73,16 @@ const FOLDER_PREFIX: &str = "blastwall-drill-";
 /// Marks `dir` (just made by this process) as a running drill's: an exclusive lock on a file
 /// in it, held until the returned file is dropped.
 pub(crate) fn hold(dir: &Path) -> Result<std::fs::File, VaultError> {
-    let path = dir.join(LOCK_FILE);
+    // Locked under another name, then renamed: a sweep never sees the lock file unlocked.
+    let making = dir.join(format!("{LOCK_FILE}.new"));
     let f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(&path)
-        .map_err(|e| VaultError::io("create", &path, e))?;
-    f.lock().map_err(|e| VaultError::io("lock", &path, e))?;
+        .open(&making)
+        .map_err(|e| VaultError::io("create", &making, e))?;
+    f.lock().map_err(|e| VaultError::io("lock", &making, e))?;
+    let path = dir.join(LOCK_FILE);
+    std::fs::rename(&making, &path).map_err(|e| VaultError::io("rename", &path, e))?;
     Ok(f)
 }
 
