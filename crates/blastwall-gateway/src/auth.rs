@@ -201,8 +201,13 @@ impl Tokens {
     /// all the same); a token not cached is read from the store when it is next used, with its
     /// revocation. With nothing cached there is nothing to ask.
     pub(crate) async fn poll_once(&self) -> Result<(), blastwall_store::StoreError> {
+        // The answer is as fresh as the moment the question was asked, not when it came back.
+        let asked = self.monotonic_ms();
         let cached: Vec<TokenId> = {
-            let cache = self.cache.read().await;
+            // Records past their time are read again at their next use anyway: dropped here, so
+            // the cache (and this question) holds only the tokens in use, not every one seen.
+            let mut cache = self.cache.write().await;
+            cache.retain(|_, (_, at)| at.elapsed() < RECORD_TTL);
             let mut ids: Vec<TokenId> = cache.values().map(|(rec, _)| rec.id.clone()).collect();
             ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
             ids.dedup();
@@ -221,8 +226,7 @@ impl Tokens {
                 revoked.insert(id);
             }
         }
-        self.last_poll_ok
-            .store(self.monotonic_ms(), Ordering::Relaxed);
+        self.last_poll_ok.store(asked, Ordering::Relaxed);
         Ok(())
     }
 

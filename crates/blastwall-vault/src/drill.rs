@@ -320,7 +320,10 @@ async fn drill_steps(
         .prefix("blastwall-drill-")
         .tempdir()
         .map_err(|e| VaultError::io("create", "a temporary folder", e))?;
-    let _held = crate::scratch::hold(work.path())?;
+    let held = crate::scratch::hold(work.path())?;
+    // Declared in this order, the folder is removed before its lock is let go (a sweep would
+    // otherwise take a folder being removed for a crashed drill's).
+    let (_held, work) = (held, work);
     let fetched = fetch(client, identity, backup, work.path(), Here::FetchAndRestore).await?;
     rec.fetch_ms = fetched.fetch_ms;
     rec.decrypt_ms = fetched.decrypt_ms;
@@ -428,7 +431,8 @@ pub async fn restore(
             .prefix("blastwall-drill-restore-")
             .tempdir()
             .map_err(|e| VaultError::io("create", "a temporary folder", e))?;
-        let _held = crate::scratch::hold(work.path())?;
+        let held = crate::scratch::hold(work.path())?;
+        let (_held, work) = (held, work);
         // The operator's target is the operator's to size: only the fetch is checked here.
         let fetched = fetch(client, identity, &backup, work.path(), Here::Fetch).await?;
         let m = &fetched.manifest;

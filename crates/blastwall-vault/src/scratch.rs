@@ -8,6 +8,7 @@
 //! drill runner on the vault host uses it), separate from the test harness's copy.
 
 use std::net::TcpListener;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -70,6 +71,10 @@ const LOCK_FILE: &str = ".blastwall-drill.lock";
 /// The prefix of every folder a drill makes in a temporary folder.
 const FOLDER_PREFIX: &str = "blastwall-drill-";
 
+/// The subfolder of a scratch cluster's folder that holds the cluster (owned by the user it
+/// runs as).
+const CLUSTER: &str = "cluster";
+
 /// Marks `dir` (just made by this process) as a running drill's: an exclusive lock on a file
 /// in it, held until the returned file is dropped.
 pub(crate) fn hold(dir: &Path) -> Result<std::fs::File, VaultError> {
@@ -101,31 +106,43 @@ pub(crate) fn sweep_stale() {
         };
         for entry in entries.flatten() {
             let dir = entry.path();
-            let ours = entry
+            if !entry
                 .file_name()
                 .to_string_lossy()
                 .starts_with(FOLDER_PREFIX)
-                && std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
+            {
+                continue;
+            }
+            // The folder itself must be this user's: in a sticky temporary folder nobody else
+            // can then rename or replace it while the checks below run.
+            let ours = std::fs::symlink_metadata(&dir)
+                .is_ok_and(|m| m.is_dir() && std::os::unix::fs::MetadataExt::uid(&m) == me);
             if !ours {
                 continue;
             }
             let lock_path = dir.join(LOCK_FILE);
-            let Ok(meta) = std::fs::symlink_metadata(&lock_path) else {
+            // No symbolic link followed, no wait on a FIFO; the open file itself is checked.
+            let Ok(lock) = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(no_follow_no_block())
+                .open(&lock_path)
+            else {
+                continue;
+            };
+            let Ok(meta) = lock.metadata() else {
                 continue;
             };
             if !meta.is_file() || std::os::unix::fs::MetadataExt::uid(&meta) != me {
                 continue;
             }
-            let Ok(lock) = std::fs::File::open(&lock_path) else {
-                continue;
-            };
             if lock.try_lock().is_err() {
                 continue;
             }
-            let data = dir.join("data");
+            let cluster = dir.join(CLUSTER);
+            let data = cluster.join("data");
             if data.join("postmaster.pid").exists() {
                 let stopped = server_command_in(
-                    &dir,
+                    &cluster,
                     is_root().then(unprivileged).and_then(Result::ok),
                     "pg_ctl",
                 )
@@ -163,17 +180,28 @@ impl ScratchPostgres {
             .prefix("blastwall-drill-pg-")
             .tempdir_in(&base)
             .map_err(|e| VaultError::io("create", &base, e))?;
+        // The folder in the temporary folder stays this user's (only its owner may rename or
+        // replace it there, so a sweep's checks hold); the cluster lives in a subfolder that
+        // the user it runs as owns, private: its socket accepts anyone who reaches it (trust
+        // authentication).
         let held = hold(dir.path())?;
-        // Private: the socket in it accepts anyone who reaches it (trust authentication).
+        let outer = if run_as.is_some() { 0o711 } else { 0o700 };
         std::fs::set_permissions(
             dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            std::os::unix::fs::PermissionsExt::from_mode(outer),
         )
         .map_err(|e| VaultError::io("chmod", dir.path(), e))?;
+        let cluster = dir.path().join(CLUSTER);
+        std::fs::create_dir(&cluster).map_err(|e| VaultError::io("create", &cluster, e))?;
+        std::fs::set_permissions(
+            &cluster,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .map_err(|e| VaultError::io("chmod", &cluster, e))?;
         if let Some(user) = &run_as {
             let (uid, gid) = (id_of(user, "-u"), id_of(user, "-g"));
-            std::os::unix::fs::chown(dir.path(), uid, gid)
-                .map_err(|e| VaultError::io("chown", dir.path(), e))?;
+            std::os::unix::fs::chown(&cluster, uid, gid)
+                .map_err(|e| VaultError::io("chown", &cluster, e))?;
         }
         let mut s = Self {
             dir,
@@ -206,7 +234,7 @@ impl ScratchPostgres {
             std::fs::read_to_string(&conf).map_err(|e| VaultError::io("read", &conf, e))?;
         text.push_str(&format!(
             "\n# blastwall drill\nlisten_addresses = ''\nunix_socket_directories = '{}'\nunix_socket_permissions = 0700\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n",
-            s.dir.path().display()
+            s.socket_dir().display()
         ));
         std::fs::write(&conf, text).map_err(|e| VaultError::io("write", &conf, e))?;
         let mut last = String::new();
@@ -217,7 +245,7 @@ impl ScratchPostgres {
                 .arg("-D")
                 .arg(&data)
                 .arg("-l")
-                .arg(s.dir.path().join("postgres.log"))
+                .arg(s.socket_dir().join("postgres.log"))
                 .args(["-w", "-t", "60", "-o"])
                 .arg(format!("-p {}", s.port))
                 .arg("start")
@@ -228,7 +256,7 @@ impl ScratchPostgres {
                 tracing::debug!(dir = %s.dir.path().display(), port = s.port, "scratch cluster started");
                 return Ok(s);
             }
-            last = std::fs::read_to_string(s.dir.path().join("postgres.log")).unwrap_or_default();
+            last = std::fs::read_to_string(s.socket_dir().join("postgres.log")).unwrap_or_default();
             if !last.contains("could not bind") && !last.contains("already in use") {
                 break;
             }
@@ -255,17 +283,17 @@ impl ScratchPostgres {
         self.port
     }
 
-    /// The folder holding the cluster's Unix socket.
-    pub fn socket_dir(&self) -> &Path {
-        self.dir.path()
+    /// The folder holding the cluster's Unix socket (and its data folder and log).
+    pub fn socket_dir(&self) -> PathBuf {
+        self.dir.path().join(CLUSTER)
     }
 
     fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.socket_dir().join("data")
     }
 
     fn server_command(&self, name: &str) -> Command {
-        server_command_in(self.dir.path(), self.run_as.clone(), name)
+        server_command_in(&self.socket_dir(), self.run_as.clone(), name)
     }
 }
 
@@ -326,6 +354,11 @@ fn base_dir(as_other_user: bool) -> PathBuf {
 /// Where the next scratch cluster will live (for a drill's free-space check).
 pub(crate) fn next_base_dir() -> PathBuf {
     base_dir(is_root())
+}
+
+/// `O_NOFOLLOW | O_NONBLOCK`.
+fn no_follow_no_block() -> i32 {
+    i32::try_from((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits()).unwrap_or(0)
 }
 
 fn is_root() -> bool {

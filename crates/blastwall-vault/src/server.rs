@@ -392,19 +392,34 @@ impl AppState {
             return;
         }
         tracing::warn!(actor, action, target, why, "refused");
-        if let Err(e) = self.log.append(
-            &format!("vault:{actor}"),
-            &format!("{action}.refused"),
-            target,
-            serde_json::json!({ "why": why }),
-        ) {
+        // Kept entries of changes go first; a refusal that cannot be written is counted again
+        // with the suppressed ones, not lost.
+        let written = self.flush_unaudited().and_then(|()| {
+            self.log.append(
+                &format!("vault:{actor}"),
+                &format!("{action}.refused"),
+                target,
+                serde_json::json!({ "why": why }),
+            )
+        });
+        if let Err(e) = written {
             tracing::error!(error = %e, "cannot append to the vault audit log");
+            self.refusals.give_back(
+                blastwall_core::audit::throttle::Suppressed {
+                    actor: actor.to_owned(),
+                    count: 1,
+                },
+                std::time::Instant::now(),
+            );
         }
     }
 
     /// Appends one entry per actor whose refusals were counted rather than written.
     fn log_suppressed(&self) {
         let now = std::time::Instant::now();
+        if let Err(e) = self.flush_unaudited() {
+            tracing::error!(error = %e, "the vault audit log still takes no appends");
+        }
         for sup in self.refusals.take_suppressed(now) {
             let detail = serde_json::json!({
                 "count": sup.count,
@@ -434,6 +449,18 @@ impl AppState {
         target: Option<&str>,
         detail: serde_json::Value,
     ) -> Result<(), ApiError> {
+        self.keep_or_append(actor, action, target, detail)
+            .map_err(ApiError::from)
+    }
+
+    /// [`AppState::audit`]'s work, with the vault's own error.
+    fn keep_or_append(
+        &self,
+        actor: &str,
+        action: &str,
+        target: Option<&str>,
+        detail: serde_json::Value,
+    ) -> Result<(), VaultError> {
         let actor = format!("vault:{actor}");
         let written = self
             .flush_unaudited()
@@ -450,7 +477,7 @@ impl AppState {
                     detail,
                     at: crate::now().to_string(),
                 });
-            return Err(e.into());
+            return Err(e);
         }
         Ok(())
     }
@@ -493,8 +520,9 @@ impl AppState {
         } else {
             self.metrics.drills_failed.fetch_add(1, Ordering::Relaxed);
         }
-        self.log.append(
-            &format!("vault:{actor}"),
+        // Recorded in `drills.jsonl` already: its entry is kept if the log takes none now.
+        self.keep_or_append(
+            actor,
             "drill",
             Some(&drill.backup),
             serde_json::json!({"source": drill.source, "passed": drill.passed, "reason": drill.reason, "rpo_secs": drill.rpo_secs}),
@@ -1197,6 +1225,7 @@ async fn record_drill(
     TimedJson(drill): TimedJson<DrillRecord>,
 ) -> Result<Response, ApiError> {
     let who = s.auth(&headers, &[Role::Reader, Role::Admin], "drill.record", None)?;
+    s.require_audit()?;
     s.store_drill(&who.name, &drill)?;
     Ok(StatusCode::CREATED.into_response())
 }
