@@ -315,7 +315,8 @@ async fn drill_steps(
     backup: &BackupEntry,
     rec: &mut DrillRecord,
 ) -> Result<Vec<String>, VaultError> {
-    crate::scratch::sweep_stale();
+    // Blocking (a crashed cluster's stop, a large dump's removal): off the drill's runtime.
+    let _ = tokio::task::spawn_blocking(crate::scratch::sweep_stale).await;
     let work = tempfile::Builder::new()
         .prefix("blastwall-drill-")
         .tempdir()
@@ -426,7 +427,7 @@ pub async fn restore(
             target: blastwall_core::config::redact_url(to),
             why,
         };
-        crate::scratch::sweep_stale();
+        let _ = tokio::task::spawn_blocking(crate::scratch::sweep_stale).await;
         let work = tempfile::Builder::new()
             .prefix("blastwall-drill-restore-")
             .tempdir()

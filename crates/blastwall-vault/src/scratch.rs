@@ -140,7 +140,7 @@ pub(crate) fn sweep_stale() {
             }
             let cluster = dir.join(CLUSTER);
             let data = cluster.join("data");
-            if data.join("postmaster.pid").exists() {
+            if postmaster_of(&data) {
                 let stopped = server_command_in(
                     &cluster,
                     is_root().then(unprivileged).and_then(Result::ok),
@@ -356,6 +356,28 @@ pub(crate) fn next_base_dir() -> PathBuf {
     base_dir(is_root())
 }
 
+/// Whether the process `data/postmaster.pid` names is that cluster's postmaster, running: the
+/// file of a cluster gone with a reboot may name another process by now, which a stop would
+/// signal.
+fn postmaster_of(data: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(data.join("postmaster.pid")) else {
+        return false;
+    };
+    let mut lines = text.lines();
+    let Some(pid) = lines.next().and_then(|l| l.trim().parse::<u32>().ok()) else {
+        return false;
+    };
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let is_postgres = args
+        .first()
+        .is_some_and(|a| a.ends_with(b"postgres") || a.ends_with(b"postmaster"));
+    let data = data.as_os_str().as_encoded_bytes();
+    is_postgres && args.contains(&data)
+}
+
 /// `O_NOFOLLOW | O_NONBLOCK`.
 fn no_follow_no_block() -> i32 {
     i32::try_from((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits()).unwrap_or(0)
@@ -396,6 +418,31 @@ fn id_of(user: &str, flag: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `postmaster.pid` naming a process that is not that cluster's postmaster (this test's
+    /// own, or none) is not taken for one: a crashed drill's cluster is stopped only when its
+    /// postmaster still runs.
+    #[test]
+    fn a_stale_pid_file_names_no_postmaster() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let write = |pid: &str| {
+            std::fs::write(
+                data.join("postmaster.pid"),
+                format!("{pid}\n{}\n", data.display()),
+            )
+            .unwrap();
+        };
+        write(&std::process::id().to_string());
+        assert!(!postmaster_of(&data));
+        write("999999999");
+        assert!(!postmaster_of(&data));
+        write("not a pid");
+        assert!(!postmaster_of(&data));
+        std::fs::remove_file(data.join("postmaster.pid")).unwrap();
+        assert!(!postmaster_of(&data));
+    }
 
     /// The cluster trusts whoever connects, so it must not be reachable over TCP, only through
     /// its private socket folder.
