@@ -263,25 +263,9 @@ impl S3Store {
     /// while reads of the key return the forgery. So the first version is read, and a key with
     /// more than one is reported as overwritten.
     pub async fn get(&self, name: &str) -> Result<Bytes, VaultError> {
-        let key = self.location.key(name);
-        let first = self.first_version(&key).await?;
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.location.bucket)
-            .key(&key)
-            .set_version_id(first)
-            .send()
-            .await
-            .map_err(|e| VaultError::from(S3Failure::of("GetObject", &key, e)))?;
-        let body = out.body.collect().await.map_err(|e| VaultError::S3 {
-            op: "GetObject",
-            key: key.clone(),
-            status: None,
-            code: "body".into(),
-            message: e.to_string(),
-        })?;
-        Ok(body.into_bytes())
+        let mut out = Vec::new();
+        self.get_into(name, &mut out, u64::MAX).await?;
+        Ok(Bytes::from(out))
     }
 
     /// Reads `name` into `sink` as it arrives (its first version, as [`Self::get`]), failing
