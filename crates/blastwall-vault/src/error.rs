@@ -153,9 +153,9 @@ pub enum VaultError {
         /// The limit.
         max: usize,
     },
-    /// An upload sent nothing for longer than the vault's client time limit.
+    /// An upload sent less than a kilobyte in the vault's client time limit.
     #[error(
-        "the upload sent nothing for {after}; nothing was stored\nhint: retry; a slow link may need the vault's operator to raise `vault serve --client-timeout`"
+        "the upload sent less than 1 KiB in {after}; nothing was stored\nhint: retry; a slow link may need the vault's operator to raise `vault serve --client-timeout`"
     )]
     BodyStalled {
         /// The limit, as a duration (`30s`).

@@ -987,6 +987,9 @@ fn answer(meta: ObjectMeta, created: bool) -> axum::Json<serde_json::Value> {
 
 /// Streams an upload to `tmp`, hashing it; an upload that sends nothing for `idle` is dropped
 /// (the connection it holds is the client's, the time it takes is not).
+/// The least an upload must send per client time limit.
+const MIN_UPLOAD_PER_PERIOD: u64 = 1024;
+
 async fn receive(
     mut file: tokio::fs::File,
     tmp: &std::path::Path,
@@ -997,15 +1000,26 @@ async fn receive(
     let mut hasher = sha2::Sha256::new();
     let mut n: u64 = 0;
     let mut stream = body.into_data_stream();
+    let stalled = || VaultError::BodyStalled {
+        after: blastwall_core::format_duration(idle),
+    };
+    // Each `idle` period must bring at least MIN_UPLOAD_PER_PERIOD bytes: an upload dripping
+    // a byte just inside the limit would otherwise hold its connection and quota for ever.
+    let mut period = (tokio::time::Instant::now(), 0u64);
     loop {
         let Ok(next) = tokio::time::timeout(idle, stream.next()).await else {
-            return Err(VaultError::BodyStalled {
-                after: blastwall_core::format_duration(idle),
-            });
+            return Err(stalled());
         };
         let Some(chunk) = next else { break };
         let chunk =
             chunk.map_err(|e| VaultError::Other(format!("bad request: body cut short: {e}")))?;
+        period.1 = period.1.saturating_add(chunk.len() as u64);
+        if period.0.elapsed() >= idle {
+            if period.1 < MIN_UPLOAD_PER_PERIOD {
+                return Err(stalled());
+            }
+            period = (tokio::time::Instant::now(), 0);
+        }
         n += chunk.len() as u64;
         if n > size {
             return Err(VaultError::Other(

@@ -1138,7 +1138,40 @@ fn slow_and_idle_clients_cannot_hold_the_vault() {
     let answer = String::from_utf8(read_until_closed(&mut stalled)).unwrap();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("\"body_timeout\""), "{answer}");
-    // Nothing was stored under its name, and its 16 KiB of a 20 KiB quota were given back.
+    // An upload that drips a byte well inside the limit, each time: under 1 KiB a limit, 408.
+    let mut drip = TcpStream::connect(&addr).unwrap();
+    write!(
+        drip,
+        "PUT /v1/objects/canary/drip-o2 HTTP/1.1\r\nHost: v\r\nAuthorization: Bearer {}\r\nContent-Length: 100\r\nx-blastwall-sha256: {sha}\r\n\r\n",
+        v.writer,
+    )
+    .unwrap();
+    let dripping = std::time::Instant::now();
+    drip.set_read_timeout(Some(Duration::from_millis(10)))
+        .unwrap();
+    let mut answered = false;
+    while dripping.elapsed() < Duration::from_secs(5) {
+        // The vault has answered (or closed): stop dripping.
+        if drip.peek(&mut [0u8; 1]).is_ok() || drip.write_all(b"d").is_err() {
+            answered = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = dripping.elapsed();
+    drip.set_read_timeout(None).unwrap();
+    let answer = String::from_utf8(read_until_closed(&mut drip)).unwrap_or_default();
+    assert!(
+        answered,
+        "a dripping upload was still open after {took:?}: {answer}"
+    );
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    assert!(took < Duration::from_secs(4), "{took:?}");
+
+    // Nothing was stored under either name, and the 20 KiB quota was given back.
     assert_eq!(put_object(&v.url, &v.writer, "canary/slow-o1", &body), 201);
 
     // A JSON body (read before the credential is checked) that never comes: 408 too.
