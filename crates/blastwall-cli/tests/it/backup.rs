@@ -1641,21 +1641,9 @@ fn a_drill_checks_room_for_the_restore_too() {
     std::fs::write(src.join("zeros.bin"), vec![0u8; 30 << 20]).unwrap();
     run_backup(&prod, "files", &[]);
     let mnt = v.bw.path().join("small-tmp");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    if !mounted.status.success() {
-        // Mounting needs root (CI runs as root); elsewhere this test cannot build its disk.
-        eprintln!(
-            "skipping: cannot mount a tmpfs: {}",
-            String::from_utf8_lossy(&mounted.stderr)
-        );
+    let Some(_guard) = Tmpfs::mount(&mnt, "48m") else {
         return;
-    }
-    let _guard = Tmpfs(mnt.clone());
+    };
     let o =
         v.bw.std_cmd()
             .args(["backup", "drill", "files", "--latest-only", "--json"])
@@ -1680,6 +1668,27 @@ fn a_drill_checks_room_for_the_restore_too() {
 /// A small tmpfs, unmounted when dropped.
 struct Tmpfs(PathBuf);
 
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`1m`) on a new folder `at`; `None`, said on stderr, where this
+    /// process may not mount (it needs root; CI runs as root), and the test cannot build its disk.
+    fn mount(at: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir(at).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        if !mounted.status.success() {
+            eprintln!(
+                "skipping: cannot mount a tmpfs: {}",
+                String::from_utf8_lossy(&mounted.stderr)
+            );
+            return None;
+        }
+        Some(Self(at.to_path_buf()))
+    }
+}
+
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
@@ -1690,21 +1699,9 @@ impl Drop for Tmpfs {
 fn a_full_disk_is_a_clear_error_and_loses_no_earlier_backup() {
     let host = Bw::new();
     let mnt = host.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    if !mounted.status.success() {
-        // Mounting needs root (CI runs as root); elsewhere this test cannot build its disk.
-        eprintln!(
-            "skipping: cannot mount a tmpfs: {}",
-            String::from_utf8_lossy(&mounted.stderr)
-        );
+    let Some(_guard) = Tmpfs::mount(&mnt, "1m") else {
         return;
-    }
-    let _guard = Tmpfs(mnt.clone());
+    };
     let vault_data = mnt.join("vault");
     host.ok(&["vault", "init", "--data", vault_data.to_str().unwrap()]);
     let writer = host
