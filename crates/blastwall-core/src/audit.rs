@@ -84,8 +84,8 @@ impl AuditRecord {
         let entry = AuditEntry {
             seq,
             record: self,
-            prev_hash: hex::encode(prev),
-            hash: hex::encode(hash),
+            prev_hash: crate::hex_lower(prev),
+            hash: crate::hex_lower(&hash),
         };
         (entry, hash)
     }

@@ -26,6 +26,18 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, ParseError> {
         .map_err(|_| ParseError::new("duration", text, "write it like `8h`, `30m` or `1h 30m`"))
 }
 
+/// Lowercase hex of `bytes`, as digests are written in the store, the audit log and output
+/// (`hex::encode` goes through a `char` iterator; this writes the bytes straight into the string).
+pub fn hex_lower(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    // INVARIANT: `out` is exactly twice as long as `bytes`, the only error `encode_to_slice` has.
+    if hex::encode_to_slice(bytes, &mut out).is_err() {
+        return hex::encode(bytes);
+    }
+    // Hex digits are ASCII.
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// Formats a duration the way [`parse_duration`] reads it.
 pub fn format_duration(d: std::time::Duration) -> String {
     humantime::format_duration(d).to_string()

@@ -9,11 +9,10 @@ use axum::response::{IntoResponse, Response};
 use blastwall_core::EnvName;
 use blastwall_core::audit::AuditRecord;
 use blastwall_core::record::{TokenRecord, UpstreamRecord};
-use blastwall_policy::Classification;
+use blastwall_policy::{Classification, RequestDigest};
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode, Uri};
 use http_body_util::Full;
-use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use crate::authorize::Verdict;
@@ -199,30 +198,34 @@ async fn proxy(
             return Err(e);
         }
     };
-    let digest = request_digest(
-        parts.method.as_str(),
-        &upstream_name,
-        &target,
-        &parts.headers,
-        &body,
-    );
-    let Some(profile) = inner.catalog.profile(&upstream.profile) else {
-        tracing::error!(profile = %upstream.profile, "upstream names a profile missing from the catalog");
-        let (e, rec) = refuse(ApiError::internal(), vec![], "-", Some(digest));
-        gw.audit(rec).await;
-        return Err(e);
-    };
     let headers = parts
         .headers
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_bytes()));
-    let classification = match blastwall_policy::classify(
+    let Some(profile) = inner.catalog.profile(&upstream.profile) else {
+        tracing::error!(profile = %upstream.profile, "upstream names a profile missing from the catalog");
+        let digest = RequestDigest::of(
+            &upstream_name,
+            parts.method.as_str(),
+            &target,
+            headers,
+            &body,
+        );
+        let (e, rec) = refuse(ApiError::internal(), vec![], "-", Some(digest.to_hex()));
+        gw.audit(rec).await;
+        return Err(e);
+    };
+    // One digest of the request: the audit entry's, and the classification memo's key.
+    let (digest, classified) = blastwall_policy::classify_request(
         profile,
+        &upstream_name,
         parts.method.as_str(),
         &target,
         headers,
         &body,
-    ) {
+    );
+    let digest = digest.to_hex();
+    let classification = match classified {
         Ok(c) => c,
         Err(err) => {
             let e = ApiError::new(
@@ -600,34 +603,6 @@ fn store_down(e: blastwall_store::StoreError) -> ApiError {
         "the gateway cannot reach its store",
         "retry in a few seconds; the operator should check the gateway's store",
     )
-}
-
-/// SHA-256 over the parts of a request that decide what it does (method, upstream, target,
-/// content type, body), length-prefixed. Approvals bind to this digest.
-pub(crate) fn request_digest(
-    method: &str,
-    upstream: &str,
-    target: &str,
-    headers: &http::HeaderMap,
-    body: &[u8],
-) -> String {
-    let mut h = Sha256::new();
-    let ct = headers
-        .get(http::header::CONTENT_TYPE)
-        .map(HeaderValue::as_bytes)
-        .unwrap_or_default();
-    for part in [
-        b"blastwall-request-v1".as_slice(),
-        method.as_bytes(),
-        upstream.as_bytes(),
-        target.as_bytes(),
-        ct,
-        body,
-    ] {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part);
-    }
-    hex::encode(h.finalize())
 }
 
 /// A request id: unique within the process and unpredictable across processes, without a

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use blastwall_core::operation::{OperationClass, OperationName};
 
 use crate::catalog::{Profile, Rules};
+use crate::digest::RequestDigest;
 use crate::error::{ClassifyError, bounded};
 use crate::normalize::{NormalizedPath, normalize_path};
 
@@ -86,6 +87,37 @@ pub fn classify<'h>(
     classify_with(Engine::Memoized, profile, method, target, headers, body)
 }
 
+/// [`classify`] for a request to `upstream`, also answering the request's [`RequestDigest`]
+/// (the gateway audits it): the memo is keyed by that digest, so a request is hashed once.
+/// The digest is answered whether or not the request can be classified.
+pub fn classify_request<'h>(
+    profile: &Profile,
+    upstream: &str,
+    method: &str,
+    target: &str,
+    headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+    body: &[u8],
+) -> (RequestDigest, Result<Classification, ClassifyError>) {
+    let headers = read_headers(headers);
+    let digest = RequestDigest::of(
+        upstream,
+        method,
+        target,
+        headers.content_types.iter().map(|v| ("content-type", *v)),
+        body,
+    );
+    let answer = classify_read(
+        Engine::Memoized,
+        Some(&digest),
+        profile,
+        method,
+        target,
+        headers,
+        body,
+    );
+    (digest, answer)
+}
+
 /// [`classify`] with a chosen [`Engine`], for benchmarks and for tests that compare engines.
 pub fn classify_with<'h>(
     engine: Engine,
@@ -93,6 +125,80 @@ pub fn classify_with<'h>(
     method: &str,
     target: &str,
     headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+    body: &[u8],
+) -> Result<Classification, ClassifyError> {
+    classify_read(
+        engine,
+        None,
+        profile,
+        method,
+        target,
+        read_headers(headers),
+        body,
+    )
+}
+
+/// What classification reads of a request's headers: the first that makes it refuse the
+/// request, and every `content-type` value.
+struct Headers<'h> {
+    refusal: Option<ClassifyError>,
+    content_types: Vec<&'h [u8]>,
+}
+
+fn read_headers<'h>(headers: impl IntoIterator<Item = (&'h str, &'h [u8])>) -> Headers<'h> {
+    let mut out = Headers {
+        refusal: None,
+        content_types: Vec::new(),
+    };
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("content-type") {
+            out.content_types.push(value);
+        } else if out.refusal.is_none() {
+            out.refusal = refusal(name, value);
+        }
+    }
+    out
+}
+
+/// Why a request with this header is refused, if it is.
+fn refusal(name: &str, value: &[u8]) -> Option<ClassifyError> {
+    if let Some(h) = METHOD_OVERRIDE_HEADERS
+        .iter()
+        .find(|h| h.eq_ignore_ascii_case(name))
+    {
+        return Some(ClassifyError::MethodOverride {
+            header: (*h).to_owned(),
+        });
+    }
+    if let Some(h) = TARGET_OVERRIDE_HEADERS
+        .iter()
+        .find(|h| h.eq_ignore_ascii_case(name))
+    {
+        return Some(ClassifyError::TargetOverride {
+            header: (*h).to_owned(),
+        });
+    }
+    if name.eq_ignore_ascii_case("content-encoding") {
+        let encoding = String::from_utf8_lossy(value);
+        if !encoding.trim().eq_ignore_ascii_case("identity") {
+            return Some(ClassifyError::ContentEncoding {
+                encoding: bounded(&encoding),
+            });
+        }
+    }
+    None
+}
+
+/// The work of the `classify` functions, once the headers are read. `digest`, when given, is
+/// [`RequestDigest::of`] this very request (method, target, headers and body as passed here),
+/// and keys the memo.
+fn classify_read(
+    engine: Engine,
+    digest: Option<&RequestDigest>,
+    profile: &Profile,
+    method: &str,
+    target: &str,
+    headers: Headers<'_>,
     body: &[u8],
 ) -> Result<Classification, ClassifyError> {
     if method.is_empty()
@@ -106,36 +212,10 @@ pub fn classify_with<'h>(
         });
     }
     let method = method.to_ascii_uppercase();
-    let mut content_types = Vec::new();
-    for (name, value) in headers {
-        if let Some(h) = METHOD_OVERRIDE_HEADERS
-            .iter()
-            .find(|h| h.eq_ignore_ascii_case(name))
-        {
-            return Err(ClassifyError::MethodOverride {
-                header: (*h).to_owned(),
-            });
-        }
-        if let Some(h) = TARGET_OVERRIDE_HEADERS
-            .iter()
-            .find(|h| h.eq_ignore_ascii_case(name))
-        {
-            return Err(ClassifyError::TargetOverride {
-                header: (*h).to_owned(),
-            });
-        }
-        if name.eq_ignore_ascii_case("content-encoding") {
-            let encoding = String::from_utf8_lossy(value);
-            if !encoding.trim().eq_ignore_ascii_case("identity") {
-                return Err(ClassifyError::ContentEncoding {
-                    encoding: bounded(&encoding),
-                });
-            }
-        }
-        if name.eq_ignore_ascii_case("content-type") {
-            content_types.push(value);
-        }
+    if let Some(e) = headers.refusal {
+        return Err(e);
     }
+    let content_types = headers.content_types;
     let path = normalize_path(target, profile.path_case())?;
     let query = path.query.as_deref();
     let mut out = Collector::default();
@@ -164,7 +244,20 @@ pub fn classify_with<'h>(
                     return Ok(read(engine)?.finish(method, &path));
                 }
                 let target = path.target();
-                let key = memo::Memo::key(&method, &target, content_type, body);
+                // Without the request's own digest, a digest of what the answer depends on:
+                // the upper-cased method, the normalized target, the one content type and the
+                // body (no upstream). Either key fixes every input of the answer below.
+                let key = match digest {
+                    Some(d) => *d.as_bytes(),
+                    None => *RequestDigest::of(
+                        "",
+                        &method,
+                        &target,
+                        content_type.map(|ct| ("content-type", ct)),
+                        body,
+                    )
+                    .as_bytes(),
+                };
                 if let Some(answer) = profile.memo.get(&key) {
                     return (*answer).clone();
                 }
@@ -273,6 +366,27 @@ mod tests {
                 matches!(e, Err(ClassifyError::MethodOverride { .. })),
                 "{h}"
             );
+        }
+    }
+
+    #[test]
+    fn the_request_memo_tells_requests_apart() {
+        let c = Catalog::builtin().unwrap();
+        let railway = c.profile("railway").unwrap();
+        let body = br#"{"query":"mutation { volumeDelete(volumeId: \"v\") }"}"#;
+        let json = [("content-type", &b"application/json"[..])];
+        let graphql = [("content-type", &b"application/graphql"[..])];
+        for _ in 0..2 {
+            let (d1, first) =
+                classify_request(railway, "railway", "POST", "/graphql/v2", json, body);
+            assert_eq!(first.unwrap().strictest, OperationClass::Destructive);
+            // The same body sent as a GraphQL document is not one: not the memo's answer.
+            let (d2, second) =
+                classify_request(railway, "railway", "POST", "/graphql/v2", graphql, body);
+            assert_ne!(d1, d2);
+            assert!(second.is_err());
+            let (d3, _) = classify_request(railway, "other", "POST", "/graphql/v2", json, body);
+            assert_ne!(d1, d3);
         }
     }
 

@@ -10,6 +10,7 @@
 pub mod authz;
 pub mod catalog;
 pub mod classify;
+pub mod digest;
 pub mod error;
 pub mod normalize;
 
@@ -17,6 +18,7 @@ pub use authz::{Authorizer, DecideInput, Verdict};
 pub use catalog::{
     Catalog, CredentialTemplate, OperationDef, PathCase, Profile, ProfileKind, Sample, SampleExpect,
 };
-pub use classify::{Classification, Engine, classify, classify_with};
+pub use classify::{Classification, Engine, classify, classify_request, classify_with};
+pub use digest::RequestDigest;
 pub use error::{ClassifyError, PolicyError};
 pub use normalize::{NormalizedPath, normalize_path};

@@ -947,21 +947,13 @@ async fn every_decision_is_audited_and_nothing_secret_leaks() {
     let s = setup().await;
     let (token, _) = issue(&s.bw, "staging", "railway:domain.*", "1h");
     let gw = serve(&s.bw);
+    let delete = r#"{"query":"mutation { volumeDelete(volumeId: \"v1\") }"}"#;
     assert_eq!(gql(&gw.base, &token, CREATE).await.status, 200);
-    assert_eq!(
-        gql(
-            &gw.base,
-            &token,
-            r#"{"query":"mutation { volumeDelete(volumeId: \"v1\") }"}"#
-        )
-        .await
-        .status,
-        403
-    );
+    assert_eq!(gql(&gw.base, &token, delete).await.status, 403);
     let log = gw.log.clone();
     gw.stop();
     let tail = s.bw.json(&["log", "tail", "-n", "5"]);
-    let decisions: Vec<(String, String)> = tail
+    let decisions: Vec<(String, String, String)> = tail
         .as_array()
         .unwrap()
         .iter()
@@ -971,14 +963,34 @@ async fn every_decision_is_audited_and_nothing_secret_leaks() {
             (
                 d["decision"].as_str().unwrap().to_owned(),
                 d["operations"][0].as_str().unwrap().to_owned(),
+                d["request_digest"].as_str().unwrap().to_owned(),
             )
         })
         .collect();
+    // Each entry is bound to its exact request: the digest of what was sent.
+    let digest = |body: &str| {
+        blastwall_policy::RequestDigest::of(
+            "railway",
+            "POST",
+            "/graphql/v2",
+            [("content-type", &b"application/json"[..])],
+            body.as_bytes(),
+        )
+        .to_hex()
+    };
     assert_eq!(
         decisions,
         [
-            ("allow".to_owned(), "railway:domain.create".to_owned()),
-            ("deny".to_owned(), "railway:volume.delete".to_owned())
+            (
+                "allow".to_owned(),
+                "railway:domain.create".to_owned(),
+                digest(CREATE)
+            ),
+            (
+                "deny".to_owned(),
+                "railway:volume.delete".to_owned(),
+                digest(delete)
+            )
         ]
     );
     let o = s.bw.run(&["log", "verify"]);

@@ -1,8 +1,8 @@
 //! A bounded memo of recent GraphQL classifications, one per profile: agents send the same
 //! documents again and again, and a repeated request costs a digest and a map lookup.
 //!
-//! The key is a BLAKE3 digest of everything the answer depends on besides the profile (the
-//! method, the normalized target, the `content-type`, the body), so two different requests
+//! The key is a [`crate::RequestDigest`] of everything the answer depends on besides the
+//! profile (the method, the target, the `content-type`, the body), so two different requests
 //! never share an entry, and the memo holds no request text. Refusals are remembered too.
 //!
 //! Two generations bound it: entries go into the young map; when that is full it becomes the
@@ -39,27 +39,6 @@ struct Generations {
 }
 
 impl Memo {
-    /// The digest of a request's parts. Each is length-prefixed, so no two different requests
-    /// give the same input to the hash.
-    pub(crate) fn key(method: &str, target: &str, content_type: Option<&[u8]>, body: &[u8]) -> Key {
-        let mut hasher = blake3::Hasher::new();
-        let mut part = |bytes: &[u8]| {
-            hasher.update(&(bytes.len() as u64).to_le_bytes());
-            hasher.update(bytes);
-        };
-        part(method.as_bytes());
-        part(target.as_bytes());
-        match content_type {
-            Some(ct) => {
-                part(b"1");
-                part(ct);
-            }
-            None => part(b"0"),
-        }
-        part(body);
-        *hasher.finalize().as_bytes()
-    }
-
     /// The remembered answer for `key`, if any.
     pub(crate) fn get(&self, key: &Key) -> Option<Answer> {
         let mut maps = self.maps.lock().ok()?;
@@ -110,6 +89,10 @@ mod tests {
 
     use super::*;
 
+    fn key(target: &str) -> Key {
+        *crate::RequestDigest::of("", "POST", target, [], b"").as_bytes()
+    }
+
     fn answer(target: &str) -> Answer {
         Arc::new(Ok(Classification {
             ops: Vec::new(),
@@ -120,22 +103,12 @@ mod tests {
     }
 
     #[test]
-    fn keys_separate_every_part() {
-        let k = Memo::key("POST", "/g", Some(b"a"), b"b");
-        assert_ne!(k, Memo::key("POST", "/g", Some(b"ab"), b""));
-        assert_ne!(k, Memo::key("POST", "/g", None, b"b"));
-        assert_ne!(k, Memo::key("POST", "/gx", Some(b"a"), b"b"));
-        assert_ne!(k, Memo::key("GET", "/g", Some(b"a"), b"b"));
-        assert_eq!(k, Memo::key("POST", "/g", Some(b"a"), b"b"));
-    }
-
-    #[test]
     fn stays_bounded_and_keeps_what_is_used() {
         let memo = Memo::default();
-        let kept = Memo::key("POST", "/kept", None, b"");
+        let kept = key("/kept");
         memo.insert(kept, answer("/kept"));
         for i in 0..5 * GENERATION {
-            let k = Memo::key("POST", &format!("/{i}"), None, b"");
+            let k = key(&format!("/{i}"));
             memo.insert(k, answer("/"));
             if i % (GENERATION / 2) == 0 {
                 assert!(memo.get(&kept).is_some(), "{i}");
@@ -143,7 +116,7 @@ mod tests {
             assert!(memo.len() <= 2 * GENERATION);
         }
         assert!(memo.get(&kept).is_some());
-        let first = Memo::key("POST", "/0", None, b"");
+        let first = key("/0");
         assert!(memo.get(&first).is_none());
     }
 }

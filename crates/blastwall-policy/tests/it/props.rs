@@ -6,7 +6,8 @@ use std::sync::LazyLock;
 
 use blastwall_core::operation::OperationClass;
 use blastwall_policy::{
-    Catalog, Classification, ClassifyError, Engine, Profile, classify, classify_with,
+    Catalog, Classification, ClassifyError, Engine, Profile, classify, classify_request,
+    classify_with,
 };
 use proptest::prelude::*;
 
@@ -93,17 +94,20 @@ fn op_set(c: &Classification) -> BTreeSet<String> {
     c.names().map(ToString::to_string).collect()
 }
 
-/// Every engine's answer for one request to Railway's endpoint.
+/// Every engine's answer for one request to Railway's endpoint, and last the gateway's
+/// (`classify_request`, whose memo is keyed by the request's own digest).
 fn engines(
     method: &str,
     target: &str,
     content_type: &str,
     body: &[u8],
-) -> [Result<Classification, ClassifyError>; 3] {
+) -> [Result<Classification, ClassifyError>; 4] {
     let railway = CATALOG.profile("railway").unwrap();
     let headers = [("content-type", content_type.as_bytes())];
-    [Engine::Memoized, Engine::Fast, Engine::Reference]
-        .map(|e| classify_with(e, railway, method, target, headers, body))
+    let [memo, fast, reference] = [Engine::Memoized, Engine::Fast, Engine::Reference]
+        .map(|e| classify_with(e, railway, method, target, headers, body));
+    let (_, request) = classify_request(railway, "railway", method, target, headers, body);
+    [memo, fast, reference, request]
 }
 
 /// Pieces of GraphQL, valid and not.
@@ -240,12 +244,14 @@ proptest! {
             one
         };
         let body = body.to_string();
-        let [memo, fast, reference] = engines("POST", "/graphql/v2", "application/json", body.as_bytes());
+        let [memo, fast, reference, request] = engines("POST", "/graphql/v2", "application/json", body.as_bytes());
         prop_assert_eq!(&fast, &reference, "{}", body);
         prop_assert_eq!(&memo, &reference, "{}", body);
-        // Asked again, the memo answers the same.
-        let [again, ..] = engines("POST", "/graphql/v2", "application/json", body.as_bytes());
+        prop_assert_eq!(&request, &reference, "{}", body);
+        // Asked again, the memos answer the same.
+        let [again, _, _, request_again] = engines("POST", "/graphql/v2", "application/json", body.as_bytes());
         prop_assert_eq!(&again, &reference);
+        prop_assert_eq!(&request_again, &reference);
     }
 
     #[test]
@@ -265,9 +271,10 @@ proptest! {
                 engines("POST", "/graphql/v2", "application/json", body.as_bytes())
             }
         };
-        let [memo, fast, reference] = answers;
+        let [memo, fast, reference, request] = answers;
         prop_assert_eq!(&fast, &reference, "{}", doc);
         prop_assert_eq!(&memo, &reference, "{}", doc);
+        prop_assert_eq!(&request, &reference, "{}", doc);
     }
 
     #[test]
