@@ -1,7 +1,8 @@
 //! What a scan reports: [`Finding`]s with their [`Location`], [`Severity`] and [`Confidence`].
 //!
 //! A finding never holds the secret it found: only a short redacted prefix (for a person to
-//! recognise it) and a keyed identity hash (for baselines). See [`redact`].
+//! recognise it) and an identity hash (for baselines), which is not keyed: see [`Finding::id`]
+//! for what it reveals about a low-entropy value. See [`redact`].
 
 use std::fmt;
 use std::path::PathBuf;
@@ -196,8 +197,10 @@ pub struct Finding {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding: Option<String>,
     /// A stable identity of this finding (rule, place and a hash of the value), for baselines and
-    /// SARIF `partialFingerprints`. A truncated SHA-256: it identifies, it does not reveal a
-    /// high-entropy secret.
+    /// SARIF `partialFingerprints`. A truncated SHA-256, unkeyed so that it is the same on every
+    /// machine: it does not reveal a high-entropy secret, but whoever holds a report can test
+    /// guesses at a low-entropy one (a weak password) offline, at SHA-256's speed, knowing the
+    /// rule and the place. Share reports of findings as you would the scanned files.
     pub id: String,
 }
 
