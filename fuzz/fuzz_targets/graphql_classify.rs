@@ -1,13 +1,15 @@
 //! Fuzzes the GraphQL classifier with arbitrary bodies: as JSON, as an `application/graphql`
 //! document, and as a `?query=` on GET. It must never panic, whatever it accepts must name at
-//! least one operation, and every engine (the memo, the fast reader, apollo-parser alone) must
-//! give the same answer: the fast reader never accepts what the parser refuses, nor reads other
-//! root fields.
+//! least one operation, and every engine (the memo, the fast reader, apollo-parser alone, and the
+//! gateway's `classify_request`, whose memo is keyed by the request digest) must give the same
+//! answer: the fast reader never accepts what the parser refuses, nor reads other root fields.
 #![no_main]
 
 use std::sync::LazyLock;
 
-use blastwall_policy::{Catalog, Classification, ClassifyError, Engine, Profile, classify_with};
+use blastwall_policy::{
+    Catalog, Classification, ClassifyError, Engine, Profile, classify_request, classify_with,
+};
 use libfuzzer_sys::fuzz_target;
 
 static CATALOG: LazyLock<Option<Catalog>> = LazyLock::new(|| Catalog::builtin().ok());
@@ -25,6 +27,8 @@ fn agreed(
         .map(|e| classify_with(e, profile, method, target, headers, body));
     assert_eq!(fast, reference, "fast reader vs parser: {body:?}");
     assert_eq!(memo, reference, "memo vs parser: {body:?}");
+    let (_, request) = classify_request(profile, "railway", method, target, headers, body);
+    assert_eq!(request, reference, "gateway's memo vs parser: {body:?}");
     reference
 }
 

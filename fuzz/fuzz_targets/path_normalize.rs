@@ -16,7 +16,11 @@ fuzz_target!(|data: &[u8]| {
     for case in [PathCase::Sensitive, PathCase::Insensitive] {
         if let Ok(once) = normalize_path(target, case) {
             let twice = normalize_path(&once.target(), case);
-            assert_eq!(twice.as_ref().ok(), Some(&once), "not idempotent: {target:?}");
+            assert_eq!(
+                twice.as_ref().ok(),
+                Some(&once),
+                "not idempotent: {target:?}"
+            );
         }
     }
     let Some(catalog) = CATALOG.as_ref() else {
