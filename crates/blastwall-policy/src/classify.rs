@@ -246,11 +246,12 @@ fn classify_read(
                 let target = path.target();
                 // Without the request's own digest, a digest of what the answer depends on:
                 // the upper-cased method, the normalized target, the one content type and the
-                // body (no upstream). Either key fixes every input of the answer below.
+                // body. Either key fixes every input of the answer below; the headers that make
+                // a request refused are not in them, so they are checked above, on every
+                // request, never answered from the memo.
                 let key = match digest {
                     Some(d) => *d.as_bytes(),
-                    None => *RequestDigest::of(
-                        "",
+                    None => *RequestDigest::memo_key(
                         &method,
                         &target,
                         content_type.map(|ct| ("content-type", ct)),
@@ -387,6 +388,21 @@ mod tests {
             assert!(second.is_err());
             let (d3, _) = classify_request(railway, "other", "POST", "/graphql/v2", json, body);
             assert_ne!(d1, d3);
+        }
+        // Headers outside the digest that make a request refused are checked before the memo:
+        // the same request, remembered, is still refused with one of them.
+        for (name, value) in [
+            ("X-HTTP-Method-Override", &b"GET"[..]),
+            ("X-Original-URL", &b"/graphql/v2"[..]),
+            ("Content-Encoding", &b"gzip"[..]),
+        ] {
+            let headers = [("content-type", &b"application/json"[..]), (name, value)];
+            let (d, answer) =
+                classify_request(railway, "railway", "POST", "/graphql/v2", headers, body);
+            let (plain, _) =
+                classify_request(railway, "railway", "POST", "/graphql/v2", json, body);
+            assert_eq!(d, plain, "{name} is not in the digest");
+            assert!(answer.is_err(), "{name}: answered from the memo");
         }
     }
 

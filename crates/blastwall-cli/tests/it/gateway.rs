@@ -967,7 +967,8 @@ async fn every_decision_is_audited_and_nothing_secret_leaks() {
             )
         })
         .collect();
-    // Each entry is bound to its exact request: the digest of what was sent.
+    // Each entry is bound to its request: the digest of the method, target, content type and
+    // body sent to the upstream.
     let digest = |body: &str| {
         blastwall_policy::RequestDigest::of(
             "railway",

@@ -1,9 +1,13 @@
 //! A bounded memo of recent GraphQL classifications, one per profile: agents send the same
 //! documents again and again, and a repeated request costs a digest and a map lookup.
 //!
-//! The key is a [`crate::RequestDigest`] of everything the answer depends on besides the
-//! profile (the method, the target, the `content-type`, the body), so two different requests
-//! never share an entry, and the memo holds no request text. Refusals are remembered too.
+//! The key is a digest of everything the answer depends on besides the profile and the headers
+//! checked before the memo is asked (the method, the target, the `content-type`, the body): the
+//! request's [`crate::RequestDigest`] when the gateway classifies it (`classify_request`), or,
+//! under another domain tag, a digest of the upper-cased method and normalized target
+//! (`classify`). Requests that may be answered differently never share an entry (the same
+//! request through both functions takes two), and the memo holds no request text. Refusals are
+//! remembered too.
 //!
 //! Two generations bound it: entries go into the young map; when that is full it becomes the
 //! old one (dropping the previous old map), and a hit in the old map moves the entry back. So at
