@@ -245,7 +245,7 @@ def report(results, cases, args):
         "## Gateway",
         "",
         f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({cpu}), wrk pinned to CPU 0, every server to CPU 1;",
-        f"{args.runs} runs of {args.duration}s per case, medians. Reproduce: `python3 bench/gateway.py --out docs/benchmarks.md`.",
+        f"{args.runs} runs of {args.duration}s per case, medians. Reproduce: `python3 bench/gateway.py --duration {args.duration} --runs {args.runs} --out docs/benchmarks.md`.",
         "Upstream: nginx returning a fixed JSON body. Each proxy checks the bearer token, swaps it for the",
         "upstream credential and forwards over keep-alive; Blastwall also authenticates against its store",
         "(cached), classifies (REST path for the GET, a 1 KB GraphQL mutation for the POST), asks its",
@@ -263,18 +263,32 @@ def report(results, cases, args):
             out.append(
                 f"| {method} c{conns} | {name} | {r[0]:.0f} | {r[0] / d[0]:.2f} | {r[0] / h[0]:.2f} | {r[1]:.0f} | {r[2]:.0f} | "
                 f"{'' if name == 'direct' else f'{added:.0f}'} | {'' if name == 'direct' else f'{r[3]:.1f}'} |")
+    out += ["", END_MARK]
     return out
 
 
+# Ends the part of the `## Gateway` section this script writes: what follows it in the section
+# (readings of the numbers, earlier runs) is kept when the results are replaced.
+END_MARK = "<!-- end of bench/gateway.py's results; what follows is kept -->"
+
+
 def write_section(path, text):
-    """Replaces the `## Gateway` section of the benchmarks file, keeping the others."""
+    """Replaces this script's results at the top of the `## Gateway` section of the benchmarks
+    file (up to END_MARK), keeping the rest of that section and the other sections. Without the
+    mark, the whole section is replaced."""
     old = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    if not text.endswith("\n"):
+        text += "\n"
     start = old.find("## Gateway")
     if start < 0:
         new = old.rstrip() + "\n\n" + text
     else:
         end = old.find("\n## ", start + 1)
-        new = old[:start] + text + (old[end + 1:] if end >= 0 else "")
+        mark = old.find(END_MARK, start)
+        if mark >= 0 and (end < 0 or mark < end):
+            new = old[:start] + text + old[mark + len(END_MARK) + 1:]
+        else:
+            new = old[:start] + text + (old[end + 1:] if end >= 0 else "")
     with open(path, "w") as f:
         f.write(new)
 

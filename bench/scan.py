@@ -776,6 +776,8 @@ def render(results, size, planter, load_before, load_after, args, slow_size):
                  "(tools not on PATH are skipped; install them with `apt-get install ripgrep time`, "
                  "`pip install kingfisher-bin detect-secrets trufflehog3`, `cargo install ripsecrets`).")
     lines.append("")
+    lines.append(END_MARK)
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -799,10 +801,21 @@ def rescore_saved(args):
         replace_section(args.out, report)
 
 
+# Ends the part of the `## Scanner` section this script writes: what follows it in the section
+# (readings of the numbers, earlier runs) is kept when the results are replaced.
+END_MARK = "<!-- end of bench/scan.py's results; what follows is kept -->"
+
+
 def replace_section(path, section):
+    """Replaces this script's results at the top of the `## Scanner` section (up to END_MARK),
+    keeping the rest of the section and the other sections; without the mark, the whole
+    section."""
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n"
+    marked = re.compile(r"^## Scanner\n(?:(?!^## ).)*?" + re.escape(END_MARK) + r"\n?", re.S | re.M)
     pattern = re.compile(r"^## Scanner\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
+    if marked.search(text):
+        text = marked.sub(lambda _: section.rstrip("\n") + "\n", text, count=1)
+    elif pattern.search(text):
         text = pattern.sub(lambda _: section.rstrip("\n") + "\n\n", text)
     else:
         text = text.rstrip("\n") + "\n\n" + section
