@@ -30,12 +30,13 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, ParseError> {
 /// (`hex::encode` goes through a `char` iterator; this writes the bytes straight into the string).
 pub fn hex_lower(bytes: &[u8]) -> String {
     let mut out = vec![0u8; bytes.len() * 2];
-    // INVARIANT: `out` is exactly twice as long as `bytes`, the only error `encode_to_slice` has.
+    // INVARIANT: `out` is exactly twice as long as `bytes` (the only error `encode_to_slice`
+    // has) and hex digits are ASCII; were either ever false, the slower encoder still gives the
+    // right text, never an empty one.
     if hex::encode_to_slice(bytes, &mut out).is_err() {
         return hex::encode(bytes);
     }
-    // Hex digits are ASCII.
-    String::from_utf8(out).unwrap_or_default()
+    String::from_utf8(out).unwrap_or_else(|_| hex::encode(bytes))
 }
 
 /// Formats a duration the way [`parse_duration`] reads it.
@@ -55,5 +56,15 @@ pub(crate) mod duration_secs {
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_lower_is_hex_encode() {
+        for bytes in [&b""[..], b"\x00", b"\xff\x10\xab", &[7u8; 32]] {
+            assert_eq!(super::hex_lower(bytes), hex::encode(bytes));
+        }
     }
 }
