@@ -121,4 +121,7 @@ pub enum GatewayError {
     /// Serving failed.
     #[error("the server stopped: {0}")]
     Serve(std::io::Error),
+    /// The audit writer's thread could not be started.
+    #[error("cannot start the audit writer thread: {0}")]
+    AuditWriter(std::io::Error),
 }

@@ -17,7 +17,7 @@ use blastwall_core::record::UpstreamRecord;
 use blastwall_core::seal::EnvIdentity;
 use blastwall_core::{EnvName, Environment};
 use blastwall_policy::Catalog;
-use blastwall_store::{Auditor, Store};
+use blastwall_store::{Auditor, Store, SyncAuditLog};
 use http::StatusCode;
 use tokio::sync::{RwLock, mpsc};
 
@@ -114,7 +114,10 @@ impl Gateway {
         tokens.poll_once().await.map_err(GatewayError::Store)?;
         let (tx, rx) = mpsc::channel(10_000);
         let audit_failing = Arc::new(AtomicBool::new(false));
-        let audit_task = tokio::spawn(audit_writer(setup.auditor, rx, audit_failing.clone()));
+        let audit_task = match setup.store.sync_audit_log()? {
+            Some(log) => spawn_audit_thread(setup.auditor, log, rx, audit_failing.clone())?,
+            None => tokio::spawn(audit_writer(setup.auditor, rx, audit_failing.clone())),
+        };
         let poll_task = tokio::spawn(tokens.clone().run_poller());
         let inner = Inner {
             store: setup.store,
@@ -457,6 +460,72 @@ async fn audit_writer(
     }
     if let Err(e) = auditor.finish().await {
         tracing::error!(error = %e, "could not sign the closing audit checkpoint");
+    }
+}
+
+/// Starts [`audit_thread`] on a thread of its own; the task returned ends once it has, after
+/// signing the closing checkpoint.
+fn spawn_audit_thread(
+    auditor: Auditor,
+    log: SyncAuditLog,
+    rx: mpsc::Receiver<AuditRecord>,
+    failing: Arc<AtomicBool>,
+) -> Result<tokio::task::JoinHandle<()>, GatewayError> {
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let writer = auditor.clone();
+    std::thread::Builder::new()
+        .name("audit-writer".to_owned())
+        .spawn(move || {
+            audit_thread(&writer, log, rx, &failing);
+            // Nobody listens once `stop` has given up waiting; nothing to do then.
+            done.send(()).ok();
+        })
+        .map_err(GatewayError::AuditWriter)?;
+    Ok(tokio::spawn(async move {
+        // An error here means the thread ended without saying so (it panicked): the closing
+        // checkpoint is still worth signing over what it wrote.
+        if finished.await.is_err() {
+            tracing::error!("the audit writer thread stopped unexpectedly");
+        }
+        if let Err(e) = auditor.finish().await {
+            tracing::error!(error = %e, "could not sign the closing audit checkpoint");
+        }
+    }))
+}
+
+/// [`audit_writer`] for a store with a synchronous connection (SQLite), on a thread of its own:
+/// the same window, batches, retries and `failing` flag, but a batch is one transaction run by
+/// this thread (its checkpoints included) instead of a series of statements handed to the async
+/// driver's thread and back. Ends when the queue closes.
+fn audit_thread(
+    auditor: &Auditor,
+    mut log: SyncAuditLog,
+    mut rx: mpsc::Receiver<AuditRecord>,
+    failing: &AtomicBool,
+) {
+    let mut batch = Vec::with_capacity(AUDIT_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        // Sleep rather than wait on the queue, so the writer is not woken by every decision.
+        std::thread::sleep(AUDIT_WINDOW);
+        while batch.len() < AUDIT_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut wait = Duration::from_millis(50);
+        while let Err(e) = auditor.append_batch_sync(&mut log, &batch) {
+            if !failing.swap(true, Ordering::SeqCst) {
+                tracing::error!(error = %e, entries = batch.len(), "audit append failed; forwarding nothing until it succeeds");
+            }
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(AUDIT_RETRY_MAX);
+        }
+        if failing.swap(false, Ordering::SeqCst) {
+            tracing::warn!("audit log writable again; forwarding resumes");
+        }
+        batch.clear();
     }
 }
 

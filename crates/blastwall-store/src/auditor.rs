@@ -6,6 +6,7 @@
 //! too. [`verify_log`] streams the log through the chain verifier of `blastwall-core` and checks
 //! every checkpoint, which is what makes a truncated tail visible.
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use blastwall_core::audit::VerifyReport;
@@ -14,15 +15,16 @@ use jiff::Timestamp;
 
 use crate::Store;
 use crate::error::{StoreError, VerifyError};
+use crate::sync_audit::SyncAuditLog;
 
 /// Entries read per page by [`verify_log`].
 pub const VERIFY_PAGE: i64 = 1000;
 
-/// Appends through a store and signs checkpoints.
-#[derive(Debug)]
+/// Appends through a store and signs checkpoints. Clones share the store and the key.
+#[derive(Debug, Clone)]
 pub struct Auditor {
     store: Arc<dyn Store>,
-    signer: CheckpointSigner,
+    signer: Arc<CheckpointSigner>,
     every: u32,
 }
 
@@ -31,7 +33,7 @@ impl Auditor {
     pub fn new(store: Arc<dyn Store>, signer: CheckpointSigner, every: u32) -> Self {
         Self {
             store,
-            signer,
+            signer: Arc::new(signer),
             every: every.max(1),
         }
     }
@@ -66,6 +68,17 @@ impl Auditor {
             self.record(entry).await?;
         }
         Ok(entries)
+    }
+
+    /// Appends records in order in one transaction on `log`, a synchronous connection to the
+    /// store (see [`SyncAuditLog`]), and in that same transaction the checkpoints that fall among
+    /// them. Blocks: call it from a thread of its own. Returns the sequence numbers written.
+    pub fn append_batch_sync(
+        &self,
+        log: &mut SyncAuditLog,
+        audits: &[AuditRecord],
+    ) -> Result<Option<RangeInclusive<i64>>, StoreError> {
+        log.append_batch(audits, &self.signer, self.every)
     }
 
     /// Appends a record on its own (see [`Store::audit_append`]) and [`record`](Self::record)s it.

@@ -64,6 +64,10 @@ pub enum StoreError {
     /// Any other database error.
     #[error("store operation failed")]
     Database(#[from] sqlx::Error),
+    /// Any other database error, on the synchronous SQLite connection of
+    /// [`SyncAuditLog`](crate::sync_audit::SyncAuditLog).
+    #[error("store operation failed")]
+    Sqlite(#[from] rusqlite::Error),
 }
 
 /// Why `verify_log` refused the audit log.

@@ -25,12 +25,14 @@ pub mod error;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
+pub mod sync_audit;
 
 pub use auditor::{Auditor, verify_log};
 pub use blastwall_core::audit::VerifyReport;
 pub use error::{StoreError, VerifyError};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use sync_audit::SyncAuditLog;
 
 /// Opens the store at `url`, creating an SQLite file if missing (in an existing folder), and
 /// brings its schema up to date. Call [`Store::close`] before the process exits.
@@ -129,6 +131,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         audits: Vec<AuditRecord>,
     ) -> Result<Vec<AuditEntry>, StoreError>;
+    /// A connection of its own for appending audit batches from a thread of their own (the
+    /// gateway's audit writer), when the backend has a synchronous driver: SQLite (see
+    /// [`SyncAuditLog`]). `None` for the others: append with
+    /// [`audit_append_batch`](Self::audit_append_batch).
+    fn sync_audit_log(&self) -> Result<Option<SyncAuditLog>, StoreError>;
     /// Up to `limit` entries with `seq > after`, in order (for streaming verification).
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
     /// The last `n` entries, in order.

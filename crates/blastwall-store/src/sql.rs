@@ -347,6 +347,10 @@ macro_rules! impl_store {
                 $own
             }
 
+            fn sync_audit_log(&self) -> Result<Option<$crate::SyncAuditLog>, $crate::StoreError> {
+                self.open_sync_audit_log()
+            }
+
             async fn env_add(
                 &self,
                 env: &blastwall_core::Environment,

@@ -104,6 +104,12 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// A synchronous connection of its own for appending audit batches (see
+    /// [`SyncAuditLog`](crate::SyncAuditLog)).
+    fn open_sync_audit_log(&self) -> Result<Option<crate::SyncAuditLog>, StoreError> {
+        crate::SyncAuditLog::open(&self.path).map(Some)
+    }
+
     /// Starts a transaction that holds the database's write lock from its first statement.
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)

@@ -876,6 +876,78 @@ async fn an_unwritable_audit_log_stops_forwarding_and_loses_nothing() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// The gateway's audit writer (on a thread of its own with SQLite, through the pool with
+/// PostgreSQL) and the CLI append to one chain at once: every decision is there and the log
+/// verifies.
+async fn decisions_and_admin_changes_share_one_chain(init: &[&str]) {
+    let railway = FakeUpstream::start().await.unwrap();
+    let bw = Bw::new();
+    let mut args = vec!["init"];
+    args.extend_from_slice(init);
+    bw.ok(&args);
+    let o = bw.run_stdin(
+        &[
+            "upstream",
+            "add",
+            "railway",
+            "--profile",
+            "railway",
+            "--base-url",
+            &railway.url(),
+            "--env",
+            "staging",
+            "--secret-stdin",
+        ],
+        STAGING_SECRET,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (token, _) = issue(&bw, "staging", "railway:domain.*", "1h");
+    let gw = serve(&bw);
+    let delete = r#"{"query":"mutation { volumeDelete(volumeId: \"v1\") }"}"#;
+    for i in 0..20 {
+        assert_eq!(gql(&gw.base, &token, CREATE).await.status, 200);
+        assert_eq!(gql(&gw.base, &token, delete).await.status, 403);
+        if i % 5 == 4 {
+            issue(&bw, "staging", "railway:domain.*", "1h");
+        }
+    }
+    gw.stop();
+    let tail = bw.json(&["log", "tail", "-n", "100"]);
+    let entries = tail.as_array().unwrap();
+    let count = |decision: &str| {
+        entries
+            .iter()
+            .filter(|e| e["action"] == "request.decide")
+            .filter(|e| {
+                let d: Value = serde_json::from_str(e["detail"].as_str().unwrap()).unwrap();
+                d["decision"] == decision
+            })
+            .count()
+    };
+    assert_eq!((count("allow"), count("deny")), (20, 20), "{tail:#}");
+    let issued = entries
+        .iter()
+        .filter(|e| e["action"] == "token.issue")
+        .count();
+    assert_eq!(issued, 5, "{tail:#}");
+    let o = bw.run(&["log", "verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_and_admin_changes_share_one_chain_on_sqlite() {
+    decisions_and_admin_changes_share_one_chain(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_and_admin_changes_share_one_chain_on_postgres() {
+    let pg = tokio::task::spawn_blocking(blastwall_test::PgCluster::start)
+        .await
+        .unwrap()
+        .unwrap();
+    decisions_and_admin_changes_share_one_chain(&["--store-url", &pg.url()]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_upstream_is_a_clear_502() {
     let bw = Bw::new();

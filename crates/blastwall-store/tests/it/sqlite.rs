@@ -23,3 +23,97 @@ async fn the_file_is_created_in_wal_mode() {
         .unwrap();
     assert_eq!(fk, 1);
 }
+
+fn decision(n: usize) -> blastwall_core::audit::AuditRecord {
+    blastwall_core::audit::AuditRecord {
+        at: jiff::Timestamp::now().to_string(),
+        actor: "token:tok_0123456789abcdef".into(),
+        action: "request.decide".into(),
+        env: Some("staging".into()),
+        target: Some(format!("railway-{n}")),
+        detail: format!(r#"{{"decision":"allow","n":{n}}}"#),
+    }
+}
+
+/// The gateway's synchronous audit connection continues the chain the pool wrote, signs its
+/// checkpoints in the batch's own transaction, and the pool continues after it: one chain that
+/// `verify_log` accepts, each entry stored exactly as given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_audit_log_shares_one_chain_with_the_pool() {
+    let b = Backend::sqlite().await;
+    let signer = blastwall_core::audit::CheckpointSigner::generate().unwrap();
+    let key = signer.public_hex();
+    let auditor = blastwall_store::Auditor::new(b.store.clone(), signer, 10);
+    auditor.append(decision(0)).await.unwrap();
+    let mut log = b.store.sync_audit_log().unwrap().expect("SQLite has one");
+
+    let batch: Vec<_> = (1..=25).map(decision).collect();
+    // Blocking calls on a test's runtime worker: nothing else waits on this runtime meanwhile.
+    let written = auditor.append_batch_sync(&mut log, &batch).unwrap();
+    assert_eq!(written, Some(2..=26));
+    assert_eq!(auditor.append_batch_sync(&mut log, &[]).unwrap(), None);
+    let stored = b.store.audit_page(1, 100).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|e| e.record.clone()).collect::<Vec<_>>(),
+        batch
+    );
+    let seqs: Vec<i64> = b
+        .store
+        .checkpoint_list()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(seqs, [10, 20], "checkpoints signed with the batch");
+
+    let after = auditor.append(decision(99)).await.unwrap();
+    assert_eq!(after.seq, 27);
+    assert_eq!(after.prev_hash, stored.last().unwrap().hash);
+    auditor.finish().await.unwrap();
+    let report = blastwall_store::verify_log(b.store.as_ref(), &key)
+        .await
+        .unwrap();
+    assert_eq!(report.last_seq, 27);
+}
+
+/// A batch the database refuses leaves nothing behind, entries nor checkpoints, and the same
+/// batch goes in whole once the database takes it again (the gateway's writer retries it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_sync_batch_writes_nothing_and_goes_in_whole_on_retry() {
+    let b = Backend::sqlite().await;
+    let signer = blastwall_core::audit::CheckpointSigner::generate().unwrap();
+    let key = signer.public_hex();
+    let auditor = blastwall_store::Auditor::new(b.store.clone(), signer, 2);
+    let mut log = b.store.sync_audit_log().unwrap().expect("SQLite has one");
+    // Refuses the fourth entry of the batch, after three rows and a checkpoint went in.
+    b.exec(
+        "CREATE TRIGGER refuse BEFORE INSERT ON audit_log WHEN NEW.seq = 4 \
+         BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )
+    .await;
+    let batch: Vec<_> = (1..=5).map(decision).collect();
+    let e = auditor.append_batch_sync(&mut log, &batch).unwrap_err();
+    assert_eq!(e.to_string(), "store operation failed");
+    assert!(b.store.audit_tail(10).await.unwrap().is_empty());
+    assert!(b.store.checkpoint_list().await.unwrap().is_empty());
+
+    b.exec("DROP TRIGGER refuse").await;
+    assert_eq!(
+        auditor.append_batch_sync(&mut log, &batch).unwrap(),
+        Some(1..=5)
+    );
+    let seqs: Vec<i64> = b
+        .store
+        .checkpoint_list()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(seqs, [2, 4]);
+    let report = blastwall_store::verify_log(b.store.as_ref(), &key)
+        .await
+        .unwrap();
+    assert_eq!(report.last_seq, 5);
+}
