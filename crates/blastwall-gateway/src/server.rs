@@ -116,7 +116,20 @@ impl Gateway {
         let audit_failing = Arc::new(AtomicBool::new(false));
         let audit_task = match setup.store.sync_audit_log()? {
             Some(log) => spawn_audit_thread(setup.auditor, log, rx, audit_failing.clone())?,
-            None => tokio::spawn(audit_writer(setup.auditor, rx, audit_failing.clone())),
+            None => {
+                let writer = tokio::spawn(audit_writer(setup.auditor, rx, audit_failing.clone()));
+                let failing = audit_failing.clone();
+                tokio::spawn(async move {
+                    // As for the thread: a writer that panicked writes nothing more, so nothing
+                    // more is forwarded.
+                    if writer.await.is_err_and(|e| e.is_panic()) {
+                        failing.store(true, Ordering::SeqCst);
+                        tracing::error!(
+                            "the audit writer stopped unexpectedly; forwarding nothing"
+                        );
+                    }
+                })
+            }
         };
         let poll_task = tokio::spawn(tokens.clone().run_poller());
         let inner = Inner {
@@ -473,19 +486,22 @@ fn spawn_audit_thread(
 ) -> Result<tokio::task::JoinHandle<()>, GatewayError> {
     let (done, finished) = tokio::sync::oneshot::channel::<()>();
     let writer = auditor.clone();
+    let writer_failing = failing.clone();
     std::thread::Builder::new()
         .name("audit-writer".to_owned())
         .spawn(move || {
-            audit_thread(&writer, log, rx, &failing);
+            audit_thread(&writer, log, rx, &writer_failing);
             // Nobody listens once `stop` has given up waiting; nothing to do then.
             done.send(()).ok();
         })
         .map_err(GatewayError::AuditWriter)?;
     Ok(tokio::spawn(async move {
-        // An error here means the thread ended without saying so (it panicked): the closing
-        // checkpoint is still worth signing over what it wrote.
+        // An error here means the thread ended without saying so (it panicked): nothing more
+        // gets written, so nothing more is forwarded (fail closed, and `/healthz` says why).
+        // The closing checkpoint is still worth signing over what it wrote.
         if finished.await.is_err() {
-            tracing::error!("the audit writer thread stopped unexpectedly");
+            failing.store(true, Ordering::SeqCst);
+            tracing::error!("the audit writer thread stopped unexpectedly; forwarding nothing");
         }
         if let Err(e) = auditor.finish().await {
             tracing::error!(error = %e, "could not sign the closing audit checkpoint");
