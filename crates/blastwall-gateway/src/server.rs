@@ -114,22 +114,11 @@ impl Gateway {
         tokens.poll_once().await.map_err(GatewayError::Store)?;
         let (tx, rx) = mpsc::channel(10_000);
         let audit_failing = Arc::new(AtomicBool::new(false));
+        // Opening the SQLite connection blocks briefly (a file and a few pragmas), once, at
+        // start-up, before anything is served.
         let audit_task = match setup.store.sync_audit_log()? {
             Some(log) => spawn_audit_thread(setup.auditor, log, rx, audit_failing.clone())?,
-            None => {
-                let writer = tokio::spawn(audit_writer(setup.auditor, rx, audit_failing.clone()));
-                let failing = audit_failing.clone();
-                tokio::spawn(async move {
-                    // As for the thread: a writer that panicked writes nothing more, so nothing
-                    // more is forwarded.
-                    if writer.await.is_err_and(|e| e.is_panic()) {
-                        failing.store(true, Ordering::SeqCst);
-                        tracing::error!(
-                            "the audit writer stopped unexpectedly; forwarding nothing"
-                        );
-                    }
-                })
-            }
+            None => tokio::spawn(audit_writer(setup.auditor, rx, audit_failing.clone())),
         };
         let poll_task = tokio::spawn(tokens.clone().run_poller());
         let inner = Inner {
@@ -179,7 +168,7 @@ impl Gateway {
         let record = match self.inner.audit.try_send(record) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::error!("the audit writer has stopped; an audit entry was not written");
+                self.writer_gone();
                 return;
             }
             Err(mpsc::error::TrySendError::Full(r)) => r,
@@ -196,7 +185,7 @@ impl Gateway {
             }
             Err(_) => {
                 waiting.record = None;
-                tracing::error!("the audit writer has stopped; an audit entry was not written");
+                self.writer_gone();
             }
         }
     }
@@ -207,13 +196,13 @@ impl Gateway {
     pub(crate) fn audit_now(&self, record: AuditRecord) {
         match self.inner.audit.try_send(record) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::error!("the audit writer has stopped; an audit entry was not written");
-            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.writer_gone(),
             Err(mpsc::error::TrySendError::Full(r)) => {
                 let tx = self.inner.audit.clone();
+                let failing = self.inner.audit_failing.clone();
                 drop(self.inner.runtime.spawn(async move {
                     if tx.send(r).await.is_err() {
+                        failing.store(true, Ordering::SeqCst);
                         tracing::error!(
                             "the audit writer has stopped; an audit entry was not written"
                         );
@@ -221,6 +210,13 @@ impl Gateway {
                 }));
             }
         }
+    }
+
+    /// The queue's reader is gone while the gateway still runs (the writer panicked): nothing
+    /// more can be audited, so nothing more is forwarded.
+    fn writer_gone(&self) {
+        self.inner.audit_failing.store(true, Ordering::SeqCst);
+        tracing::error!("the audit writer has stopped; an audit entry was not written");
     }
 }
 
@@ -436,6 +432,10 @@ async fn audit_writer(
     mut rx: mpsc::Receiver<AuditRecord>,
     failing: Arc<AtomicBool>,
 ) {
+    let mut open = FailClosed {
+        failing: &failing,
+        ended: false,
+    };
     let mut batch = Vec::with_capacity(AUDIT_BATCH);
     while rx.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
         if batch.len() < AUDIT_BATCH {
@@ -454,7 +454,7 @@ async fn audit_writer(
                 Ok(entries) => break entries,
                 Err(e) => {
                     if !failing.swap(true, Ordering::SeqCst) {
-                        tracing::error!(error = %e, entries = batch.len(), "audit append failed; forwarding nothing until it succeeds");
+                        tracing::error!(error = %error_chain(&e), entries = batch.len(), "audit append failed; forwarding nothing until it succeeds");
                     }
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(AUDIT_RETRY_MAX);
@@ -471,9 +471,40 @@ async fn audit_writer(
         }
         batch.clear();
     }
+    open.ended = true;
     if let Err(e) = auditor.finish().await {
         tracing::error!(error = %e, "could not sign the closing audit checkpoint");
     }
+}
+
+/// Held by an audit writer while it runs: dropped before the writer ended normally (its queue
+/// closed), that is when it panicked or was cancelled, it sets `failing` (nothing more can be
+/// audited, so nothing more is forwarded) before the queue's reader goes.
+struct FailClosed<'a> {
+    failing: &'a AtomicBool,
+    ended: bool,
+}
+
+impl Drop for FailClosed<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.failing.store(true, Ordering::SeqCst);
+            tracing::error!("the audit writer stopped unexpectedly; forwarding nothing");
+        }
+    }
+}
+
+/// An error and its sources, for the log (the store's errors keep the database's reason, "disk
+/// full" or "database is locked", in their source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// Starts [`audit_thread`] on a thread of its own; the task returned ends once it has, after
@@ -496,12 +527,10 @@ fn spawn_audit_thread(
         })
         .map_err(GatewayError::AuditWriter)?;
     Ok(tokio::spawn(async move {
-        // An error here means the thread ended without saying so (it panicked): nothing more
-        // gets written, so nothing more is forwarded (fail closed, and `/healthz` says why).
-        // The closing checkpoint is still worth signing over what it wrote.
+        // An error here means the thread ended without saying so (it panicked; its guard has
+        // set `failing`). The closing checkpoint is still worth signing over what it wrote.
         if finished.await.is_err() {
             failing.store(true, Ordering::SeqCst);
-            tracing::error!("the audit writer thread stopped unexpectedly; forwarding nothing");
         }
         if let Err(e) = auditor.finish().await {
             tracing::error!(error = %e, "could not sign the closing audit checkpoint");
@@ -519,21 +548,31 @@ fn audit_thread(
     mut rx: mpsc::Receiver<AuditRecord>,
     failing: &AtomicBool,
 ) {
-    let mut batch = Vec::with_capacity(AUDIT_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        // Sleep rather than wait on the queue, so the writer is not woken by every decision.
-        std::thread::sleep(AUDIT_WINDOW);
+    let mut open = FailClosed {
+        failing,
+        ended: false,
+    };
+    let drain = |rx: &mut mpsc::Receiver<AuditRecord>, batch: &mut Vec<AuditRecord>| {
         while batch.len() < AUDIT_BATCH {
             match rx.try_recv() {
                 Ok(r) => batch.push(r),
                 Err(_) => break,
             }
         }
+    };
+    let mut batch = Vec::with_capacity(AUDIT_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        drain(&mut rx, &mut batch);
+        if batch.len() < AUDIT_BATCH {
+            // Sleep rather than wait on the queue, so the writer is not woken by every decision.
+            std::thread::sleep(AUDIT_WINDOW);
+            drain(&mut rx, &mut batch);
+        }
         let mut wait = Duration::from_millis(50);
         while let Err(e) = auditor.append_batch_sync(&mut log, &batch) {
             if !failing.swap(true, Ordering::SeqCst) {
-                tracing::error!(error = %e, entries = batch.len(), "audit append failed; forwarding nothing until it succeeds");
+                tracing::error!(error = %error_chain(&e), entries = batch.len(), "audit append failed; forwarding nothing until it succeeds");
             }
             std::thread::sleep(wait);
             wait = (wait * 2).min(AUDIT_RETRY_MAX);
@@ -543,6 +582,7 @@ fn audit_thread(
         }
         batch.clear();
     }
+    open.ended = true;
 }
 
 async fn healthz(State(gw): State<Gateway>) -> Response {
@@ -567,4 +607,58 @@ async fn metrics(State(gw): State<Gateway>) -> Response {
         ),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writer_that_ends_abnormally_stops_forwarding() {
+        let failing = AtomicBool::new(false);
+        drop(FailClosed {
+            failing: &failing,
+            ended: false,
+        });
+        assert!(
+            failing.load(Ordering::SeqCst),
+            "a panic or a cancel fails closed"
+        );
+
+        let failing = AtomicBool::new(false);
+        drop(FailClosed {
+            failing: &failing,
+            ended: true,
+        });
+        assert!(
+            !failing.load(Ordering::SeqCst),
+            "a writer whose queue closed ends cleanly"
+        );
+    }
+
+    #[test]
+    fn a_panicking_writer_thread_fails_closed() {
+        let failing = Arc::new(AtomicBool::new(false));
+        let f = failing.clone();
+        let ended = std::thread::spawn(move || {
+            let _open = FailClosed {
+                failing: &f,
+                ended: false,
+            };
+            panic!("a bug in the writer");
+        })
+        .join();
+        assert!(ended.is_err());
+        assert!(failing.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn error_chains_keep_the_databases_reason() {
+        let e = std::io::Error::other(std::io::Error::other("disk full"));
+        assert!(
+            error_chain(&e).ends_with("disk full"),
+            "{}",
+            error_chain(&e)
+        );
+    }
 }

@@ -87,11 +87,6 @@ impl PgStore {
 
     /// PostgreSQL has no synchronous connection for the audit writer: it appends through the
     /// pool ([`Store::audit_append_batch`](crate::Store::audit_append_batch)).
-    #[allow(
-        clippy::unused_self,
-        clippy::unnecessary_wraps,
-        reason = "the shape of `Store::sync_audit_log`, which the store macro calls on both backends"
-    )]
     fn open_sync_audit_log(&self) -> Result<Option<crate::SyncAuditLog>, StoreError> {
         Ok(None)
     }

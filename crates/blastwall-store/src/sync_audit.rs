@@ -16,7 +16,7 @@
 //! gateways): each takes the write lock before reading the head (`BEGIN IMMEDIATE`).
 
 use std::ops::RangeInclusive;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use blastwall_core::audit::{AuditRecord, CheckpointSigner, entry_hash};
 use jiff::Timestamp;
@@ -31,6 +31,7 @@ use crate::sqlite::BUSY_TIMEOUT;
 #[derive(Debug)]
 pub struct SyncAuditLog {
     conn: Connection,
+    path: PathBuf,
 }
 
 impl SyncAuditLog {
@@ -56,7 +57,10 @@ impl SyncAuditLog {
                 "the file is in `{mode}` journal mode, not WAL"
             )));
         }
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Appends `audits` in order after the current head, in one transaction, and in that same
@@ -64,6 +68,25 @@ impl SyncAuditLog {
     /// multiple of `every` (0 is taken as 1). All or nothing. Returns the sequence numbers
     /// written (`None` for an empty batch).
     pub(crate) fn append_batch(
+        &mut self,
+        audits: &[AuditRecord],
+        signer: &CheckpointSigner,
+        every: u32,
+    ) -> Result<Option<RangeInclusive<i64>>, StoreError> {
+        let result = self.append_in(audits, signer, every);
+        if result.is_err() && !self.conn.is_autocommit() {
+            // A failed transaction is rolled back when dropped; if even that failed (an I/O
+            // error), the connection would stay inside it, holding the write lock, and every
+            // retry would fail: start over on a fresh connection (closing this one ends it).
+            match Self::open(&self.path) {
+                Ok(fresh) => *self = fresh,
+                Err(e) => tracing::warn!(error = %e, "could not reopen the audit connection"),
+            }
+        }
+        result
+    }
+
+    fn append_in(
         &mut self,
         audits: &[AuditRecord],
         signer: &CheckpointSigner,

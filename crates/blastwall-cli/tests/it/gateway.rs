@@ -33,6 +33,16 @@ impl Drop for Served {
 }
 
 impl Served {
+    /// The names of the gateway process's threads.
+    pub fn threads(&self) -> Vec<String> {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        std::fs::read_dir(tasks)
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .collect()
+    }
+
     /// Stops with SIGTERM and waits, so the audit log is drained.
     pub fn stop(mut self) {
         let _ = std::process::Command::new("kill")
@@ -877,14 +887,22 @@ async fn an_unwritable_audit_log_stops_forwarding_and_loses_nothing() {
 }
 
 /// The gateway's audit writer (on a thread of its own with SQLite, through the pool with
-/// PostgreSQL) and the CLI append to one chain at once: every decision is there and the log
-/// verifies.
-async fn decisions_and_admin_changes_share_one_chain(init: &[&str]) {
+/// PostgreSQL) and the CLI append to one chain at once: every decision is there, checkpoints
+/// are signed among the gateway's batches, and the log verifies.
+async fn decisions_and_admin_changes_share_one_chain(init: &[&str], writer_thread: bool) {
     let railway = FakeUpstream::start().await.unwrap();
     let bw = Bw::new();
     let mut args = vec!["init"];
     args.extend_from_slice(init);
     bw.ok(&args);
+    let config = bw.path().join("blastwall.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("checkpoint_every = 100"), "{text}");
+    std::fs::write(
+        &config,
+        text.replace("checkpoint_every = 100", "checkpoint_every = 3"),
+    )
+    .unwrap();
     let o = bw.run_stdin(
         &[
             "upstream",
@@ -903,6 +921,12 @@ async fn decisions_and_admin_changes_share_one_chain(init: &[&str]) {
     assert!(o.status.success(), "{}", stderr(&o));
     let (token, _) = issue(&bw, "staging", "railway:domain.*", "1h");
     let gw = serve(&bw);
+    assert_eq!(
+        gw.threads().iter().any(|t| t == "audit-writer"),
+        writer_thread,
+        "{:?}",
+        gw.threads()
+    );
     let delete = r#"{"query":"mutation { volumeDelete(volumeId: \"v1\") }"}"#;
     for i in 0..20 {
         assert_eq!(gql(&gw.base, &token, CREATE).await.status, 200);
@@ -930,13 +954,18 @@ async fn decisions_and_admin_changes_share_one_chain(init: &[&str]) {
         .filter(|e| e["action"] == "token.issue")
         .count();
     assert_eq!(issued, 5, "{tail:#}");
-    let o = bw.run(&["log", "verify"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let report = bw.json(&["log", "verify"]);
+    assert_eq!(report["ok"], true, "{report:#}");
+    let (n, checkpoints) = (
+        report["entries"].as_u64().unwrap(),
+        report["checkpoints"].as_u64().unwrap(),
+    );
+    assert!(n >= 45 && checkpoints >= n / 3, "{report:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_and_admin_changes_share_one_chain_on_sqlite() {
-    decisions_and_admin_changes_share_one_chain(&[]).await;
+    decisions_and_admin_changes_share_one_chain(&[], true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -945,7 +974,7 @@ async fn decisions_and_admin_changes_share_one_chain_on_postgres() {
         .await
         .unwrap()
         .unwrap();
-    decisions_and_admin_changes_share_one_chain(&["--store-url", &pg.url()]).await;
+    decisions_and_admin_changes_share_one_chain(&["--store-url", &pg.url()], false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -117,3 +117,35 @@ async fn a_refused_sync_batch_writes_nothing_and_goes_in_whole_on_retry() {
         .unwrap();
     assert_eq!(report.last_seq, 5);
 }
+
+/// While another writer holds the file's write lock, a batch waits for it (the store's busy
+/// timeout) instead of failing, and goes in once the lock is let go, after that writer's entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_batch_waits_for_another_writers_lock() {
+    use sqlx::Connection as _;
+    let b = Backend::sqlite().await;
+    let crate::backend::Db::Sqlite { path, .. } = &b.db else {
+        unreachable!()
+    };
+    let signer = blastwall_core::audit::CheckpointSigner::generate().unwrap();
+    let auditor = blastwall_store::Auditor::new(b.store.clone(), signer, 100);
+    let mut log = b.store.sync_audit_log().unwrap().expect("SQLite has one");
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let writer = std::thread::spawn(move || {
+        let written = auditor.append_batch_sync(&mut log, &[decision(1), decision(2)]);
+        (written, std::time::Instant::now())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!writer.is_finished(), "the batch must wait for the lock");
+    let released = std::time::Instant::now();
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let (written, at) = writer.join().unwrap();
+    assert_eq!(written.unwrap(), Some(1..=2));
+    assert!(at >= released);
+}
