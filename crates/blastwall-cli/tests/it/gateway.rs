@@ -921,12 +921,13 @@ async fn decisions_and_admin_changes_share_one_chain(init: &[&str], writer_threa
     assert!(o.status.success(), "{}", stderr(&o));
     let (token, _) = issue(&bw, "staging", "railway:domain.*", "1h");
     let gw = serve(&bw);
-    assert_eq!(
-        gw.threads().iter().any(|t| t == "audit-writer"),
-        writer_thread,
-        "{:?}",
-        gw.threads()
-    );
+    // A thread names itself once it runs, which may be just after the gateway says it listens.
+    let has_writer_thread = || gw.threads().iter().any(|t| t == "audit-writer");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while writer_thread && !has_writer_thread() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(has_writer_thread(), writer_thread, "{:?}", gw.threads());
     let delete = r#"{"query":"mutation { volumeDelete(volumeId: \"v1\") }"}"#;
     for i in 0..20 {
         assert_eq!(gql(&gw.base, &token, CREATE).await.status, 200);
