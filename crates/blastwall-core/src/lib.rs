@@ -39,6 +39,20 @@ pub fn hex_lower(bytes: &[u8]) -> String {
     String::from_utf8(out).unwrap_or_else(|_| hex::encode(bytes))
 }
 
+/// An error and its sources on one line (`outer: inner: cause`), for logs and messages that must
+/// keep the underlying reason ("disk full", "certificate expired") which a top-level message
+/// leaves to its source.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// Formats a duration the way [`parse_duration`] reads it.
 pub fn format_duration(d: std::time::Duration) -> String {
     humantime::format_duration(d).to_string()
@@ -61,6 +75,19 @@ pub(crate) mod duration_secs {
 
 #[cfg(test)]
 mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("store operation failed")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn error_chains_keep_every_source() {
+        let e = Outer(std::io::Error::other("disk full"));
+        assert_eq!(e.to_string(), "store operation failed");
+        assert_eq!(super::error_chain(&e), "store operation failed: disk full");
+        let plain = std::io::Error::other("locked");
+        assert_eq!(super::error_chain(&plain), "locked");
+    }
+
     #[test]
     fn hex_lower_is_hex_encode() {
         for bytes in [&b""[..], b"\x00", b"\xff\x10\xab", &[7u8; 32]] {

@@ -454,7 +454,7 @@ async fn audit_writer(
                 Ok(entries) => break entries,
                 Err(e) => {
                     if !failing.swap(true, Ordering::SeqCst) {
-                        tracing::error!(error = %error_chain(&e), entries = batch.len(), "audit append failed; forwarding nothing until it succeeds");
+                        tracing::error!(error = %blastwall_core::error_chain(&e), entries = batch.len(), "audit append failed; forwarding nothing until it succeeds");
                     }
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(AUDIT_RETRY_MAX);
@@ -492,19 +492,6 @@ impl Drop for FailClosed<'_> {
             tracing::error!("the audit writer stopped unexpectedly; forwarding nothing");
         }
     }
-}
-
-/// An error and its sources, for the log (the store's errors keep the database's reason, "disk
-/// full" or "database is locked", in their source).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Starts [`audit_thread`] on a thread of its own; the task returned ends once it has, after
@@ -572,7 +559,7 @@ fn audit_thread(
         let mut wait = Duration::from_millis(50);
         while let Err(e) = auditor.append_batch_sync(&mut log, &batch) {
             if !failing.swap(true, Ordering::SeqCst) {
-                tracing::error!(error = %error_chain(&e), entries = batch.len(), "audit append failed; forwarding nothing until it succeeds");
+                tracing::error!(error = %blastwall_core::error_chain(&e), entries = batch.len(), "audit append failed; forwarding nothing until it succeeds");
             }
             std::thread::sleep(wait);
             wait = (wait * 2).min(AUDIT_RETRY_MAX);
@@ -650,15 +637,5 @@ mod tests {
         .join();
         assert!(ended.is_err());
         assert!(failing.load(Ordering::SeqCst));
-    }
-
-    #[test]
-    fn error_chains_keep_the_databases_reason() {
-        let e = std::io::Error::other(std::io::Error::other("disk full"));
-        assert!(
-            error_chain(&e).ends_with("disk full"),
-            "{}",
-            error_chain(&e)
-        );
     }
 }

@@ -224,7 +224,7 @@ impl VaultClient {
             .await
             .map_err(|_| unreachable("no answer in time".into()))?
             .map_err(|e| {
-                let why = error_chain(&e);
+                let why = blastwall_core::error_chain(&e);
                 if why.contains("invalid peer certificate") {
                     VaultError::Untrusted {
                         url: self.base.clone(),
@@ -420,15 +420,4 @@ fn certificate_problem(chain: &str) -> String {
         .iter()
         .find(|(k, _)| detail.contains(k))
         .map_or_else(|| detail.to_owned(), |(_, words)| (*words).to_owned())
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
 }

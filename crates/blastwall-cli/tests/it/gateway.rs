@@ -113,10 +113,17 @@ pub struct Setup {
 }
 
 pub async fn setup() -> Setup {
+    setup_with(&[]).await
+}
+
+/// [`setup`] with more arguments to `blastwall init` (e.g. `--store-url`).
+pub async fn setup_with(init: &[&str]) -> Setup {
     let railway = FakeUpstream::start().await.unwrap();
     let rest = FakeUpstream::start().await.unwrap();
     let bw = Bw::new();
-    bw.ok(&["init"]);
+    let mut args = vec!["init"];
+    args.extend_from_slice(init);
+    bw.ok(&args);
     let o = bw.run_stdin(
         &[
             "upstream",
@@ -890,11 +897,8 @@ async fn an_unwritable_audit_log_stops_forwarding_and_loses_nothing() {
 /// PostgreSQL) and the CLI append to one chain at once: every decision is there, checkpoints
 /// are signed among the gateway's batches, and the log verifies.
 async fn decisions_and_admin_changes_share_one_chain(init: &[&str], writer_thread: bool) {
-    let railway = FakeUpstream::start().await.unwrap();
-    let bw = Bw::new();
-    let mut args = vec!["init"];
-    args.extend_from_slice(init);
-    bw.ok(&args);
+    let s = setup_with(init).await;
+    let bw = &s.bw;
     let config = bw.path().join("blastwall.toml");
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(text.contains("checkpoint_every = 100"), "{text}");
@@ -903,24 +907,8 @@ async fn decisions_and_admin_changes_share_one_chain(init: &[&str], writer_threa
         text.replace("checkpoint_every = 100", "checkpoint_every = 3"),
     )
     .unwrap();
-    let o = bw.run_stdin(
-        &[
-            "upstream",
-            "add",
-            "railway",
-            "--profile",
-            "railway",
-            "--base-url",
-            &railway.url(),
-            "--env",
-            "staging",
-            "--secret-stdin",
-        ],
-        STAGING_SECRET,
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let (token, _) = issue(&bw, "staging", "railway:domain.*", "1h");
-    let gw = serve(&bw);
+    let (token, _) = issue(bw, "staging", "railway:domain.*", "1h");
+    let gw = serve(bw);
     // A thread names itself once it runs, which may be just after the gateway says it listens.
     let has_writer_thread = || gw.threads().iter().any(|t| t == "audit-writer");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -933,7 +921,7 @@ async fn decisions_and_admin_changes_share_one_chain(init: &[&str], writer_threa
         assert_eq!(gql(&gw.base, &token, CREATE).await.status, 200);
         assert_eq!(gql(&gw.base, &token, delete).await.status, 403);
         if i % 5 == 4 {
-            issue(&bw, "staging", "railway:domain.*", "1h");
+            issue(bw, "staging", "railway:domain.*", "1h");
         }
     }
     gw.stop();

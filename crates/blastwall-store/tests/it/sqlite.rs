@@ -35,6 +35,11 @@ fn decision(n: usize) -> blastwall_core::audit::AuditRecord {
     }
 }
 
+async fn checkpoint_seqs(b: &Backend) -> Vec<i64> {
+    let list = b.store.checkpoint_list().await.unwrap();
+    list.iter().map(|c| c.seq).collect()
+}
+
 /// The gateway's synchronous audit connection continues the chain the pool wrote, signs its
 /// checkpoints in the batch's own transaction, and the pool continues after it: one chain that
 /// `verify_log` accepts, each entry stored exactly as given.
@@ -57,14 +62,7 @@ async fn the_sync_audit_log_shares_one_chain_with_the_pool() {
         stored.iter().map(|e| e.record.clone()).collect::<Vec<_>>(),
         batch
     );
-    let seqs: Vec<i64> = b
-        .store
-        .checkpoint_list()
-        .await
-        .unwrap()
-        .iter()
-        .map(|c| c.seq)
-        .collect();
+    let seqs = checkpoint_seqs(&b).await;
     assert_eq!(seqs, [10, 20], "checkpoints signed with the batch");
 
     let after = auditor.append(decision(99)).await.unwrap();
@@ -103,14 +101,7 @@ async fn a_refused_sync_batch_writes_nothing_and_goes_in_whole_on_retry() {
         auditor.append_batch_sync(&mut log, &batch).unwrap(),
         Some(1..=5)
     );
-    let seqs: Vec<i64> = b
-        .store
-        .checkpoint_list()
-        .await
-        .unwrap()
-        .iter()
-        .map(|c| c.seq)
-        .collect();
+    let seqs = checkpoint_seqs(&b).await;
     assert_eq!(seqs, [2, 4]);
     let report = blastwall_store::verify_log(b.store.as_ref(), &key)
         .await
