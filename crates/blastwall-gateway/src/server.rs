@@ -504,20 +504,19 @@ fn spawn_audit_thread(
 ) -> Result<tokio::task::JoinHandle<()>, GatewayError> {
     let (done, finished) = tokio::sync::oneshot::channel::<()>();
     let writer = auditor.clone();
-    let writer_failing = failing.clone();
     std::thread::Builder::new()
         .name("audit-writer".to_owned())
         .spawn(move || {
-            audit_thread(&writer, log, rx, &writer_failing);
+            audit_thread(&writer, log, rx, &failing);
             // Nobody listens once `stop` has given up waiting; nothing to do then.
             done.send(()).ok();
         })
         .map_err(GatewayError::AuditWriter)?;
     Ok(tokio::spawn(async move {
-        // An error here means the thread ended without saying so (it panicked; its guard has
-        // set `failing`). The closing checkpoint is still worth signing over what it wrote.
+        // An error here means the thread ended without saying so: it panicked, and its guard
+        // has set `failing`. The closing checkpoint is still worth signing over what it wrote.
         if finished.await.is_err() {
-            failing.store(true, Ordering::SeqCst);
+            tracing::debug!("the audit writer thread panicked");
         }
         if let Err(e) = auditor.finish().await {
             tracing::error!(error = %e, "could not sign the closing audit checkpoint");
