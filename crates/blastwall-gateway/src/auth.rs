@@ -4,35 +4,93 @@
 //! Records are cached by digest after their first lookup. A poller asks the store for revocations
 //! every `revocation_poll` (at most a second) and drops revoked tokens from the cache, so a
 //! revocation made by any process sharing the store takes effect here within that interval.
+//! The same poller reads again, in the background, the records of tokens in use once they are
+//! [`REFRESH_AFTER`] old, and drops those not used since their last read: a token in steady use
+//! never sends a request to the store (only its first request, on a cold cache, reads it inline).
 //! Expiry needs no store at all: it is checked against the record's `expires_at` on every request.
 //! If the poller cannot reach the store for a few intervals, the gateway no longer knows what was
 //! revoked, and refuses every request until it can (fail closed).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use blastwall_core::record::{TokenId, TokenRecord, TokenState};
 use blastwall_core::{Credential, CredentialKind, TokenDigest};
-use blastwall_store::Store;
+use blastwall_store::{Store, StoreError};
 use http::StatusCode;
 use jiff::Timestamp;
 use tokio::sync::RwLock;
 
 use crate::error::ApiError;
 
-/// How long a cached record is trusted before it is looked up again (revocations arrive sooner
-/// through the poller; this bounds anything else, e.g. a row changed by hand).
+/// How old a cached record may be when the poller reads it again (if it was used since its last
+/// read) or drops it (if not). Revocations arrive sooner, through the revocation poll; this
+/// bounds anything else, e.g. a row changed by hand.
+const REFRESH_AFTER: Duration = Duration::from_secs(10);
+
+/// How long a cached record is trusted at all: past it (the poller could not read it again), a
+/// request reads the store itself.
 const RECORD_TTL: Duration = Duration::from_secs(30);
 
-/// A token record and when it was fetched.
-type CachedToken = (Arc<TokenRecord>, Instant);
+/// What [`Tokens`] reads from and writes to the store; a seam so tests can slow the store down.
+#[async_trait::async_trait]
+pub(crate) trait TokenSource: Send + Sync + 'static {
+    /// A token by the digest of its credential.
+    async fn token_by_digest(
+        &self,
+        digest: &TokenDigest,
+    ) -> Result<Option<TokenRecord>, StoreError>;
+    /// Which of `ids` are revoked.
+    async fn tokens_revoked_among(&self, ids: &[TokenId]) -> Result<Vec<TokenId>, StoreError>;
+    /// Records a token's last use.
+    async fn token_touch(&self, id: &TokenId, at: Timestamp) -> Result<(), StoreError>;
+}
+
+#[async_trait::async_trait]
+impl TokenSource for Arc<dyn Store> {
+    async fn token_by_digest(
+        &self,
+        digest: &TokenDigest,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        Store::token_by_digest(self.as_ref(), digest).await
+    }
+    async fn tokens_revoked_among(&self, ids: &[TokenId]) -> Result<Vec<TokenId>, StoreError> {
+        Store::tokens_revoked_among(self.as_ref(), ids).await
+    }
+    async fn token_touch(&self, id: &TokenId, at: Timestamp) -> Result<(), StoreError> {
+        Store::token_touch(self.as_ref(), id, at).await
+    }
+}
+
+/// A cached token record.
+#[derive(Debug)]
+struct CachedToken {
+    rec: Arc<TokenRecord>,
+    digest: TokenDigest,
+    /// When it was read from the store.
+    fetched: Instant,
+    /// Whether a request used it since it was read (the poller then reads it again rather than
+    /// dropping it).
+    used: AtomicBool,
+}
+
+impl CachedToken {
+    fn new(rec: Arc<TokenRecord>, digest: TokenDigest) -> Self {
+        Self {
+            rec,
+            digest,
+            fetched: Instant::now(),
+            used: AtomicBool::new(false),
+        }
+    }
+}
 
 /// The token cache and the revocation state.
 #[derive(Debug)]
-pub(crate) struct Tokens {
-    store: Arc<dyn Store>,
+pub(crate) struct Tokens<S = Arc<dyn Store>> {
+    store: S,
     cache: RwLock<HashMap<[u8; 32], CachedToken>>,
     revoked: RwLock<HashSet<TokenId>>,
     /// When this was made: the origin of `last_poll_ok`, on the monotonic clock (a wall clock
@@ -41,11 +99,18 @@ pub(crate) struct Tokens {
     /// Milliseconds from `epoch` to the last successful revocation poll.
     last_poll_ok: AtomicI64,
     poll: Duration,
+    /// [`REFRESH_AFTER`] and [`RECORD_TTL`] (shorter in tests).
+    refresh_after: Duration,
+    record_ttl: Duration,
     touched: std::sync::Mutex<HashMap<TokenId, Timestamp>>,
 }
 
-impl Tokens {
-    pub(crate) fn new(store: Arc<dyn Store>, poll: Duration) -> Self {
+impl<S: TokenSource> Tokens<S> {
+    pub(crate) fn new(store: S, poll: Duration) -> Self {
+        Self::with_ages(store, poll, REFRESH_AFTER, RECORD_TTL)
+    }
+
+    fn with_ages(store: S, poll: Duration, refresh_after: Duration, record_ttl: Duration) -> Self {
         Self {
             store,
             cache: RwLock::new(HashMap::new()),
@@ -53,6 +118,8 @@ impl Tokens {
             epoch: Instant::now(),
             last_poll_ok: AtomicI64::new(0),
             poll,
+            refresh_after,
+            record_ttl,
             touched: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -160,10 +227,11 @@ impl Tokens {
     }
 
     async fn lookup(&self, digest: &TokenDigest) -> Result<Option<Arc<TokenRecord>>, ApiError> {
-        if let Some((rec, at)) = self.cache.read().await.get(digest.as_bytes())
-            && at.elapsed() < RECORD_TTL
+        if let Some(c) = self.cache.read().await.get(digest.as_bytes())
+            && c.fetched.elapsed() < self.record_ttl
         {
-            return Ok(Some(rec.clone()));
+            c.used.store(true, Ordering::Relaxed);
+            return Ok(Some(c.rec.clone()));
         }
         let found = self.store.token_by_digest(digest).await.map_err(|e| {
             tracing::error!(error = %e, "token lookup failed");
@@ -176,10 +244,9 @@ impl Tokens {
         })?;
         let found = found.map(Arc::new);
         if let Some(rec) = &found {
-            self.cache
-                .write()
-                .await
-                .insert(*digest.as_bytes(), (rec.clone(), Instant::now()));
+            let cached = CachedToken::new(rec.clone(), digest.clone());
+            cached.used.store(true, Ordering::Relaxed);
+            self.cache.write().await.insert(*digest.as_bytes(), cached);
         }
         Ok(found)
     }
@@ -200,18 +267,31 @@ impl Tokens {
     /// drops them. No time is compared (a token revoked from a host whose clock lags is caught
     /// all the same); a token not cached is read from the store when it is next used, with its
     /// revocation. With nothing cached there is nothing to ask.
-    pub(crate) async fn poll_once(&self) -> Result<(), blastwall_store::StoreError> {
+    ///
+    /// Then it reads again the records of tokens used since they were read, once they are
+    /// `refresh_after` old, and drops the ones nobody used, so the cache holds the tokens in
+    /// use and a request never waits for the store to read one it has seen.
+    pub(crate) async fn poll_once(&self) -> Result<(), StoreError> {
         // The answer is as fresh as the moment the question was asked, not when it came back.
         let asked = self.monotonic_ms();
-        let cached: Vec<TokenId> = {
-            // Records past their time are read again at their next use anyway: dropped here, so
-            // the cache (and this question) holds only the tokens in use, not every one seen.
+        let (cached, stale) = {
             let mut cache = self.cache.write().await;
-            cache.retain(|_, (_, at)| at.elapsed() < RECORD_TTL);
-            let mut ids: Vec<TokenId> = cache.values().map(|(rec, _)| rec.id.clone()).collect();
+            let mut stale = Vec::new();
+            cache.retain(|_, c| {
+                if c.fetched.elapsed() < self.refresh_after {
+                    return true;
+                }
+                // Kept (it is still good until `record_ttl`) while it is read again.
+                if c.used.swap(false, Ordering::Relaxed) {
+                    stale.push(c.digest.clone());
+                    return true;
+                }
+                false
+            });
+            let mut ids: Vec<TokenId> = cache.values().map(|c| c.rec.id.clone()).collect();
             ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
             ids.dedup();
-            ids
+            (ids, stale)
         };
         let ids = if cached.is_empty() {
             Vec::new()
@@ -222,12 +302,32 @@ impl Tokens {
             let mut revoked = self.revoked.write().await;
             let mut cache = self.cache.write().await;
             for id in ids {
-                cache.retain(|_, (rec, _)| rec.id != id);
+                cache.retain(|_, c| c.rec.id != id);
                 revoked.insert(id);
             }
         }
         self.last_poll_ok.store(asked, Ordering::Relaxed);
+        self.refresh(stale).await;
         Ok(())
+    }
+
+    /// Reads the records of `digests` again. One that cannot be read stays as it was, until
+    /// `record_ttl`; one that is gone from the store leaves the cache.
+    async fn refresh(&self, digests: Vec<TokenDigest>) {
+        for digest in digests {
+            match self.store.token_by_digest(&digest).await {
+                Ok(Some(rec)) => {
+                    let fresh = CachedToken::new(Arc::new(rec), digest.clone());
+                    self.cache.write().await.insert(*digest.as_bytes(), fresh);
+                }
+                Ok(None) => {
+                    self.cache.write().await.remove(digest.as_bytes());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read a cached token again; it is read at its next use once it is too old");
+                }
+            }
+        }
     }
 
     /// Runs the revocation poller and flushes last-use times, until the process stops.
@@ -273,4 +373,136 @@ fn revoked() -> ApiError {
         "this gateway token was revoked",
         "ask the token's owner for a new token",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use blastwall_core::EnvName;
+    use blastwall_core::operation::OperationPattern;
+    use blastwall_core::principal::PrincipalName;
+
+    use super::*;
+
+    /// A store of one token whose lookups can be made slow.
+    struct SlowSource {
+        rec: TokenRecord,
+        slow: AtomicBool,
+        lookups: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl TokenSource for Arc<SlowSource> {
+        async fn token_by_digest(
+            &self,
+            digest: &TokenDigest,
+        ) -> Result<Option<TokenRecord>, StoreError> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            if self.slow.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Ok(self
+                .rec
+                .digest
+                .as_ref()
+                .filter(|d| d.ct_eq(digest))
+                .map(|_| self.rec.clone()))
+        }
+        async fn tokens_revoked_among(&self, _ids: &[TokenId]) -> Result<Vec<TokenId>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn token_touch(&self, _id: &TokenId, _at: Timestamp) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    fn source() -> (Arc<SlowSource>, String) {
+        let env = EnvName::new("staging").unwrap();
+        let cred = Credential::generate(CredentialKind::Agent, &env).unwrap();
+        let now = Timestamp::now();
+        let rec = TokenRecord {
+            id: TokenId::generate().unwrap(),
+            kind: CredentialKind::Agent,
+            env,
+            owner: PrincipalName::new("owner", "jer@pocketos.com").unwrap(),
+            holder: PrincipalName::new("holder", "cursor-agent").unwrap(),
+            scope: vec![OperationPattern::new("railway:domain.*").unwrap()],
+            created_at: now,
+            expires_at: now + jiff::SignedDuration::from_hours(1),
+            revoked_at: None,
+            last_used_at: None,
+            digest: Some(cred.digest()),
+        };
+        let src = Arc::new(SlowSource {
+            rec,
+            slow: AtomicBool::new(false),
+            lookups: AtomicUsize::new(0),
+        });
+        (src, format!("Bearer {}", cred.expose()))
+    }
+
+    /// Issue 4: "a decision must never wait on the store on the hot path". A token in steady
+    /// use is read again by the poller, so its requests never wait for a slow store, long past
+    /// the age at which a cached record is no longer trusted.
+    #[tokio::test]
+    async fn a_token_in_use_is_read_again_in_the_background_not_by_its_requests() {
+        let (src, header) = source();
+        let tokens = Arc::new(Tokens::with_ages(
+            src.clone(),
+            Duration::from_millis(20),
+            Duration::from_millis(100),
+            Duration::from_millis(1000),
+        ));
+        tokens.poll_once().await.unwrap();
+        // The first use reads the store (a cold cache).
+        tokens.authenticate(Some(header.as_bytes())).await.unwrap();
+        assert_eq!(src.lookups.load(Ordering::SeqCst), 1);
+        src.slow.store(true, Ordering::SeqCst);
+        let poller = tokio::spawn(tokens.clone().run_poller());
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(2500) {
+            let answer = tokio::time::timeout(
+                Duration::from_millis(100),
+                tokens.authenticate(Some(header.as_bytes())),
+            )
+            .await;
+            assert!(
+                matches!(answer, Ok(Ok(_))),
+                "a request waited on the store after {:?}",
+                started.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        poller.abort();
+        // The poller did read it again, more than once, in the background.
+        assert!(src.lookups.load(Ordering::SeqCst) >= 3);
+    }
+
+    /// A token nobody uses leaves the cache once it is due to be read again, rather than being
+    /// read again for ever.
+    #[tokio::test]
+    async fn a_token_not_in_use_leaves_the_cache() {
+        let (src, header) = source();
+        let tokens = Tokens::with_ages(
+            src.clone(),
+            Duration::from_millis(20),
+            Duration::from_millis(50),
+            Duration::from_millis(1000),
+        );
+        tokens.authenticate(Some(header.as_bytes())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        // Used since it was read: read again, and kept.
+        tokens.poll_once().await.unwrap();
+        assert_eq!(src.lookups.load(Ordering::SeqCst), 2);
+        assert_eq!(tokens.cache.read().await.len(), 1);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        // Not used since: dropped, not read.
+        tokens.poll_once().await.unwrap();
+        assert_eq!(src.lookups.load(Ordering::SeqCst), 2);
+        assert!(tokens.cache.read().await.is_empty());
+        // Its next use reads it again.
+        tokens.authenticate(Some(header.as_bytes())).await.unwrap();
+        assert_eq!(src.lookups.load(Ordering::SeqCst), 3);
+    }
 }
