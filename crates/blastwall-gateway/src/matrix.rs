@@ -1,11 +1,17 @@
 //! The scope matrix behind `blastwall token test`: every operation of every upstream a token can
 //! reach, decided by the same authorizer a live request goes through.
+//!
+//! Two things a live request meets before the authorizer are applied here too: a token that is
+//! expired or revoked is refused whatever it asks (every row is `deny`), and `<profile>:unknown`
+//! is read for GET, HEAD and OPTIONS and destructive for any other method, so it has a row for
+//! each.
 
 use std::path::Path;
 
 use blastwall_core::Environment;
 use blastwall_core::operation::OperationClass;
-use blastwall_core::record::{TokenRecord, UpstreamRecord};
+use blastwall_core::operation::OperationName;
+use blastwall_core::record::{TokenRecord, TokenState, UpstreamRecord};
 use blastwall_policy::{Catalog, Classification};
 use serde::Serialize;
 
@@ -19,6 +25,10 @@ pub struct MatrixRow {
     pub upstream: String,
     /// The operation.
     pub operation: String,
+    /// The methods the row stands for, when the operation's class depends on the method
+    /// (`<profile>:unknown`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub methods: Option<&'static str>,
     /// Its class.
     pub class: OperationClass,
     /// `allow`, `hold` or `deny`.
@@ -37,30 +47,53 @@ pub fn scope_matrix(
     upstreams: &[UpstreamRecord],
 ) -> Result<Vec<MatrixRow>, GatewayError> {
     let authorize = Authorize::new(catalog, policy_dir)?;
+    // What authentication answers a live request with this token, before any decision.
+    let refused = match token.state(jiff::Timestamp::now()) {
+        TokenState::Active => None,
+        TokenState::Expired => Some(format!("the token expired at {}", token.expires_at)),
+        TokenState::Revoked => Some("the token was revoked".to_owned()),
+    };
     let mut rows = Vec::new();
     for up in upstreams {
         let Some(profile) = catalog.profile(&up.profile) else {
             continue;
         };
         for op in profile.operations() {
-            let c = Classification {
-                ops: vec![(op.name.clone(), op.class)],
-                strictest: op.class,
-                method: "POST".to_owned(),
-                target: "/".to_owned(),
-            };
-            let (decision, reason) = match authorize.decide(token, env, up, &c) {
-                Verdict::Allow => ("allow", None),
-                Verdict::Deny { reason, .. } => ("deny", Some(reason)),
-                Verdict::Hold { reason, .. } => ("hold", Some(reason)),
-            };
-            rows.push(MatrixRow {
-                upstream: up.name.to_string(),
-                operation: op.name.to_string(),
-                class: op.class,
-                decision,
-                reason,
-            });
+            let cases: &[(OperationClass, &str, Option<&'static str>)] =
+                if op.name == OperationName::unknown(profile.name()) {
+                    &[
+                        (OperationClass::Read, "GET", Some("GET, HEAD, OPTIONS")),
+                        (OperationClass::Destructive, "POST", Some("other methods")),
+                    ]
+                } else {
+                    &[(op.class, "POST", None)]
+                };
+            for &(class, method, methods) in cases {
+                let (decision, reason) = match &refused {
+                    Some(why) => ("deny", Some(why.clone())),
+                    None => {
+                        let c = Classification {
+                            ops: vec![(op.name.clone(), class)],
+                            strictest: class,
+                            method: method.to_owned(),
+                            target: "/".to_owned(),
+                        };
+                        match authorize.decide(token, env, up, &c) {
+                            Verdict::Allow => ("allow", None),
+                            Verdict::Deny { reason, .. } => ("deny", Some(reason)),
+                            Verdict::Hold { reason, .. } => ("hold", Some(reason)),
+                        }
+                    }
+                };
+                rows.push(MatrixRow {
+                    upstream: up.name.to_string(),
+                    operation: op.name.to_string(),
+                    methods,
+                    class,
+                    decision,
+                    reason,
+                });
+            }
         }
     }
     Ok(rows)

@@ -463,7 +463,10 @@ async fn test(ctx: &Ctx, id: &str, as_json: bool) -> Result<Exit, Failure> {
             .map(|r| {
                 vec![
                     r.upstream.clone(),
-                    r.operation.clone(),
+                    match r.methods {
+                        Some(m) => format!("{} ({m})", r.operation),
+                        None => r.operation.clone(),
+                    },
                     r.class.to_string(),
                     r.decision.to_owned(),
                     r.reason.clone().unwrap_or_default(),

@@ -1118,9 +1118,22 @@ async fn token_test_matrix_matches_live_decisions() {
             .map(|r| r["decision"].as_str().unwrap().to_owned())
             .unwrap_or_default()
     };
-    // Every railway and rest operation is in the matrix (both have a staging credential).
+    // Every railway and rest operation is in the matrix (both have a staging credential), and
+    // `unknown` twice: read for GET, HEAD and OPTIONS, destructive for the other methods.
     assert!(rows.iter().filter(|r| r["upstream"] == "railway").count() >= 100);
-    assert_eq!(rows.iter().filter(|r| r["upstream"] == "api").count(), 4);
+    assert_eq!(rows.iter().filter(|r| r["upstream"] == "api").count(), 5);
+    let unknown: Vec<(&str, &str)> = rows
+        .iter()
+        .filter(|r| r["operation"] == "railway:unknown")
+        .map(|r| (r["methods"].as_str().unwrap(), r["class"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        unknown,
+        [
+            ("GET, HEAD, OPTIONS", "read"),
+            ("other methods", "destructive")
+        ]
+    );
     assert_eq!(decision("railway:domain.create"), "allow");
     assert_eq!(decision("railway:volume.delete"), "deny");
     assert_eq!(decision("railway:unknown"), "deny");
@@ -1157,6 +1170,69 @@ async fn token_test_matrix_matches_live_decisions() {
     );
     let human = s.bw.ok(&["token", "test", &sid]);
     assert!(human.contains("railway:volume.delete"), "{human}");
+    assert!(
+        human.contains("railway:unknown (GET, HEAD, OPTIONS)"),
+        "{human}"
+    );
+
+    // Where the class of `unknown` depends on the method, so does the decision, in the matrix
+    // as live: in production a read goes through and anything else is held.
+    let (unk, uid) = issue(&s.bw, "production", "railway:unknown", "30m");
+    let m = s.bw.json(&["token", "test", &uid]);
+    let by_methods = |methods: &str| {
+        m["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["operation"] == "railway:unknown" && r["methods"] == methods)
+            .unwrap()["decision"]
+            .clone()
+    };
+    assert_eq!(by_methods("GET, HEAD, OPTIONS"), "allow");
+    assert_eq!(by_methods("other methods"), "hold");
+    let get = call(
+        "GET",
+        &format!("{}/proxy/railway/not/in/the/catalog", gw.base),
+        Some(&unk),
+        &[],
+        "",
+    )
+    .await;
+    assert!(
+        !matches!(get.status, 401 | 403 | 503),
+        "{} {}",
+        get.status,
+        get.text()
+    );
+    let post = call(
+        "POST",
+        &format!("{}/proxy/railway/not/in/the/catalog", gw.base),
+        Some(&unk),
+        &[("content-type", "application/json")],
+        "{}",
+    )
+    .await;
+    assert_eq!(post.json()["error"], "approval_required", "{}", post.text());
+
+    // A revoked token is refused whatever it asks, in the matrix as live.
+    s.bw.ok(&["token", "revoke", &sid]);
+    let m = s.bw.json(&["token", "test", &sid]);
+    let rows = m["operations"].as_array().unwrap();
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter()
+            .all(|r| r["decision"] == "deny" && r["reason"] == "the token was revoked"),
+        "{rows:?}"
+    );
+    let mut refused = false;
+    for _ in 0..40 {
+        if gql(&gw.base, &staging, CREATE).await.status == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "the gateway still took the revoked token");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
