@@ -76,6 +76,7 @@ async fn proxy(
     }
     let (parts, body) = req.into_parts();
     let Some((upstream_name, target)) = split_proxy_path(&parts.uri) else {
+        inner.metrics.count("-", "-", "not_found");
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -123,7 +124,11 @@ async fn proxy(
     span.record("token_id", token.id.as_str());
     span.record("env", token.env.as_str());
 
-    let refuse = |e: ApiError, ops: Vec<String>, class: &'static str, digest: Option<String>| {
+    let refuse_as = |decision: &'static str,
+                     e: ApiError,
+                     ops: Vec<String>,
+                     class: &'static str,
+                     digest: Option<String>| {
         let rec = record(
             request_id,
             &Outcome {
@@ -131,7 +136,7 @@ async fn proxy(
                 upstream: &upstream_name,
                 operations: ops,
                 class,
-                decision: "deny",
+                decision,
                 reason: Some(e.reason.clone().unwrap_or_else(|| e.error.to_owned())),
                 digest,
                 status: e.status.as_u16(),
@@ -140,11 +145,18 @@ async fn proxy(
         );
         (e, rec)
     };
+    let refuse = |e: ApiError, ops: Vec<String>, class: &'static str, digest: Option<String>| {
+        refuse_as("deny", e, ops, class, digest)
+    };
 
     // 2. the wall: the token's own environment, and only it.
+    // Refusals before a decision are counted by their error code: `decision` is then e.g.
+    // `environment_sealed` or `body_too_large`, a fixed set of words.
     let upstream = match lookup_upstream(gw, &upstream_name).await {
         Ok(u) => u,
         Err(e) => {
+            // Not labelled by the name in the path: anyone holding a token can make one up.
+            inner.metrics.count("-", "-", e.error);
             let (e, rec) = refuse(e, vec![], "-", None);
             gw.audit(rec).await;
             return Err(e);
@@ -153,6 +165,7 @@ async fn proxy(
     let environment = match lookup_env(gw, &token.env).await {
         Ok(e) => e,
         Err(e) => {
+            inner.metrics.count(&upstream_name, "-", e.error);
             let (e, rec) = refuse(e, vec![], "-", None);
             gw.audit(rec).await;
             return Err(e);
@@ -161,6 +174,7 @@ async fn proxy(
     let credential = match credential_for(gw, &upstream, &token.env).await {
         Ok(c) => c,
         Err(e) => {
+            inner.metrics.count(&upstream_name, "-", e.error);
             let (e, rec) = refuse(e, vec![], "-", None);
             gw.audit(rec).await;
             return Err(e);
@@ -182,6 +196,7 @@ async fn proxy(
                 ),
                 "send the whole body at once; the operator can raise `[gateway] client_timeout`",
             );
+            inner.metrics.count(&upstream_name, "-", e.error);
             let (e, rec) = refuse(e, vec![], "-", None);
             gw.audit(rec).await;
             return Err(e);
@@ -193,6 +208,7 @@ async fn proxy(
                 format!("the request body is over this gateway's limit of {limit} bytes"),
                 "send a smaller request; the operator can raise `[gateway] max_body_bytes`",
             );
+            inner.metrics.count(&upstream_name, "-", e.error);
             let (e, rec) = refuse(e, vec![], "-", None);
             gw.audit(rec).await;
             return Err(e);
@@ -211,6 +227,7 @@ async fn proxy(
             headers,
             &body,
         );
+        inner.metrics.count(&upstream_name, "-", "internal");
         let (e, rec) = refuse(ApiError::internal(), vec![], "-", Some(digest.to_hex()));
         gw.audit(rec).await;
         return Err(e);
@@ -288,7 +305,7 @@ async fn proxy(
                 hint,
             )
             .with_decision(&operation, &reason);
-            let (e, rec) = refuse(e, ops, class, Some(digest));
+            let (e, rec) = refuse_as("hold", e, ops, class, Some(digest));
             gw.audit(rec).await;
             inner.metrics.count(&upstream_name, class, "hold");
             return Err(e);

@@ -404,6 +404,16 @@ async fn malformed_requests_are_refused_not_forwarded() {
     let r = gql(&gw.base, &token, &big).await;
     assert_eq!(r.status, 413, "{}", r.text());
     assert!(s.railway.seen().is_empty());
+    // Refusals before a decision are counted too, by their code.
+    assert_eq!(
+        requests(&gw.base, "railway", "-", "body_too_large").await,
+        Some(1.0)
+    );
+    assert!(
+        requests(&gw.base, "railway", "-", "unparseable")
+            .await
+            .is_some_and(|n| n >= 3.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,6 +470,18 @@ async fn the_wall_holds() {
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.json()["error"], "no_credential");
     assert!(s.rest.seen().is_empty());
+    assert_eq!(
+        requests(&gw.base, "railway", "-", "environment_sealed").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        requests(&gw.base, "prodonly", "-", "no_credential").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        requests(&gw.base, "railway", "write", "allow").await,
+        Some(1.0)
+    );
 }
 
 /// A wildcard scope never hands out what reveals or mints a credential: a staging token scoped
@@ -522,6 +544,32 @@ async fn production_destructive_operations_are_held() {
     assert_eq!(
         s.railway.seen()[0].authorization().as_deref(),
         Some(format!("Bearer {PROD_SECRET}").as_str())
+    );
+    // The audit says what was decided (a hold, not a denial), the status the agent got and how
+    // long the gateway took.
+    gw.stop();
+    let tail = s.bw.json(&["log", "tail", "-n", "5"]);
+    let decided: Vec<(String, String, u64)> = tail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "request.decide")
+        .map(|e| {
+            let d: Value = serde_json::from_str(e["detail"].as_str().unwrap()).unwrap();
+            assert!(d["latency_us"].as_u64().is_some_and(|us| us > 0), "{d}");
+            (
+                d["decision"].as_str().unwrap().to_owned(),
+                d["operations"][0].as_str().unwrap().to_owned(),
+                d["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        decided,
+        [
+            ("hold".to_owned(), "railway:volume.delete".to_owned(), 403),
+            ("allow".to_owned(), "railway:domain.create".to_owned(), 200),
+        ]
     );
 }
 
@@ -809,6 +857,54 @@ async fn rest_classification_redirects_and_upstream_failures() {
         r.text()
     );
     assert!(r.text().contains("decision=\"deny\""), "{}", r.text());
+    // By upstream, class and decision; a made-up upstream name is not a label.
+    assert!(
+        requests(&gw.base, "api", "read", "allow")
+            .await
+            .is_some_and(|n| n >= 1.0)
+    );
+    assert_eq!(
+        requests(&gw.base, "-", "-", "unknown_upstream").await,
+        Some(1.0)
+    );
+    assert!(!r.text().contains("nosuch"), "{}", r.text());
+    // The latency histograms.
+    assert!(
+        metric(
+            &gw.base,
+            "blastwall_upstream_seconds_count",
+            "upstream=\"api\""
+        )
+        .await
+        .is_some_and(|n| n >= 1.0)
+    );
+    let decisions = call("GET", &format!("{}/metrics", gw.base), None, &[], "").await;
+    assert!(
+        decisions
+            .text()
+            .lines()
+            .any(|l| l.starts_with("blastwall_decision_seconds_count ")
+                && l.split(' ').nth(1).and_then(|v| v.parse::<f64>().ok()) >= Some(1.0)),
+        "{}",
+        decisions.text()
+    );
+}
+
+/// The value of `/metrics`' sample `name{labels}` (labels as the exposition writes them), if
+/// it is there.
+async fn metric(base: &str, name: &str, labels: &str) -> Option<f64> {
+    let m = call("GET", &format!("{base}/metrics"), None, &[], "").await;
+    let key = format!("{name}{{{labels}}} ");
+    m.text()
+        .lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `blastwall_requests_total` for one upstream, class and decision.
+async fn requests(base: &str, upstream: &str, class: &str, decision: &str) -> Option<f64> {
+    let labels = format!("upstream=\"{upstream}\",class=\"{class}\",decision=\"{decision}\"");
+    metric(base, "blastwall_requests_total", &labels).await
 }
 
 /// Runs SQL on the gateway's SQLite store from outside the gateway (another process would).
