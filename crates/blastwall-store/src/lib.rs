@@ -44,6 +44,27 @@ pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
     })
 }
 
+/// Opens a store that must already exist (every command but `init`): an SQLite file that is
+/// missing is refused rather than created empty, which would quietly start over without the
+/// tokens, credentials and audit history the missing one held. PostgreSQL is opened as by
+/// [`open`] (a database that does not exist cannot be connected to).
+#[tracing::instrument(skip_all, fields(store = %url))]
+pub async fn open_existing(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
+    if let StoreUrl::Sqlite(path) = url
+        && !path.exists()
+    {
+        return Err(StoreError::Unreachable {
+            url: format!("sqlite://{}", path.display()),
+            reason: "the database file does not exist".into(),
+            hint: "run `blastwall init` to set up a new store; if the file was moved or deleted, \
+                   put it back (a new, empty store would have none of the tokens, credentials \
+                   and audit history the old one held)"
+                .into(),
+        });
+    }
+    open(url).await
+}
+
 /// Everything Blastwall persists. Implementations must be safe to share between processes:
 /// audit appends are serialised by the database (chain order), and reads see committed state.
 #[async_trait]

@@ -776,7 +776,7 @@ async fn seal_credential(
                     "run it where `blastwall init` was run (or pass `--config FILE`); on the drill host, seal to `--identity FILE` instead",
                 ));
             }
-            let store = blastwall_store::open(&config.store).await?;
+            let store = blastwall_store::open_existing(&config.store).await?;
             let name = EnvName::new(e)?;
             let environment = store.env_get(&name).await?.ok_or_else(|| {
                 Failure::usage(
