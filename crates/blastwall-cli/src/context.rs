@@ -64,7 +64,7 @@ impl Ctx {
     /// Loads the config and opens the store.
     pub(crate) async fn open(flag: Option<&Path>, env: &dyn EnvSource) -> Result<Self, Failure> {
         let config = load_config(flag, env)?;
-        let store = blastwall_store::open(&config.store).await?;
+        let store = blastwall_store::open_existing(&config.store).await?;
         Ok(Self {
             config,
             store,
@@ -215,6 +215,29 @@ pub(crate) fn load_identity(config: &Config, name: &EnvName, env: &dyn EnvSource
                 }
             }
         },
+    }
+}
+
+/// [`load_identity`] for an environment whose record is at hand: a key whose public half is not
+/// the recipient recorded for the environment (another environment's key, copied over) is
+/// `Invalid`, not `Present`: it would open none of the environment's credentials.
+pub(crate) fn load_env_identity(
+    config: &Config,
+    environment: &Environment,
+    env: &dyn EnvSource,
+) -> KeyState {
+    match load_identity(config, &environment.name, env) {
+        KeyState::Present(id) if id.recipient().to_string() != environment.recipient => {
+            let from = match config.key_source(&environment.name, env) {
+                KeySource::Var(var) => format!("variable {var}"),
+                KeySource::File(path) => format!("`{}`", path.display()),
+            };
+            KeyState::Invalid(format!(
+                "the key in {from} is not environment `{}`'s key (its public half differs from the one recorded when the environment was created)",
+                environment.name
+            ))
+        }
+        other => other,
     }
 }
 

@@ -100,6 +100,7 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(cli.verbose, cli.quiet);
+    output::set_quiet(cli.quiet);
     // One worker per CPU this process may run on (tokio's default, which follows the CPU
     // affinity mask and `TOKIO_WORKER_THREADS`): more workers than CPUs only preempt each other.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -152,9 +153,12 @@ fn init_tracing(verbose: u8, quiet: bool) {
     } else {
         EnvFilter::try_from_env(blastwall_core::env::LOG).unwrap_or_else(|_| EnvFilter::new("warn"))
     };
+    // Colours only for a person at a terminal: a log file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false)
         .try_init();
 }

@@ -16,6 +16,22 @@ pub(crate) fn line(text: &str) {
     println!("{text}");
 }
 
+/// Set by `-q`: [`note`]s are not printed.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes [`note`] print nothing (`-q`: errors only).
+pub(crate) fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Prints a line for the person at the terminal, on stderr (not data): what was done, what to
+/// know. `-q` silences it; errors go through [`crate::failure::Failure`] instead.
+pub(crate) fn note(text: &str) {
+    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("{text}");
+    }
+}
+
 /// Prints a value as pretty JSON.
 pub(crate) fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value)?;

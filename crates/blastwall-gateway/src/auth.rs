@@ -163,7 +163,7 @@ impl<S: TokenSource> Tokens<S> {
                 StatusCode::FORBIDDEN,
                 "wrong_credential_kind",
                 format!(
-                    "a {} credential cannot make proxied requests",
+                    "{} credentials cannot make proxied requests",
                     credential.kind()
                 ),
                 "use an agent token (bwt_…); approver and admin credentials only approve and administer",

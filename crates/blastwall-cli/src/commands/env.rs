@@ -8,7 +8,7 @@ use blastwall_core::{EnvName, Environment, Tier};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::context::{Ctx, KeyState, load_identity, write_secret_file};
+use crate::context::{Ctx, KeyState, load_env_identity, write_secret_file};
 use crate::exit::Exit;
 use crate::failure::Failure;
 use crate::output;
@@ -64,7 +64,7 @@ async fn list(ctx: &Ctx, env: &dyn EnvSource, as_json: bool) -> Result<Exit, Fai
     let rows: Vec<(Environment, KeyState)> = envs
         .into_iter()
         .map(|e| {
-            let k = load_identity(&ctx.config, &e.name, env);
+            let k = load_env_identity(&ctx.config, &e, env);
             (e, k)
         })
         .collect();

@@ -30,7 +30,8 @@ Examples:
   blastwall log verify --key 3b6a27bc…   # trust this checkpoint public key (hex)
 
 Detects an edited, deleted, reordered or truncated entry. By default the checkpoint key is the
-public half of the configured audit signing key.")]
+public half of the configured audit signing key; a run where that key is prints its public half
+(`key` in `--json`), to pass as `--key` where it is not.")]
     Verify {
         /// The trusted checkpoint public key, in hex
         #[arg(long, value_name = "HEX")]
@@ -70,18 +71,34 @@ pub(crate) async fn run(
         }
         Cmd::Verify { key, json } => {
             let trusted = match key {
-                Some(k) => k.trim().to_ascii_lowercase(),
-                None => load_signer(&ctx.config, env)?.public_hex(),
+                Some(k) => {
+                    let k = k.trim().to_ascii_lowercase();
+                    if k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(Failure::usage(
+                            format!("`--key {k}` is not a checkpoint public key"),
+                            "pass the 64 hex characters that `blastwall log verify` prints where the audit signing key is",
+                        ));
+                    }
+                    k
+                }
+                None => load_signer(&ctx.config, env)
+                    .map_err(|f| {
+                        Failure::usage(
+                            f.message,
+                            "verifying needs only the checkpoint public key: pass it with `--key HEX` (`blastwall log verify` prints it where the audit signing key is)",
+                        )
+                    })?
+                    .public_hex(),
             };
             match blastwall_store::verify_log(ctx.store.as_ref(), &trusted).await {
                 Ok(report) => {
                     if json {
                         output::json(
-                            &json!({"ok": true, "entries": report.entries, "checkpoints": report.checkpoints}),
+                            &json!({"ok": true, "entries": report.entries, "checkpoints": report.checkpoints, "key": trusted}),
                         )?;
                     } else {
                         output::line(&format!(
-                            "ok: {} entries, chain intact, {} signed checkpoint(s) verified",
+                            "ok: {} entries, chain intact, {} signed checkpoint(s) verified with key {trusted}",
                             report.entries, report.checkpoints
                         ));
                     }

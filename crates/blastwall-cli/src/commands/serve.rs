@@ -9,7 +9,7 @@ use blastwall_core::env::EnvSource;
 use blastwall_gateway::{Gateway, GatewaySetup};
 use blastwall_store::Auditor;
 
-use crate::context::{Ctx, KeyState, load_identity, load_signer};
+use crate::context::{Ctx, KeyState, load_env_identity, load_signer};
 use crate::exit::Exit;
 use crate::failure::Failure;
 
@@ -66,7 +66,7 @@ pub(crate) async fn start(
         .map_err(|e| anyhow::Error::from(e).context("cannot load the catalog"))?;
     let mut keys = HashMap::new();
     for e in ctx.store.env_list().await? {
-        match load_identity(&ctx.config, &e.name, env) {
+        match load_env_identity(&ctx.config, &e, env) {
             KeyState::Present(id) => {
                 tracing::info!(env = %e.name, "environment key loaded");
                 keys.insert(e.name, id);

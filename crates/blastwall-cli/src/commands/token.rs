@@ -7,7 +7,7 @@ use blastwall_core::env::EnvSource;
 use blastwall_core::operation::OperationPattern;
 use blastwall_core::principal::PrincipalName;
 use blastwall_core::record::{TokenId, TokenRecord};
-use blastwall_core::{Credential, CredentialKind, EnvName};
+use blastwall_core::{Credential, CredentialKind};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
@@ -250,7 +250,7 @@ async fn issue(ctx: &Ctx, env: &dyn EnvSource, args: IssueArgs) -> Result<Exit, 
         output::json(&v)?;
     } else {
         output::line(credential.expose());
-        eprintln!(
+        output::note(&format!(
             "issued {id} for {} (owner {}), {} {}, expires {} ({})",
             record.holder,
             record.owner,
@@ -258,18 +258,18 @@ async fn issue(ctx: &Ctx, env: &dyn EnvSource, args: IssueArgs) -> Result<Exit, 
             env_name,
             seconds(expires_at),
             blastwall_core::format_duration(ttl)
-        );
+        ));
         if !expanded.is_empty() {
-            eprintln!("scope allows {} operation(s):", expanded.len());
+            output::note(&format!("scope allows {} operation(s):", expanded.len()));
             for op in &expanded {
-                eprintln!(
+                output::note(&format!(
                     "  {:<40} {}",
                     op["operation"].as_str().unwrap_or_default(),
                     op["class"].as_str().unwrap_or_default()
-                );
+                ));
             }
         }
-        eprintln!("this is the only time the token is shown; it is stored as a digest");
+        output::note("this is the only time the token is shown; it is stored as a digest");
     }
     Ok(Exit::Clean)
 }
@@ -291,7 +291,11 @@ fn token_json(t: &TokenRecord, now: Timestamp) -> Value {
 }
 
 async fn list(ctx: &Ctx, env: Option<String>, as_json: bool) -> Result<Exit, Failure> {
-    let env = env.map(|e| EnvName::new(&e)).transpose()?;
+    // An environment that does not exist is a mistake to say, not an empty list.
+    let env = match env {
+        Some(e) => Some(ctx.environment(&e).await?.name),
+        None => None,
+    };
     let tokens = ctx.store.token_list(env.as_ref()).await?;
     let now = Timestamp::now();
     if as_json {
@@ -338,25 +342,35 @@ async fn list(ctx: &Ctx, env: Option<String>, as_json: bool) -> Result<Exit, Fai
     Ok(Exit::Clean)
 }
 
+/// The token named by `id`: its id (`tok_…`), or the token itself (`bwt_…`, e.g. one found
+/// leaked in a file: it is looked up by digest and never echoed).
 async fn find(ctx: &Ctx, id: &str) -> Result<TokenRecord, Failure> {
+    if let Ok(credential) = Credential::parse(id.trim()) {
+        let digest = credential.digest();
+        return match ctx.store.token_by_digest(&digest).await? {
+            Some(t) if t.digest.as_ref().is_some_and(|d| d.ct_eq(&digest)) => Ok(t),
+            _ => Err(Failure::usage(
+                "the token given is not one this store issued",
+                "check the store (`--config`); a token from another setup is revoked there",
+            )),
+        };
+    }
+    if id.starts_with("bw") && id.len() > 12 {
+        // A damaged or truncated token: not echoed (most of it may be a secret).
+        return Err(Failure::usage(
+            "that is neither a token id nor a whole, valid token",
+            "copy the whole token (bwt_…), or give its id (tok_…) from `blastwall token list`",
+        ));
+    }
     ctx.store
         .token_get(&TokenId(id.to_owned()))
         .await?
         .ok_or_else(|| {
             Failure::usage(
-                format!("no token `{}`", short(id)),
-                "`blastwall token list` shows token ids (tok_…)",
+                format!("no token `{}`", id.chars().take(40).collect::<String>()),
+                "`blastwall token list` shows token ids (tok_…); the token itself (bwt_…) works too",
             )
         })
-}
-
-/// What of a user-given id we echo back (it might be a pasted secret).
-fn short(id: &str) -> String {
-    if id.starts_with("bw") && id.len() > 12 {
-        "that looks like a token, not a token id".to_owned()
-    } else {
-        id.chars().take(40).collect()
-    }
 }
 
 async fn show(ctx: &Ctx, id: &str, as_json: bool) -> Result<Exit, Failure> {

@@ -13,7 +13,7 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::context::{Ctx, KeyState, load_identity};
+use crate::context::{Ctx, KeyState, load_env_identity};
 use crate::exit::Exit;
 use crate::failure::Failure;
 use crate::output;
@@ -46,7 +46,7 @@ and the credential is never echoed, logged or stored in the clear.")]
         #[arg(long, value_name = "ENV", requires = "secret_stdin")]
         env: Option<String>,
         /// Read the credential from standard input (pipe it in; it is never echoed)
-        #[arg(long)]
+        #[arg(long, requires = "env")]
         secret_stdin: bool,
         /// JSON output
         #[arg(long)]
@@ -315,14 +315,15 @@ async fn check(
     as_json: bool,
 ) -> Result<Exit, Failure> {
     let name = EnvName::new(name)?;
-    let env_name = ctx.environment(env_name).await?.name;
+    let environment = ctx.environment(env_name).await?;
+    let env_name = environment.name.clone();
     let (ok, detail) = match ctx.store.credential_get(&name, &env_name).await? {
         None => (
             false,
             format!("no {name} credential is sealed for {env_name}"),
         ),
         // The wall: without this environment's key, the sealed value is never even read.
-        Some(cred) => match load_identity(&ctx.config, &env_name, env) {
+        Some(cred) => match load_env_identity(&ctx.config, &environment, env) {
             KeyState::Sealed(why) => (false, format!("{env_name} is sealed on this host ({why})")),
             KeyState::Invalid(why) => (false, format!("the {env_name} key is unusable: {why}")),
             KeyState::Present(identity) => match identity.unseal(&cred.sealed) {

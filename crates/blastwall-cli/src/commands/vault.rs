@@ -289,10 +289,10 @@ pub(crate) async fn run(cmd: Cmd) -> Result<Exit, Failure> {
             let d = open(&data.dir)?;
             let mut creds = Credentials::open_for_update(&d.credentials_path()).map_err(fail)?;
             let removed = creds.revoke(&name).map_err(fail)?;
-            eprintln!(
+            output::note(&format!(
                 "revoked {} credential `{}`; what it stored stays",
                 removed.role, removed.name
-            );
+            ));
             audit_credential_change(
                 &d,
                 "credential.revoke",
@@ -310,7 +310,7 @@ pub(crate) async fn run(cmd: Cmd) -> Result<Exit, Failure> {
             } else {
                 output::line(cred.expose());
                 if std::io::stdout().is_terminal() {
-                    eprintln!("the new credential is shown once; the old one no longer works");
+                    output::note("the new credential is shown once; the old one no longer works");
                 }
             }
             audit_credential_change(&d, "credential.rotate", &name, json!({}))?;
@@ -559,7 +559,9 @@ fn credential_add(
     } else {
         output::line(cred.expose());
         if std::io::stdout().is_terminal() {
-            eprintln!("this {role} credential is shown once; only its digest is kept");
+            output::note(&format!(
+                "this {role} credential is shown once; only its digest is kept"
+            ));
         }
     }
     audit_credential_change(

@@ -7,7 +7,7 @@ use blastwall_scan::WallFile;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::context::{Ctx, KeyState, load_identity};
+use crate::context::{Ctx, KeyState, load_env_identity};
 use crate::exit::Exit;
 use crate::failure::Failure;
 use crate::output;
@@ -50,7 +50,7 @@ pub(crate) async fn run(
     let ctx = Ctx::open(flag, env).await?;
     let environment = ctx.environment(&name).await?;
     let name = environment.name.clone();
-    let identity = match load_identity(&ctx.config, &name, env) {
+    let identity = match load_env_identity(&ctx.config, &environment, env) {
         KeyState::Present(id) => id,
         KeyState::Sealed(why) => {
             return Err(Failure::usage(
@@ -115,10 +115,10 @@ pub(crate) async fn run(
             environment.tier
         ));
         if wall.skipped_short() > 0 {
-            eprintln!(
+            output::note(&format!(
                 "warning: {} secret(s) under 8 bytes were not fingerprinted (too short to tell from noise)",
                 wall.skipped_short()
-            );
+            ));
         }
     }
     Ok(Exit::Clean)

@@ -1,6 +1,6 @@
 //! Refusals and errors: one clear line, a hint, the right exit code, never a secret.
 
-use crate::support::{Bw, contains, stderr};
+use crate::support::{Bw, contains, stderr, stdout};
 
 /// Runs a failing command and returns "exit N\n<stderr>" with the temp path masked.
 fn failure(bw: &Bw, args: &[&str], stdin: Option<&str>) -> String {
@@ -225,10 +225,25 @@ fn a_pasted_token_is_not_echoed() {
         "railway:*",
     ]);
     let token = t["token"].as_str().unwrap();
-    let o = bw.run(&["token", "show", token]);
-    assert_eq!(o.status.code(), Some(2));
+    // The token itself names it (e.g. one found leaked in a file), and is never echoed.
+    let o = bw.run(&["token", "show", token, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(!contains(&o.stderr, token.as_bytes()));
     assert!(!contains(&o.stdout, token.as_bytes()));
+    assert!(contains(&o.stdout, t["id"].as_str().unwrap().as_bytes()));
+    // A damaged one is refused, and not echoed either.
+    let damaged = &token[..token.len() - 1];
+    let o = bw.run(&["token", "show", damaged]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!contains(&o.stderr, damaged.as_bytes()));
+    assert!(!contains(&o.stdout, damaged.as_bytes()));
+    // A leaked token can be revoked with what was found.
+    let o = bw.run(&["token", "revoke", token]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!contains(&o.stderr, token.as_bytes()));
+    assert!(!contains(&o.stdout, token.as_bytes()));
+    let shown = bw.json(&["token", "show", t["id"].as_str().unwrap()]);
+    assert_eq!(shown["state"], "revoked", "{shown}");
 }
 
 #[test]
@@ -264,6 +279,128 @@ fn an_unreachable_store_is_a_clear_error() {
     let err = stderr(&o);
     assert!(!err.contains("hunter2"), "{err}");
     assert!(err.contains("error:"), "{err}");
+}
+
+/// A store file that went missing is refused, not quietly recreated empty (which would start
+/// over without the tokens, credentials and audit chain the old one held).
+#[test]
+fn a_missing_store_file_is_refused_not_recreated() {
+    let bw = Bw::new();
+    bw.ok(&["init"]);
+    let db = bw.data().join("blastwall.db");
+    std::fs::rename(&db, bw.path().join("moved.db")).unwrap();
+    for args in [&["env", "list"][..], &["log", "verify"], &["serve"]] {
+        insta::assert_snapshot!("missing_store", failure(&bw, args, None));
+        assert!(!db.exists(), "`blastwall {args:?}` created a new store");
+    }
+    std::fs::rename(bw.path().join("moved.db"), &db).unwrap();
+    bw.ok(&["env", "list"]);
+}
+
+/// Another environment's key copied over an environment's key file is not "present": `env
+/// list` says whose it is not, and the gateway does not start with it (it would open none of
+/// the environment's credentials, and its refusals would send the operator to re-seal them).
+#[test]
+fn a_key_of_another_environment_is_not_taken_for_the_right_one() {
+    let bw = Bw::new();
+    bw.ok(&["init"]);
+    let keys = bw.data().join("keys");
+    std::fs::copy(keys.join("production.key"), keys.join("staging.key")).unwrap();
+    let list = bw.json(&["env", "list"]);
+    let staging = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "staging")
+        .unwrap()
+        .clone();
+    assert_eq!(staging["key"], "invalid", "{staging}");
+    assert!(
+        staging["key_detail"]
+            .as_str()
+            .unwrap()
+            .contains("is not environment `staging`'s key"),
+        "{staging}"
+    );
+    insta::assert_snapshot!("key_of_another_env", failure(&bw, &["serve"], None));
+}
+
+/// `-q` leaves only errors on stderr; half-given options and unknown environments are refused,
+/// not ignored or answered with an empty list.
+#[test]
+fn quiet_and_half_given_options() {
+    let bw = Bw::new();
+    bw.ok(&["init"]);
+    let o = bw.run(&[
+        "-q",
+        "token",
+        "issue",
+        "--env",
+        "staging",
+        "--owner",
+        "o@x.io",
+        "--holder",
+        "a",
+        "--scope",
+        "railway:domain.*",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.lines()
+            .all(|l| l.trim().is_empty() || l.contains("DEBUG")),
+        "{err}"
+    );
+    // `--secret-stdin` without `--env` would seal nothing.
+    let o = bw.run_stdin(
+        &[
+            "upstream",
+            "add",
+            "gh",
+            "--profile",
+            "github",
+            "--base-url",
+            "https://api.github.com",
+            "--secret-stdin",
+        ],
+        "ghp_x",
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--env"), "{}", stderr(&o));
+    let o = bw.run(&["token", "list", "--env", "nope"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unknown environment `nope`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// `log verify` names the checkpoint key it trusted, so it can be passed as `--key` where the
+/// signing key is not; a malformed `--key` is a usage error, not a report of tampering.
+#[test]
+fn log_verify_names_its_key_and_refuses_a_malformed_one() {
+    let bw = Bw::new();
+    bw.ok(&["init"]);
+    let report = bw.json(&["log", "verify"]);
+    assert_eq!(report["ok"], true);
+    let key = report["key"].as_str().unwrap().to_owned();
+    assert_eq!(key.len(), 64);
+    for bad in ["zz", "abcd"] {
+        let o = bw.run(&["log", "verify", "--key", bad]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(!stdout(&o).contains("FAILED"), "{}", stdout(&o));
+    }
+    std::fs::rename(
+        bw.data().join("keys/audit.key"),
+        bw.path().join("audit.key"),
+    )
+    .unwrap();
+    let o = bw.run(&["log", "verify"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--key"), "{}", stderr(&o));
+    let again = bw.json(&["log", "verify", "--key", &key]);
+    assert_eq!(again["ok"], true, "{again}");
 }
 
 #[test]

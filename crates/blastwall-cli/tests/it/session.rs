@@ -301,7 +301,11 @@ fn a_process_without_the_production_key_sees_it_sealed() {
     bw2.extra_env = vec![("BLASTWALL_ENV_KEY_PRODUCTION".into(), staging_key)];
     let o = bw2.run(&["upstream", "check", "railway", "--env", "production"]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
-    assert!(stdout(&o).contains("cannot unseal"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("is not environment `production`'s key"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
