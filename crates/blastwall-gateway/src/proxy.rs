@@ -401,7 +401,22 @@ async fn forward(
         .ok_or_else(ApiError::internal)?;
     let injection = credential
         .injection(&upstream.profile, profile.credential())
-        .ok_or_else(ApiError::internal)?;
+        .ok_or_else(|| {
+            // (`upstream add` refuses such a credential; one sealed before it did, or by hand.)
+            tracing::error!(upstream = %upstream.name, "the credential cannot be sent as a header");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "credential_unusable",
+                format!(
+                    "the `{}` credential cannot be sent in a request header",
+                    upstream.name
+                ),
+                format!(
+                    "ask the operator to seal it again as plain text (`blastwall upstream add {} --env … --secret-stdin`)",
+                    upstream.name
+                ),
+            )
+        })?;
 
     let uri: Uri = format!("{}{}", upstream.base_url, c.target)
         .parse()

@@ -401,5 +401,27 @@ fn read_secret_stdin() -> Result<Zeroizing<Vec<u8>>, Failure> {
             "pipe the credential in: `--secret-stdin < FILE`",
         ));
     }
+    // It goes into an HTTP header: only what a header value can carry (visible ASCII, spaces
+    // and tabs). Refused here, not by every request later.
+    if !buf
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        return Err(Failure::usage(
+            "the credential on stdin has bytes an HTTP header cannot carry (control characters or non-ASCII)",
+            "pipe only the credential's text, e.g. `--secret-stdin < FILE` with the token on one line",
+        ));
+    }
+    // The gateway masks the credential wherever it appears in a response; a credential this
+    // short would also be found in ordinary text (and is weak in itself).
+    if buf.len() < MIN_SECRET {
+        return Err(Failure::usage(
+            format!("the credential on stdin is under {MIN_SECRET} characters"),
+            "pipe the whole credential; provider API tokens are far longer",
+        ));
+    }
     Ok(buf)
 }
+
+/// The shortest credential accepted.
+const MIN_SECRET: usize = 8;
