@@ -269,6 +269,18 @@ async fn issue(ctx: &Ctx, env: &dyn EnvSource, args: IssueArgs) -> Result<Exit, 
                 ));
             }
         }
+        if record.kind == CredentialKind::Agent
+            && !ctx
+                .store
+                .credential_list()
+                .await?
+                .iter()
+                .any(|c| c.env == env_name)
+        {
+            output::note(&format!(
+                "note: no upstream has a credential in {env_name} yet, so this token reaches nothing until one is sealed (`blastwall upstream add NAME --env {env_name} --secret-stdin`)"
+            ));
+        }
         output::note("this is the only time the token is shown; it is stored as a digest");
     }
     Ok(Exit::Clean)

@@ -331,6 +331,25 @@ fn a_key_of_another_environment_is_not_taken_for_the_right_one() {
 fn quiet_and_half_given_options() {
     let bw = Bw::new();
     bw.ok(&["init"]);
+    // Without -q: a token for an environment with no credential yet says it reaches nothing.
+    let o = bw.run(&[
+        "token",
+        "issue",
+        "--env",
+        "staging",
+        "--owner",
+        "o@x.io",
+        "--holder",
+        "a",
+        "--scope",
+        "railway:domain.*",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no upstream has a credential in staging"),
+        "{}",
+        stderr(&o)
+    );
     let o = bw.run(&[
         "-q",
         "token",
