@@ -245,13 +245,22 @@ async fn proxy(
     let classification = match classified {
         Ok(c) => c,
         Err(err) => {
+            // The classifier's errors end with their own `hint: …`: it goes in `hint`, once.
+            let text = err.to_string();
+            let (what, hint) = match text.split_once("\nhint: ") {
+                Some((what, hint)) => (what.to_owned(), hint.to_owned()),
+                None => (
+                    text.clone(),
+                    "send a well-formed request the upstream's profile can classify".to_owned(),
+                ),
+            };
             let e = ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "unparseable_request",
                 format!(
-                    "the gateway cannot tell what this request does, so it was not forwarded: {err}"
+                    "the gateway cannot tell what this request does, so it was not forwarded: {what}"
                 ),
-                "send a well-formed request; for GraphQL a JSON body {\"query\": …} or a batch of them",
+                hint,
             );
             let (e, rec) = refuse(e, vec![], "-", Some(digest));
             gw.audit(rec).await;

@@ -199,7 +199,12 @@ pub enum ClassifyError {
     },
 }
 
-/// Bounds what an error echoes back of a value the client sent.
+/// Bounds what an error echoes back of a value the client sent, marking a cut with `…`.
 pub(crate) fn bounded(text: &str) -> String {
-    text.chars().take(80).collect()
+    const MAX: usize = 160;
+    let mut out: String = text.chars().take(MAX).collect();
+    if text.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    out
 }

@@ -383,7 +383,14 @@ async fn malformed_requests_are_refused_not_forwarded() {
     ] {
         let r = gql(&gw.base, &token, body).await;
         assert_eq!(r.status, 400, "{what}: {}", r.text());
-        assert_eq!(r.json()["error"], "unparseable_request", "{what}");
+        let reply = r.json();
+        assert_eq!(reply["error"], "unparseable_request", "{what}");
+        // One hint, in `hint`: the classifier's, for this refusal.
+        assert!(
+            !reply["message"].as_str().unwrap().contains("hint"),
+            "{reply}"
+        );
+        assert!(!reply["hint"].as_str().unwrap().is_empty(), "{reply}");
     }
     let r = call(
         "POST",
@@ -397,6 +404,14 @@ async fn malformed_requests_are_refused_not_forwarded() {
     )
     .await;
     assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.json()["hint"]
+            .as_str()
+            .unwrap()
+            .contains("without `x-http-method-override`"),
+        "{}",
+        r.text()
+    );
     let big = format!(
         r#"{{"query":"mutation {{ customDomainCreate(input: {{}}) {{ id }} }}","pad":"{}"}}"#,
         "x".repeat(2 * 1024 * 1024)
