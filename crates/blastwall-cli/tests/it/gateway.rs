@@ -348,10 +348,13 @@ async fn volume_delete_is_denied_however_it_is_dressed() {
         "",
     )
     .await;
-    assert!(
-        r.status == 403 || r.status == 400,
-        "GET mutation: {} {}",
-        r.status,
+    // Classified like the POST (the operation is named), and denied.
+    assert_eq!(r.status, 403, "GET mutation: {}", r.text());
+    assert_eq!(r.json()["error"], "denied", "{}", r.text());
+    assert_eq!(
+        r.json()["operation"],
+        "railway:volume.delete",
+        "{}",
         r.text()
     );
     assert!(
