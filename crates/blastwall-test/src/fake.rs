@@ -6,6 +6,8 @@
 //! - `/redirect` answers 302 to `http://127.0.0.1:9/stolen`;
 //! - `/slow` waits 30 s before answering;
 //! - `/big` streams 4 MiB;
+//! - `/stream` sends [`FIRST_CHUNK`] at once and `second\n` a second later; `/stall` waits 30 s
+//!   instead, mid-body;
 //! - `/gzip` answers with a gzip-encoded echo of the `Authorization` header, whatever the request
 //!   asked for (an upstream that ignores `Accept-Encoding: identity`);
 //! - `/cookie` sets a session cookie;
@@ -42,6 +44,10 @@ impl Seen {
             .map(str::to_owned)
     }
 }
+
+/// The first chunk of `/stream` and `/stall`: 256 bytes, longer than what a gateway holds back
+/// to find a credential split across chunks.
+pub const FIRST_CHUNK: &[u8; 256] = b"first chunk ...................................................................................................................................................................................................................................................\n";
 
 /// A running fake upstream; stops when dropped.
 #[derive(Debug)]
@@ -204,6 +210,24 @@ async fn handle(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request) -> Resp
             http::HeaderValue::from_static("session=upstream-session-42; HttpOnly"),
         );
         r
+    } else if path == "/stream" || path == "/stall" {
+        // A first chunk at once, then the rest a second later (`/stream`) or not for 30 s
+        // (`/stall`): what reaches the agent before the upstream is done.
+        let pause = if path == "/stream" { 1 } else { 30 };
+        let chunks = futures_util::stream::unfold(0u8, move |n| async move {
+            match n {
+                0 => Some((
+                    Ok::<_, std::io::Error>(Bytes::from(FIRST_CHUNK.to_vec())),
+                    1,
+                )),
+                1 => {
+                    tokio::time::sleep(Duration::from_secs(pause)).await;
+                    Some((Ok(Bytes::from_static(b"second\n")), 2))
+                }
+                _ => None,
+            }
+        });
+        Response::new(Body::from_stream(chunks))
     } else if path == "/big" {
         Response::new(Body::from(vec![b'x'; 4 * 1024 * 1024]))
     } else {

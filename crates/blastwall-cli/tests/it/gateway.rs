@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use blastwall_test::FakeUpstream;
+use blastwall_test::fake::FIRST_CHUNK;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -1384,6 +1385,157 @@ async fn http2_clients_and_upstream_time_limits() {
     assert_eq!(r.status, 504, "{}", r.text());
     assert_eq!(r.json()["error"], "upstream_timeout");
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// Upstream time limits and streaming: a response reaches the agent as the upstream sends it;
+/// an upstream body that stalls mid-way is cut after `response_timeout`; an upstream that never
+/// completes the TCP handshake is given up after `connect_timeout`; a configured
+/// `max_body_bytes` is the limit. Never a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_limits_and_streaming() {
+    let s = setup().await;
+    // A listener whose accept queue is full: further connections never complete.
+    let blackhole = tokio::net::TcpSocket::new_v4().unwrap();
+    blackhole.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let blackhole = blackhole.listen(0).unwrap();
+    let hole = blackhole.local_addr().unwrap();
+    let mut held = Vec::new();
+    loop {
+        match tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::net::TcpStream::connect(hole),
+        )
+        .await
+        {
+            Ok(Ok(c)) => held.push(c),
+            Ok(Err(e)) => panic!("{e}"),
+            Err(_) => break,
+        }
+        assert!(held.len() < 64, "the accept queue never filled");
+    }
+    let o = s.bw.run_stdin(
+        &[
+            "upstream",
+            "add",
+            "hole",
+            "--profile",
+            "rest",
+            "--base-url",
+            &format!("http://{hole}"),
+            "--env",
+            "staging",
+            "--secret-stdin",
+        ],
+        REST_SECRET,
+    );
+    assert!(o.status.success());
+    let cfg = s.bw.path().join("blastwall.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(
+        "\n[gateway]\nconnect_timeout = \"1s\"\nresponse_timeout = \"3s\"\nmax_body_bytes = 2048\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let (token, _) = issue(&s.bw, "staging", "rest:*", "1h");
+    let gw = serve(&s.bw);
+    let get = |path: &str| {
+        http::Request::get(format!("{}/proxy/{path}", gw.base))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+
+    // Streamed: the first chunk arrives before the upstream sends the second.
+    let started = Instant::now();
+    let resp = client.request(get("api/stream")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    // (The gateway holds back the last bytes of each chunk, fewer than a credential's length,
+    // until the next one shows no credential straddles the two.)
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(
+        first.len() >= 128 && FIRST_CHUNK.starts_with(&first),
+        "{first:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "the first chunk waited for the rest: {:?}",
+        started.elapsed()
+    );
+    let rest = body.collect().await.unwrap().to_bytes();
+    let mut whole = first.to_vec();
+    whole.extend_from_slice(&rest);
+    assert_eq!(whole, [&FIRST_CHUNK[..], b"second\n"].concat());
+    assert!(started.elapsed() >= Duration::from_secs(1));
+
+    // Stalled mid-body: cut after response_timeout, not held for the upstream's 30 s.
+    let started = Instant::now();
+    let resp = client.request(get("api/stall")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(FIRST_CHUNK.starts_with(&first), "{first:?}");
+    let end = tokio::time::timeout(Duration::from_secs(10), body.collect()).await;
+    assert!(
+        matches!(end, Ok(Err(_))),
+        "a stalled body must end in an error, not look complete"
+    );
+    assert!(started.elapsed() < Duration::from_secs(8));
+
+    // An upstream that never accepts: given up after connect_timeout.
+    let started = Instant::now();
+    let r = call(
+        "GET",
+        &format!("{}/proxy/hole/x", gw.base),
+        Some(&token),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"], "upstream_unreachable");
+    assert!(
+        started.elapsed() < Duration::from_millis(2900),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The configured body limit.
+    let url = format!("{}/proxy/api/v1/items", gw.base);
+    let octets = [("content-type", "application/octet-stream")];
+    let (fits, over) = ("x".repeat(2048), "x".repeat(2049));
+    let r = call("POST", &url, Some(&token), &octets, &fits).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = call("POST", &url, Some(&token), &octets, &over).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.json()["message"].as_str().unwrap().contains("2048"));
+    drop(held);
+}
+
+/// A CA file that cannot be read stops the gateway at start-up, naming it.
+#[test]
+fn a_bad_ca_file_stops_the_start() {
+    let bw = Bw::new();
+    bw.ok(&["init"]);
+    let cfg = bw.path().join("blastwall.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("\n[gateway]\nca_files = { api = \"missing-ca.pem\" }\n");
+    std::fs::write(&cfg, text).unwrap();
+    let o = bw.run(&["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", crate::support::stderr(&o));
+    assert!(
+        crate::support::stderr(&o).contains("missing-ca.pem"),
+        "{}",
+        crate::support::stderr(&o)
+    );
+    std::fs::write(bw.path().join("missing-ca.pem"), "not a certificate").unwrap();
+    let o = bw.run(&["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", crate::support::stderr(&o));
+    assert!(
+        crate::support::stderr(&o).contains("missing-ca.pem"),
+        "{}",
+        crate::support::stderr(&o)
+    );
 }
 
 /// Slow or idle agents cannot hold the gateway: a request head or body that does not arrive
