@@ -101,10 +101,13 @@ impl OpenedCredential {
         };
         value.set_sensitive(true);
         let name = HeaderName::from_bytes(template.header().as_bytes()).ok()?;
-        let needles = Arc::new(Needles::new(&[
+        let encoded = crate::scrub::encoded_forms(self.secret.expose_secret());
+        let mut needles: Vec<&[u8]> = vec![
             self.secret.expose_secret(),
             rendered.expose_secret().as_bytes(),
-        ]));
+        ];
+        needles.extend(encoded.iter().map(|f| f.as_slice()));
+        let needles = Arc::new(Needles::new(&needles));
         Some(Injection {
             profile: profile.to_owned(),
             name,

@@ -4,7 +4,13 @@
 //! request). Every response header value and the streamed body are searched for the credential
 //! (and the whole injected header value), and each occurrence is overwritten with `*` of the same
 //! length, so `Content-Length` stays right. Matches that straddle two chunks are found by keeping
-//! the last `longest - 1` bytes of each chunk back until the next one arrives.
+//! the last `longest - 1` bytes of each chunk back until the next one arrives (always that many,
+//! whatever they are: holding back only what could begin a secret would tell an agent, by the
+//! timing of an echo it chose, how a secret begins).
+//!
+//! An upstream may also echo the credential encoded: [`encoded_forms`] adds its percent-encoded
+//! and JSON-escaped forms and the parts of its base64 encodings that do not depend on the bytes
+//! around it, so those are masked too.
 
 use std::sync::Arc;
 
@@ -12,6 +18,59 @@ use bytes::{Bytes, BytesMut};
 use memchr::memmem::Finder;
 use self_cell::self_cell;
 use zeroize::Zeroizing;
+
+/// The forms an echo of `secret` may take besides its own bytes, each wiped when dropped: the
+/// percent-encoded form (RFC 3986 unreserved characters kept), the JSON-escaped form (with `/`
+/// escaped too, as some encoders do), and, for each base64 alphabet (standard and URL-safe) and
+/// each of the three offsets the secret can start at within an encoded stream, the characters
+/// that encode only the secret's bits. A form equal to the secret, or under 16 bytes (it would
+/// match ordinary text), is left out.
+pub(crate) fn encoded_forms(secret: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+    use base64::Engine as _;
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
+    const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let mut forms: Vec<Zeroizing<Vec<u8>>> = Vec::new();
+    let mut add = |form: Zeroizing<Vec<u8>>| {
+        if form.len() >= 16 && form.as_slice() != secret && !forms.contains(&form) {
+            forms.push(form);
+        }
+    };
+    add(Zeroizing::new(
+        percent_encoding::percent_encode(secret, UNRESERVED)
+            .flat_map(str::bytes)
+            .collect(),
+    ));
+    let mut json = Zeroizing::new(Vec::with_capacity(secret.len() + 8));
+    for &b in secret {
+        match b {
+            b'"' | b'\\' | b'/' => json.extend_from_slice(&[b'\\', b]),
+            _ => json.push(b),
+        }
+    }
+    add(json);
+    for engine in [
+        base64::engine::general_purpose::STANDARD_NO_PAD,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ] {
+        for offset in 0..3usize {
+            // The secret after `offset` bytes of something else: the characters that mix those
+            // bytes' bits, or the bits of whatever follows, are left out.
+            let mut stream = Zeroizing::new(vec![0u8; offset]);
+            stream.extend_from_slice(secret);
+            let encoded = Zeroizing::new(engine.encode(stream.as_slice()).into_bytes());
+            let start = [0, 2, 3][offset];
+            let end = encoded.len() - usize::from(stream.len() % 3 != 0);
+            if let Some(inner) = encoded.get(start..end) {
+                add(Zeroizing::new(inner.to_vec()));
+            }
+        }
+    }
+    forms
+}
 
 /// Searchers borrowing the secrets they search for.
 type Finders<'a> = Vec<Finder<'a>>;
@@ -163,6 +222,63 @@ mod tests {
         }
         out.extend_from_slice(&s.finish());
         out
+    }
+
+    /// Issue 4: "the injected credential never comes back to the agent", also when the upstream
+    /// echoes it encoded: base64 at any offset within a longer encoded text, percent-encoded,
+    /// JSON-escaped.
+    #[test]
+    fn encoded_echoes_are_masked() {
+        use base64::Engine as _;
+        let secret = b"sk_live/51H+x9Qa\"Zt~0123456789abcdef";
+        let mut needles: Vec<Vec<u8>> = vec![secret.to_vec()];
+        needles.extend(encoded_forms(secret).iter().map(|f| f.to_vec()));
+        let refs: Vec<&[u8]> = needles.iter().map(Vec::as_slice).collect();
+        let s = Scrubber::new(Arc::new(Needles::new(&refs)));
+        for engine in [
+            base64::engine::general_purpose::STANDARD,
+            base64::engine::general_purpose::URL_SAFE,
+        ] {
+            for before in 0..7 {
+                for after in 0..4 {
+                    let mut plain = vec![b'a'; before];
+                    plain.extend_from_slice(secret);
+                    plain.extend(std::iter::repeat_n(b'z', after));
+                    let text = engine.encode(&plain);
+                    let masked = s.scrub_all(text.as_bytes()).expect("found");
+                    // What survives, decoded, no longer holds the secret.
+                    let back: Vec<u8> = masked
+                        .iter()
+                        .map(|&b| if b == b'*' { b'A' } else { b })
+                        .collect();
+                    let decoded = engine.decode(&back).unwrap();
+                    assert!(
+                        !decoded.windows(secret.len()).any(|w| w == secret),
+                        "{before}/{after}"
+                    );
+                }
+            }
+        }
+        let pct = percent_encoding::percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
+            .to_string()
+            .replace("%2D", "-")
+            .replace("%2E", ".")
+            .replace("%5F", "_")
+            .replace("%7E", "~");
+        let json = serde_json::to_string(std::str::from_utf8(secret).unwrap())
+            .unwrap()
+            .replace('/', "\\/");
+        for echo in [pct, json] {
+            let masked = s.scrub_all(echo.as_bytes()).expect("found");
+            assert!(masked.iter().filter(|&&b| b == b'*').count() >= secret.len());
+        }
+        // A plain token has no percent or JSON form of its own; short forms are left out.
+        assert!(
+            encoded_forms(b"abcdefgh0123456789")
+                .iter()
+                .all(|f| f.len() >= 16)
+        );
+        assert!(encoded_forms(b"short").is_empty());
     }
 
     #[test]

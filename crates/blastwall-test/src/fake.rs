@@ -3,6 +3,7 @@
 //! Routes (any method):
 //! - `/echo…` answers with the `Authorization` header it received, in the body (split across
 //!   several chunks) and in an `x-echo` header, as a careless upstream might;
+//! - `/echo64` answers with base64 of a JSON object quoting the `Authorization` header;
 //! - `/redirect` answers 302 to `http://127.0.0.1:9/stolen`;
 //! - `/slow` waits 30 s before answering;
 //! - `/big` streams 4 MiB;
@@ -171,7 +172,13 @@ async fn handle(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request) -> Resp
         });
     }
     let path = parts.uri.path();
-    let mut r = if path.starts_with("/echo") {
+    let mut r = if path == "/echo64" {
+        use base64::Engine as _;
+        let text = format!("{{\"headers\":{{\"authorization\":\"{auth}\"}}}}");
+        Response::new(Body::from(
+            base64::engine::general_purpose::STANDARD.encode(text),
+        ))
+    } else if path.starts_with("/echo") {
         let text = format!("you sent: {auth} (end)");
         let bytes = text.into_bytes();
         let mid = bytes.len() / 2;
