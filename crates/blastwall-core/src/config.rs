@@ -188,7 +188,10 @@ impl fmt::Display for ConfigError {
         for p in &self.problems {
             write!(f, "\n  {p}")?;
         }
-        Ok(())
+        write!(
+            f,
+            "\nhint: fix each of these; docs/configuration.md lists every key and its form"
+        )
     }
 }
 
@@ -251,6 +254,81 @@ struct RawCatalog {
     dir: Option<PathBuf>,
 }
 
+/// Reads the file's structure, collecting every unknown key and wrongly typed value rather than
+/// the first only: each is reported with its line and key, its line blanked, and the text read
+/// again (line numbers stay as they are). Returns what could be read with the problems found
+/// (sorted by line); a syntax error, or a problem whose line cannot be set aside, is an `Err`
+/// alone: what follows cannot be read with certainty.
+fn raw_config(text: &str) -> Result<(RawConfig, Vec<String>), Vec<String>> {
+    /// More than this is not worth listing.
+    const MAX_PROBLEMS: usize = 20;
+    let line_of = |t: &str, at: usize| t.get(..at).map_or(0, |b| b.matches('\n').count());
+    if let Err(e) = toml::from_str::<toml::Table>(text) {
+        let msg = e.message().trim().to_owned();
+        return Err(vec![match e.span() {
+            Some(s) => format!("line {}: {msg}", line_of(text, s.start) + 1),
+            None => msg,
+        }]);
+    }
+    let mut lines: Vec<String> = text.split('\n').map(str::to_owned).collect();
+    let mut found: Vec<(usize, String)> = Vec::new();
+    let sorted = |mut found: Vec<(usize, String)>| {
+        found.sort_by_key(|(at, _)| *at);
+        found.into_iter().map(|(_, p)| p).collect::<Vec<_>>()
+    };
+    loop {
+        let current = lines.join("\n");
+        let e = match toml::from_str::<RawConfig>(&current) {
+            Ok(raw) => return Ok((raw, sorted(found))),
+            Err(e) => e,
+        };
+        let msg = e.message().trim().to_owned();
+        let Some(at) = e.span().map(|s| line_of(&current, s.start)) else {
+            found.push((usize::MAX, msg));
+            return Err(sorted(found));
+        };
+        found.push((
+            at,
+            format!(
+                "line {}: {}{msg}",
+                at + 1,
+                key_at(&lines, at).map_or_else(String::new, |k| format!("`{k}`: "))
+            ),
+        ));
+        let Some(line) = lines.get_mut(at) else {
+            return Err(sorted(found));
+        };
+        if line.trim().is_empty() || found.len() >= MAX_PROBLEMS {
+            return Err(sorted(found));
+        }
+        line.clear();
+        // A value over several lines, cut: stop at what was found.
+        if toml::from_str::<toml::Table>(&lines.join("\n")).is_err() {
+            return Err(sorted(found));
+        }
+    }
+}
+
+/// The dotted key set on line `at` (`gateway.listen`), from the line and the table header above
+/// it; `None` when the line is not a `key = value` line.
+fn key_at(lines: &[String], at: usize) -> Option<String> {
+    let (key, _) = lines.get(at)?.split_once('=')?;
+    let key = key.trim();
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let table = lines.get(..at)?.iter().rev().find_map(|l| {
+        let l = l.trim();
+        l.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .map(|h| h.trim().to_owned())
+    });
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_owned(),
+    })
+}
+
 impl Config {
     /// Parses a config file's text. `path` is the file (for messages and relative paths); `text`
     /// is `None` when there is no file, and the defaults apply relative to `base`.
@@ -267,23 +345,17 @@ impl Config {
         let mut problems = Vec::new();
         let raw: RawConfig = match text {
             None => RawConfig::default(),
-            Some(t) => match toml::from_str(t) {
-                Ok(raw) => raw,
-                Err(e) => {
-                    // toml's message names the key and shows the line; keep it on few lines.
-                    let msg = e.message().to_owned();
-                    let line = e.span().map(|s| {
-                        t.as_bytes()[..s.start.min(t.len())]
-                            .iter()
-                            .filter(|&&b| b == b'\n')
-                            .count()
-                            + 1
+            Some(t) => match raw_config(t) {
+                Ok((raw, found)) => {
+                    // The rest is still checked, so every problem is listed at once.
+                    problems = found;
+                    raw
+                }
+                Err(found) => {
+                    return Err(ConfigError {
+                        source,
+                        problems: found,
                     });
-                    problems.push(match line {
-                        Some(l) => format!("line {l}: {msg}"),
-                        None => msg,
-                    });
-                    return Err(ConfigError { source, problems });
                 }
             },
         };
@@ -294,11 +366,17 @@ impl Config {
             .or(raw.data_dir)
             .map_or_else(|| base.join("data"), |d| base.join(d));
 
-        let store = match env.var(env::STORE_URL).or(raw.store.url) {
+        let from_env = env.var(env::STORE_URL);
+        let named = if from_env.is_some() {
+            format!("`{}` (the environment variable)", env::STORE_URL)
+        } else {
+            "`store.url`".to_owned()
+        };
+        let store = match from_env.or(raw.store.url) {
             Some(url) => match StoreUrl::parse(&url, base) {
                 Ok(u) => Some(u),
                 Err(why) => {
-                    problems.push(format!("`store.url` (`{}`): {why}", redact_url(&url)));
+                    problems.push(format!("{named} (`{}`): {why}", redact_url(&url)));
                     None
                 }
             },
@@ -524,6 +602,37 @@ mod tests {
         assert!(text.contains("blastwall.toml"), "{text}");
         assert!(text.contains("urll"), "{text}");
         assert!(text.contains("line 4"), "{text}");
+    }
+
+    #[test]
+    fn every_unknown_key_and_wrong_type_at_once() {
+        let e = parse(
+            "data_dir = \"d\"\nbogus = 1\n[audit]\ncheckpoint_every = \"lots\"\n[gateway]\nlisten = \"127.0.0.1:1\"\nmax_body_bytes = \"big\"\nlisen = \"x\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 4, "{e}");
+        let text = e.to_string();
+        // In the file's order, with the checks of values after them.
+        assert!(e.problems[0].starts_with("line 2"), "{e}");
+        for part in [
+            "line 2: `bogus`",
+            "line 4: `audit.checkpoint_every`",
+            "line 7: `gateway.max_body_bytes`",
+            "line 8: `gateway.lisen`",
+        ] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+        // A syntax error alone: what follows it cannot be read.
+        let e = parse("[store\nurl = 1\n", &[]).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "{e}");
+        assert!(e.problems[0].starts_with("line 1"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_store_url_from_the_environment_names_the_variable() {
+        let e = parse("", &[("BLASTWALL_STORE_URL", "bogus")]).unwrap_err();
+        assert!(e.to_string().contains("`BLASTWALL_STORE_URL`"), "{e}");
     }
 
     #[test]
