@@ -169,20 +169,12 @@ async fn issue(ctx: &Ctx, env: &dyn EnvSource, args: IssueArgs) -> Result<Exit, 
                 "pass `--scope PATTERN`, e.g. `--scope 'railway:domain.*'` (`blastwall token issue --help`)",
             ));
         }
-        let catalog =
-            blastwall_policy::Catalog::load(ctx.config.catalog_dir.as_deref()).map_err(|e| {
-                Failure::usage(
-                    format!("cannot load the catalog: {e}"),
-                    "fix the profile file named above",
-                )
-            })?;
+        let catalog = blastwall_policy::Catalog::load(ctx.config.catalog_dir.as_deref())
+            .map_err(|e| anyhow::Error::from(e).context("cannot load the catalog"))?;
         for p in &scope {
             let ops = catalog.expand(p);
             if ops.is_empty() {
-                return Err(Failure::usage(
-                    format!("scope `{p}` matches no operation in the catalog"),
-                    "check the profile and resource names in docs/catalog.md (e.g. `railway:domain.*`)",
-                ));
+                return Err(no_match(ctx, &catalog, p).await?);
             }
             for op in ops {
                 expanded.push(json!({"operation": op.name.to_string(), "class": op.class, "pattern": p.as_str()}));
@@ -352,6 +344,55 @@ async fn list(ctx: &Ctx, env: Option<String>, as_json: bool) -> Result<Exit, Fai
         );
     }
     Ok(Exit::Clean)
+}
+
+/// Why scope pattern `p` matched nothing, with what to write instead.
+async fn no_match(
+    ctx: &Ctx,
+    catalog: &blastwall_policy::Catalog,
+    p: &OperationPattern,
+) -> Result<Failure, Failure> {
+    // Operations a wildcard never grants (they reveal or mint a credential).
+    let explicit: Vec<String> = catalog
+        .operations()
+        .filter(|op| op.explicit && p.matches(&op.name))
+        .map(|op| op.name.to_string())
+        .collect();
+    if !explicit.is_empty() {
+        return Ok(Failure::usage(
+            format!(
+                "scope `{p}` covers only operations that reveal or mint a credential, which a wildcard never grants"
+            ),
+            format!("name each one you mean: {}", explicit.join(", ")),
+        ));
+    }
+    if let Some(profile) = p.profile()
+        && catalog.profile(profile).is_none()
+    {
+        let profiles: Vec<&str> = catalog.profiles().map(|pr| pr.name()).collect();
+        // A scope names a catalog profile; the user may have written an upstream's name.
+        let upstream = ctx
+            .store
+            .upstream_list()
+            .await?
+            .into_iter()
+            .find(|u| u.name.as_str() == profile);
+        let hint = match upstream {
+            Some(u) => format!(
+                "scopes name catalog profiles, not upstreams: upstream `{profile}` uses profile `{}`, so write `{}:…`",
+                u.profile, u.profile
+            ),
+            None => format!("the catalog's profiles are {}", profiles.join(", ")),
+        };
+        return Ok(Failure::usage(
+            format!("scope `{p}` names no profile of the catalog"),
+            hint,
+        ));
+    }
+    Ok(Failure::usage(
+        format!("scope `{p}` matches no operation in the catalog"),
+        "check the resource names in docs/catalog.md (e.g. `railway:domain.*`); `blastwall token test` lists every operation",
+    ))
 }
 
 /// The token named by `id`: its id (`tok_…`), or the token itself (`bwt_…`, e.g. one found

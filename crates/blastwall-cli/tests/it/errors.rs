@@ -50,6 +50,22 @@ fn refusals() {
         )
     );
     insta::assert_snapshot!(
+        "scope_of_explicit_operations_only",
+        failure(
+            &bw,
+            &issue(&[&base[..], &["--scope", "railway:bucket_credentials.*"]].concat()),
+            None
+        )
+    );
+    insta::assert_snapshot!(
+        "scope_names_no_profile",
+        failure(
+            &bw,
+            &issue(&[&base[..], &["--scope", "echo:*"]].concat()),
+            None
+        )
+    );
+    insta::assert_snapshot!(
         "bad_scope",
         failure(
             &bw,
