@@ -22,6 +22,17 @@ impl Failure {
         }
     }
 
+    /// A usage failure from an error's text, whose own `hint: …` line (if it has one) is the
+    /// hint; `fallback` otherwise. One hint either way.
+    pub(crate) fn usage_or_own_hint(text: &str, fallback: &str) -> Self {
+        let (message, hint) = split_hint(text);
+        Self {
+            message,
+            hint: Some(hint.unwrap_or_else(|| fallback.to_owned())),
+            code: Exit::Usage,
+        }
+    }
+
     /// Prints it to stderr.
     pub(crate) fn print(&self) {
         eprintln!("error: {}", self.message);

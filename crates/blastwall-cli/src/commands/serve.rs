@@ -92,8 +92,8 @@ pub(crate) async fn start(
         config: ctx.config.gateway.clone(),
     };
     Gateway::start(setup).await.map_err(|e| {
-        Failure::usage(
-            format!("{e:#}"),
+        Failure::usage_or_own_hint(
+            &format!("{e:#}"),
             "fix the problem above; the gateway did not start",
         )
     })

@@ -513,7 +513,7 @@ async fn test(ctx: &Ctx, id: &str, as_json: bool) -> Result<Exit, Failure> {
         &environment,
         &upstreams,
     )
-    .map_err(|e| Failure::usage(format!("{e:#}"), "fix the policy named above"))?;
+    .map_err(|e| Failure::usage_or_own_hint(&format!("{e:#}"), "fix the policy named above"))?;
     if as_json {
         output::json(
             &json!({"token": t.id, "env": t.env, "scope": t.scope, "state": t.state(Timestamp::now()), "operations": rows}),

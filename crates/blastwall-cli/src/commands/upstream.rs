@@ -135,8 +135,8 @@ async fn add(
     let existing = ctx.store.upstream_get(&name).await?;
     let catalog =
         blastwall_policy::Catalog::load(ctx.config.catalog_dir.as_deref()).map_err(|e| {
-            Failure::usage(
-                format!("cannot load the catalog: {e}"),
+            Failure::usage_or_own_hint(
+                &format!("cannot load the catalog: {e}"),
                 "fix the profile file named above",
             )
         })?;

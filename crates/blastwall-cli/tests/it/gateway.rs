@@ -1690,6 +1690,12 @@ async fn operator_policies_apply_and_a_bad_one_stops_the_start() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("broken.cedar"), "{err}");
     assert!(err.contains("line 1"), "{err}");
+    // One hint: the policy error's own.
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("hint:")).count(),
+        1,
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
