@@ -20,7 +20,8 @@ Examples:
   blastwall serve
   blastwall serve --listen 0.0.0.0:7070
   curl -H \"Authorization: Bearer $BWT\" http://127.0.0.1:7070/proxy/railway/graphql/v2 \\
-       -H 'content-type: application/json' -d '{\"query\":\"mutation { customDomainCreate(input:{}) { id } }\"}'
+       -H 'content-type: application/json' \\
+       -d '{\"query\":\"mutation { customDomainCreate(input: {}) { id } }\"}'
 
 Serves /proxy/<upstream>/<path>, /healthz and /metrics. The gateway opens only the credentials of
 the environments whose keys it holds; every other environment answers 503 environment_sealed.")]
