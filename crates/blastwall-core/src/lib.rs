@@ -53,9 +53,28 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Formats a duration the way [`parse_duration`] reads it.
+/// Formats a duration the way [`parse_duration`] reads it, in days, hours, minutes, seconds and
+/// milliseconds (`1000d`, `8h`, `1h 30m`, `250ms`): never in months or years, whose length
+/// varies (`1000d` would read `2years 8months 25days 23h 31m 12s`).
 pub fn format_duration(d: std::time::Duration) -> String {
-    humantime::format_duration(d).to_string()
+    let secs = d.as_secs();
+    let parts = [
+        (secs / 86_400, "d"),
+        (secs % 86_400 / 3_600, "h"),
+        (secs % 3_600 / 60, "m"),
+        (secs % 60, "s"),
+        (u64::from(d.subsec_millis()), "ms"),
+    ];
+    let text: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if text.is_empty() {
+        "0s".to_owned()
+    } else {
+        text.join(" ")
+    }
 }
 
 /// Serde helper: a `Duration` as whole seconds.
@@ -75,6 +94,22 @@ pub(crate) mod duration_secs {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_format_as_they_parse_without_months_or_years() {
+        use std::time::Duration;
+        for (d, text) in [
+            (Duration::from_secs(1000 * 86_400), "1000d"),
+            (Duration::from_secs(8 * 3_600), "8h"),
+            (Duration::from_secs(5_400), "1h 30m"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_millis(90_500), "1m 30s 500ms"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(super::format_duration(d), text);
+            assert_eq!(super::parse_duration(text).unwrap(), d);
+        }
+    }
+
     #[derive(Debug, thiserror::Error)]
     #[error("store operation failed")]
     struct Outer(#[source] std::io::Error);

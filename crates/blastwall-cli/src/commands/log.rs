@@ -54,9 +54,13 @@ pub(crate) async fn run(
             if json {
                 output::json(&entries)?;
             } else {
+                output::line(&format!(
+                    "{:>6}  {:<30}  {:<18} {:<12} {:<22} {}  {}",
+                    "SEQ", "AT", "ACTION", "ENV", "TARGET", "ACTOR", "DETAIL"
+                ));
                 for e in &entries {
                     output::line(&format!(
-                        "{:>6}  {}  {:<18} {:<12} {:<22} {}  {}",
+                        "{:>6}  {:<30}  {:<18} {:<12} {:<22} {}  {}",
                         e.seq,
                         e.record.at,
                         e.record.action,
