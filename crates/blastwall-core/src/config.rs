@@ -301,7 +301,18 @@ fn raw_config(text: &str) -> Result<(RawConfig, Vec<String>), Vec<String>> {
         if line.trim().is_empty() || found.len() >= MAX_PROBLEMS {
             return Err(sorted(found));
         }
+        // A table that is not known goes with its keys (they would otherwise join the table
+        // above and be reported again, under the wrong name).
+        let header = line.trim_start().starts_with('[');
         line.clear();
+        if header {
+            for l in lines.iter_mut().skip(at + 1) {
+                if l.trim_start().starts_with('[') {
+                    break;
+                }
+                l.clear();
+            }
+        }
         // A value over several lines, cut: stop at what was found.
         if toml::from_str::<toml::Table>(&lines.join("\n")).is_err() {
             return Err(sorted(found));
@@ -623,6 +634,15 @@ mod tests {
         ] {
             assert!(text.contains(part), "{part}: {text}");
         }
+        // An unknown table is one problem, not one more per key in it.
+        let e = parse(
+            "[gateway]\nlisten = \"127.0.0.1:1\"\n[bogus]\na = 1\nb = 2\n[audit]\ncheckpoint_every = \"x\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.problems.len(), 2, "{e}");
+        assert!(e.problems[0].starts_with("line 3"), "{e}");
+        assert!(e.problems[1].starts_with("line 7"), "{e}");
         // A syntax error alone: what follows it cannot be read.
         let e = parse("[store\nurl = 1\n", &[]).unwrap_err();
         assert_eq!(e.problems.len(), 1, "{e}");
