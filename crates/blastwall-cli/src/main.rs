@@ -27,14 +27,27 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "blastwall", version, about, long_about = None, after_help = EXAMPLES)]
 pub(crate) struct Cli {
+    // The global flags come last in every subcommand's help (`display_order`), after its own.
     /// Config file [default: ./blastwall.toml]
-    #[arg(long, global = true, env = "BLASTWALL_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "BLASTWALL_CONFIG",
+        value_name = "FILE",
+        display_order = 900
+    )]
     config: Option<PathBuf>,
     /// More log output on stderr (repeat for more)
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, display_order = 901)]
     verbose: u8,
     /// Only errors on stderr
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        conflicts_with = "verbose",
+        display_order = 902
+    )]
     quiet: bool,
     #[command(subcommand)]
     command: Command,
