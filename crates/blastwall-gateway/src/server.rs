@@ -420,12 +420,51 @@ const AUDIT_WINDOW: Duration = Duration::from_millis(5);
 /// The longest wait between two attempts to write a batch the store refused.
 const AUDIT_RETRY_MAX: Duration = Duration::from_secs(2);
 
+/// How long a writer goes on retrying a batch the store refuses once the gateway is stopping
+/// (its queue closed) before it writes the entries to the log instead (the stop waits 10 s).
+const AUDIT_STOP_GRACE: Duration = Duration::from_secs(4);
+
+/// Entries the store still refused when the gateway stopped: written to the log, one line each
+/// (an entry holds no secret: tokens by id, bodies by digest), so that they outlive the process
+/// rather than go with it; `blastwall log verify` does not see them, the operator does.
+fn log_unwritten(records: Vec<AuditRecord>) {
+    let n = records.len();
+    for r in records {
+        tracing::error!(
+            at = %r.at,
+            actor = %r.actor,
+            action = %r.action,
+            env = r.env.as_deref().unwrap_or("-"),
+            target = r.target.as_deref().unwrap_or("-"),
+            detail = %r.detail,
+            "audit entry not written: the store refused it until the gateway stopped"
+        );
+    }
+    tracing::error!(
+        entries = n,
+        "the gateway stopped with audit entries its store would not take; they are in this log, one line each"
+    );
+}
+
+/// Whether a writer whose batch the store refuses should give up: the gateway is stopping (no
+/// sender is left) and has been for [`AUDIT_STOP_GRACE`]. `closed_at` remembers when it was seen.
+fn give_up(closed: bool, closed_at: &mut Option<std::time::Instant>) -> bool {
+    if !closed {
+        return false;
+    }
+    closed_at
+        .get_or_insert_with(std::time::Instant::now)
+        .elapsed()
+        >= AUDIT_STOP_GRACE
+}
+
 /// Writes queued audit entries in order, a window's worth at a time in one transaction; signs a
 /// checkpoint when the queue closes.
 ///
 /// A batch the store refuses is retried until it is written, never dropped, and while it is not,
 /// `failing` is set: the gateway then forwards nothing (503 `audit_unavailable`), since it could
-/// not record what it forwarded. A checkpoint that cannot be signed is logged and left to the
+/// not record what it forwarded. Once the gateway is stopping and the store has refused for
+/// [`AUDIT_STOP_GRACE`] more, the entries still held go to the log instead ([`log_unwritten`]). A checkpoint that cannot be signed is logged and left to the
 /// next one (signing it again would mean appending the batch again).
 async fn audit_writer(
     auditor: Auditor,
@@ -449,12 +488,22 @@ async fn audit_writer(
             }
         }
         let mut wait = Duration::from_millis(50);
+        let mut closed_at = None;
         let entries = loop {
             match auditor.store().audit_append_batch(batch.clone()).await {
                 Ok(entries) => break entries,
                 Err(e) => {
                     if !failing.swap(true, Ordering::SeqCst) {
                         tracing::error!(error = %blastwall_core::error_chain(&e), entries = batch.len(), "audit append failed; forwarding nothing until it succeeds");
+                    }
+                    if give_up(rx.is_closed(), &mut closed_at) {
+                        let mut unwritten = std::mem::take(&mut batch);
+                        while let Ok(r) = rx.try_recv() {
+                            unwritten.push(r);
+                        }
+                        log_unwritten(unwritten);
+                        open.ended = true;
+                        return;
                     }
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(AUDIT_RETRY_MAX);
@@ -556,9 +605,19 @@ fn audit_thread(
             drain(&mut rx, &mut batch);
         }
         let mut wait = Duration::from_millis(50);
+        let mut closed_at = None;
         while let Err(e) = auditor.append_batch_sync(&mut log, &batch) {
             if !failing.swap(true, Ordering::SeqCst) {
                 tracing::error!(error = %blastwall_core::error_chain(&e), entries = batch.len(), "audit append failed; forwarding nothing until it succeeds");
+            }
+            if give_up(rx.is_closed(), &mut closed_at) {
+                let mut unwritten = std::mem::take(&mut batch);
+                while let Ok(r) = rx.try_recv() {
+                    unwritten.push(r);
+                }
+                log_unwritten(unwritten);
+                open.ended = true;
+                return;
             }
             std::thread::sleep(wait);
             wait = (wait * 2).min(AUDIT_RETRY_MAX);

@@ -44,6 +44,22 @@ impl Served {
             .collect()
     }
 
+    /// Stops with SIGTERM and waits for the exit; returns the log, whatever it says.
+    pub fn stop_and_log(mut self) -> String {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                return String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("blastwall serve did not stop on SIGTERM");
+    }
+
     /// Stops with SIGTERM and waits, so the audit log is drained.
     pub fn stop(mut self) {
         let _ = std::process::Command::new("kill")
@@ -1027,6 +1043,48 @@ async fn an_unwritable_audit_log_stops_forwarding_and_loses_nothing() {
     assert_eq!(allowed, forwarded_ok, "{tail:#}");
     let o = s.bw.run(&["log", "verify"]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Entries of forwarded requests that the store still refuses when the gateway stops are not
+/// lost with the process: they are written to its log, one line each, without a secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_entries_the_store_refuses_until_the_stop_go_to_the_log() {
+    let s = setup().await;
+    let (token, _) = issue(&s.bw, "staging", "rest:*", "1h");
+    let gw = serve(&s.bw);
+    let url = format!("{}/proxy/api/during", gw.base);
+    store_sql(
+        &s.bw,
+        "CREATE TRIGGER no_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )
+    .await;
+    let mut forwarded = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = call("GET", &url, Some(&token), &[], "").await;
+        if r.status != 200 {
+            assert_eq!(r.json()["error"], "audit_unavailable", "{}", r.text());
+            break;
+        }
+        forwarded += 1;
+        assert!(std::time::Instant::now() < deadline, "never refused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(forwarded >= 1);
+    let log = gw.stop_and_log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("audit entry not written"))
+        .collect();
+    assert_eq!(lines.len(), forwarded, "{log}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("request.decide") && l.contains("allow")),
+        "{log}"
+    );
+    assert!(!log.contains(REST_SECRET), "{log}");
+    assert!(!log.contains(&token), "{log}");
 }
 
 /// The gateway's audit writer (on a thread of its own with SQLite, through the pool with
