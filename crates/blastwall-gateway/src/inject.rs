@@ -107,7 +107,9 @@ impl OpenedCredential {
             rendered.expose_secret().as_bytes(),
         ];
         needles.extend(encoded.iter().map(|f| f.as_slice()));
-        let needles = Arc::new(Needles::new(&needles));
+        let hold_back = crate::scrub::longest_form(self.secret.expose_secret().len())
+            .max(rendered.expose_secret().len());
+        let needles = Arc::new(Needles::new(&needles).holding_back(hold_back));
         Some(Injection {
             profile: profile.to_owned(),
             name,
@@ -225,6 +227,22 @@ mod tests {
             s.scrub_all(CANARY.as_bytes()).unwrap(),
             vec![b'*'; CANARY.len()]
         );
+    }
+
+    /// Issue 4 (walls): how much of a streamed body is held back depends on the credential's
+    /// length and the header template alone, not on how many of its characters an encoder
+    /// would escape.
+    #[test]
+    fn the_hold_back_depends_on_the_length_alone() {
+        let catalog = Catalog::builtin().unwrap();
+        let template = catalog.profile("railway").unwrap().credential();
+        let held = |secret: &[u8]| {
+            let c = opened(secret);
+            c.injection("railway", template).unwrap().needles.held_back()
+        };
+        let plain = held(b"rw_live_0123456789abcdef");
+        assert_eq!(plain, held(b"rw/live+0123456789\\\"&%#!"));
+        assert_eq!(plain, 3 * 24 - 1);
     }
 
     #[test]

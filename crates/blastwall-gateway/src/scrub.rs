@@ -6,11 +6,13 @@
 //! length, so `Content-Length` stays right. Matches that straddle two chunks are found by keeping
 //! the last `longest - 1` bytes of each chunk back until the next one arrives (always that many,
 //! whatever they are: holding back only what could begin a secret would tell an agent, by the
-//! timing of an echo it chose, how a secret begins).
+//! timing of an echo it chose, how a secret begins). For the same reason the count held back
+//! is a bound that depends on the credential's length alone ([`longest_form`]), not the length
+//! of its longest form.
 //!
 //! An upstream may also echo the credential encoded: [`encoded_forms`] adds its percent-encoded
-//! and JSON-escaped forms and the parts of its base64 encodings that do not depend on the bytes
-//! around it, so those are masked too.
+//! and JSON-escaped forms, as the common encoders write them, and the parts of its base64
+//! encodings that do not depend on the bytes around it, so those are masked too.
 
 use std::sync::Arc;
 
@@ -19,57 +21,151 @@ use memchr::memmem::Finder;
 use self_cell::self_cell;
 use zeroize::Zeroizing;
 
-/// The forms an echo of `secret` may take besides its own bytes, each wiped when dropped: the
-/// percent-encoded form (RFC 3986 unreserved characters kept), the JSON-escaped form (with `/`
-/// escaped too, as some encoders do), and, for each base64 alphabet (standard and URL-safe) and
-/// each of the three offsets the secret can start at within an encoded stream, the characters
-/// that encode only the secret's bits. A form equal to the secret, or under 16 bytes (it would
-/// match ordinary text), is left out.
+/// The shortest form kept: every sealed credential is at least 8 bytes, and the base64 forms
+/// of 8 bytes are 10 characters; anything shorter would match ordinary text.
+const SHORTEST_FORM: usize = 10;
+
+/// The forms an echo of `secret` may take besides its own bytes, each wiped when dropped:
+///
+/// - percent-encoded, as common encoders write it: RFC 3986 unreserved characters kept
+///   (Go's `QueryEscape`, Rust's `url`), `/` kept too (Python's `quote`), JavaScript's
+///   `encodeURIComponent`, and form encoding with a space as `+` (WHATWG, Python's
+///   `quote_plus`), each with upper- and lower-case hex digits;
+/// - JSON-escaped, with and without `/` escaped;
+/// - for each base64 alphabet (standard and URL-safe) and each of the three offsets the secret
+///   can start at within an encoded stream, the characters that encode only the secret's bits.
+///
+/// A form equal to the secret, or under [`SHORTEST_FORM`] bytes, is left out. Each form is
+/// built in a buffer of its final capacity, so no partial copy is left behind in a freed one.
+/// No form is longer than [`longest_form`] of the secret's length.
 pub(crate) fn encoded_forms(secret: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
-    use base64::Engine as _;
-    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
-    const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
     let mut forms: Vec<Zeroizing<Vec<u8>>> = Vec::new();
     let mut add = |form: Zeroizing<Vec<u8>>| {
-        if form.len() >= 16 && form.as_slice() != secret && !forms.contains(&form) {
+        if form.len() >= SHORTEST_FORM && form.as_slice() != secret && !forms.contains(&form) {
             forms.push(form);
         }
     };
-    add(Zeroizing::new(
-        percent_encoding::percent_encode(secret, UNRESERVED)
-            .flat_map(str::bytes)
-            .collect(),
-    ));
-    let mut json = Zeroizing::new(Vec::with_capacity(secret.len() + 8));
-    for &b in secret {
-        match b {
-            b'"' | b'\\' | b'/' => json.extend_from_slice(&[b'\\', b]),
-            _ => json.push(b),
+    for (set, space_as_plus) in [
+        (percent::UNRESERVED, false),
+        (percent::PATH, false),
+        (percent::COMPONENT, false),
+        (percent::FORM, true),
+        (percent::UNRESERVED, true),
+    ] {
+        let upper = percent::encode(secret, set, space_as_plus);
+        let mut lower = Zeroizing::new(Vec::with_capacity(upper.len()));
+        let mut hex_left = 0;
+        for &b in upper.iter() {
+            if hex_left > 0 {
+                lower.push(b.to_ascii_lowercase());
+                hex_left -= 1;
+            } else {
+                lower.push(b);
+                hex_left = if b == b'%' { 2 } else { 0 };
+            }
         }
+        add(upper);
+        add(lower);
     }
-    add(json);
+    for escape_slash in [true, false] {
+        let mut json = Zeroizing::new(Vec::with_capacity(secret.len() * 2));
+        for &b in secret {
+            if b == b'"' || b == b'\\' || (escape_slash && b == b'/') {
+                json.push(b'\\');
+            }
+            json.push(b);
+        }
+        add(json);
+    }
     for engine in [
         base64::engine::general_purpose::STANDARD_NO_PAD,
         base64::engine::general_purpose::URL_SAFE_NO_PAD,
     ] {
         for offset in 0..3usize {
-            // The secret after `offset` bytes of something else: the characters that mix those
-            // bytes' bits, or the bits of whatever follows, are left out.
-            let mut stream = Zeroizing::new(vec![0u8; offset]);
-            stream.extend_from_slice(secret);
-            let encoded = Zeroizing::new(engine.encode(stream.as_slice()).into_bytes());
-            let start = [0, 2, 3][offset];
-            let end = encoded.len() - usize::from(stream.len() % 3 != 0);
-            if let Some(inner) = encoded.get(start..end) {
-                add(Zeroizing::new(inner.to_vec()));
-            }
+            add(base64_inner(&engine, secret, offset));
         }
     }
     forms
+}
+
+/// An upper bound on the length of any form of a secret of `len` bytes (every byte
+/// percent-encoded), which depends on nothing but the length.
+pub(crate) fn longest_form(len: usize) -> usize {
+    len.saturating_mul(3)
+}
+
+/// The characters of the base64 encoding of `secret`, after `offset` bytes of something else,
+/// that encode only the secret's bits (those that mix in the bits of what comes before or after
+/// are left out).
+fn base64_inner(
+    engine: &base64::engine::GeneralPurpose,
+    secret: &[u8],
+    offset: usize,
+) -> Zeroizing<Vec<u8>> {
+    use base64::Engine as _;
+    let mut stream = Zeroizing::new(Vec::with_capacity(offset + secret.len()));
+    stream.resize(offset, 0);
+    stream.extend_from_slice(secret);
+    let Some(size) = base64::encoded_len(stream.len(), false) else {
+        return Zeroizing::new(Vec::new());
+    };
+    let mut encoded = Zeroizing::new(vec![0u8; size]);
+    let Ok(written) = engine.encode_slice(stream.as_slice(), encoded.as_mut_slice()) else {
+        return Zeroizing::new(Vec::new());
+    };
+    let start = [0, 2, 3].get(offset).copied().unwrap_or(0);
+    let end = written - usize::from(stream.len() % 3 != 0);
+    Zeroizing::new(
+        encoded
+            .get(start..end)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default(),
+    )
+}
+
+/// Percent-encoding as the common encoders do it.
+mod percent {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
+    use zeroize::Zeroizing;
+
+    /// RFC 3986 unreserved characters kept.
+    pub(super) const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    /// Python's `urllib.parse.quote` with its default `safe="/"`.
+    pub(super) const PATH: &AsciiSet = &UNRESERVED.remove(b'/');
+    /// JavaScript's `encodeURIComponent`.
+    pub(super) const COMPONENT: &AsciiSet = &UNRESERVED
+        .remove(b'!')
+        .remove(b'*')
+        .remove(b'\'')
+        .remove(b'(')
+        .remove(b')');
+    /// The WHATWG `application/x-www-form-urlencoded` serializer (a space becomes `+`).
+    pub(super) const FORM: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'*')
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_');
+
+    /// `secret` encoded with `set`, upper-case hex, in a buffer of its final capacity.
+    pub(super) fn encode(
+        secret: &[u8],
+        set: &'static AsciiSet,
+        space_as_plus: bool,
+    ) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(super::longest_form(secret.len())));
+        for piece in percent_encoding::percent_encode(secret, set) {
+            if space_as_plus && piece == "%20" {
+                out.push(b'+');
+            } else {
+                out.extend_from_slice(piece.as_bytes());
+            }
+        }
+        out
+    }
 }
 
 /// Searchers borrowing the secrets they search for.
@@ -90,6 +186,8 @@ self_cell!(
 /// Shared by every response that scrubs the same secrets.
 pub(crate) struct Needles {
     searchers: Searchers,
+    /// The longest secret, or more (see [`Needles::holding_back`]): a streamed body's last
+    /// `longest - 1` bytes are held back until the next chunk.
     longest: usize,
 }
 
@@ -106,6 +204,21 @@ impl Needles {
             secrets.iter().map(|s| Finder::new(s.as_slice())).collect()
         });
         Self { searchers, longest }
+    }
+
+    /// Holds back as if the longest secret were `at_least` bytes: with a length that depends
+    /// only on what the agent already knows (the credential's length and the header template),
+    /// not on which of its forms happen to be longer (a percent-encoded form is longer by two
+    /// bytes per reserved character), the hold-back an agent can time tells it nothing more.
+    pub(crate) fn holding_back(mut self, at_least: usize) -> Self {
+        self.longest = self.longest.max(at_least);
+        self
+    }
+
+    /// How many bytes of a streamed body are held back between chunks.
+    #[cfg(test)]
+    pub(crate) fn held_back(&self) -> usize {
+        self.longest.saturating_sub(1)
     }
 
     fn finders(&self) -> &[Finder<'_>] {
@@ -259,26 +372,103 @@ mod tests {
                 }
             }
         }
-        let pct = percent_encoding::percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
-            .to_string()
-            .replace("%2D", "-")
-            .replace("%2E", ".")
-            .replace("%5F", "_")
-            .replace("%7E", "~");
-        let json = serde_json::to_string(std::str::from_utf8(secret).unwrap())
-            .unwrap()
-            .replace('/', "\\/");
-        for echo in [pct, json] {
-            let masked = s.scrub_all(echo.as_bytes()).expect("found");
-            assert!(masked.iter().filter(|&&b| b == b'*').count() >= secret.len());
-        }
         // A plain token has no percent or JSON form of its own; short forms are left out.
         assert!(
             encoded_forms(b"abcdefgh0123456789")
                 .iter()
-                .all(|f| f.len() >= 16)
+                .all(|f| f.len() >= SHORTEST_FORM)
         );
         assert!(encoded_forms(b"short").is_empty());
+    }
+
+    /// Issue 4: the echo of a credential with reserved characters, as other languages' encoders
+    /// write it (each literal below is what that encoder printed for `SECRET`), is masked whole.
+    #[test]
+    fn percent_and_json_echoes_as_common_encoders_write_them_are_masked() {
+        const SECRET: &[u8] = br#"sk/51H+x9"Qa Zt~0(1)*!'\ab"#;
+        let echoes = [
+            // Python urllib.parse.quote(s, safe=""), Go url.PathEscape-like
+            "sk%2F51H%2Bx9%22Qa%20Zt~0%281%29%2A%21%27%5Cab",
+            // the same with lower-case hex digits
+            "sk%2f51H%2bx9%22Qa%20Zt~0%281%29%2a%21%27%5cab",
+            // Python urllib.parse.quote(s) (keeps `/`)
+            "sk/51H%2Bx9%22Qa%20Zt~0%281%29%2A%21%27%5Cab",
+            // Python urllib.parse.quote_plus(s, safe=""), Go url.QueryEscape
+            "sk%2F51H%2Bx9%22Qa+Zt~0%281%29%2A%21%27%5Cab",
+            // JavaScript encodeURIComponent(s)
+            "sk%2F51H%2Bx9%22Qa%20Zt~0(1)*!'%5Cab",
+            // JavaScript new URLSearchParams({a: s}).toString() (WHATWG form encoding)
+            "sk%2F51H%2Bx9%22Qa+Zt%7E0%281%29*%21%27%5Cab",
+            // Python json.dumps(s), serde_json
+            r#""sk/51H+x9\"Qa Zt~0(1)*!'\\ab""#,
+            // PHP json_encode(s), which escapes `/`
+            r#""sk\/51H+x9\"Qa Zt~0(1)*!'\\ab""#,
+        ];
+        let mut needles: Vec<Vec<u8>> = vec![SECRET.to_vec()];
+        needles.extend(encoded_forms(SECRET).iter().map(|f| f.to_vec()));
+        let refs: Vec<&[u8]> = needles.iter().map(Vec::as_slice).collect();
+        let s = Scrubber::new(Arc::new(Needles::new(&refs)));
+        for echo in echoes {
+            let text = format!("you sent {echo}, ok");
+            let masked = s.scrub_all(text.as_bytes()).expect(echo);
+            let stars = "*".repeat(echo.trim_matches('"').len());
+            assert_eq!(
+                String::from_utf8(masked).unwrap(),
+                text.replace(echo.trim_matches('"'), &stars),
+                "{echo}"
+            );
+        }
+        // Every form fits the hold-back bound, which depends on the length alone.
+        assert!(
+            encoded_forms(SECRET)
+                .iter()
+                .all(|f| f.len() <= longest_form(SECRET.len()))
+        );
+        assert!(encoded_forms(&[b'%'; 12]).iter().any(|f| f.len() == 36));
+    }
+
+    /// Issue 4: the shortest credential the gateway injects (8 bytes) is masked when echoed in
+    /// base64 too, at every offset.
+    #[test]
+    fn a_short_credential_echoed_in_base64_is_masked() {
+        use base64::Engine as _;
+        let secret = b"k3y!Zq9w";
+        let mut needles: Vec<Vec<u8>> = vec![secret.to_vec()];
+        needles.extend(encoded_forms(secret).iter().map(|f| f.to_vec()));
+        let refs: Vec<&[u8]> = needles.iter().map(Vec::as_slice).collect();
+        let s = Scrubber::new(Arc::new(Needles::new(&refs)));
+        for before in 0..3 {
+            let mut plain = b"user:".to_vec();
+            plain.extend(std::iter::repeat_n(b'x', before));
+            plain.extend_from_slice(secret);
+            let text = base64::engine::general_purpose::STANDARD.encode(&plain);
+            let masked = s.scrub_all(text.as_bytes()).expect("found");
+            assert!(
+                masked.iter().filter(|&&b| b == b'*').count() >= 10,
+                "{before}"
+            );
+        }
+    }
+
+    /// The hold-back is the bound given, whatever the secrets' own lengths.
+    #[test]
+    fn the_hold_back_is_the_bound_not_the_longest_form() {
+        let needles = |secret: &[u8]| {
+            let forms = encoded_forms(secret);
+            let mut refs: Vec<&[u8]> = vec![secret];
+            refs.extend(forms.iter().map(|f| f.as_slice()));
+            Scrubber::new(Arc::new(
+                Needles::new(&refs).holding_back(longest_form(secret.len())),
+            ))
+        };
+        // Same length, one with many reserved characters (longer percent form), one with none.
+        let held = |secret: &[u8]| {
+            let mut s = needles(secret);
+            let out = s.push(&[b'.'; 200]);
+            200 - out.len()
+        };
+        assert_eq!(held(b"a/b/c/d/e/f/g/h/"), held(b"abcdefghijklmnop"));
+        assert_eq!(held(b"abcdefghijklmnop"), 3 * 16 - 1);
     }
 
     #[test]
