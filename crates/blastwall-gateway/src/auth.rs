@@ -4,9 +4,11 @@
 //! Records are cached by digest after their first lookup. A poller asks the store for revocations
 //! every `revocation_poll` (at most a second) and drops revoked tokens from the cache, so a
 //! revocation made by any process sharing the store takes effect here within that interval.
-//! The same poller reads again, in the background, the records of tokens in use once they are
-//! [`REFRESH_AFTER`] old, and drops those not used since their last read: a token in steady use
-//! never sends a request to the store (only its first request, on a cold cache, reads it inline).
+//! Beside it, and never holding it up (a slow read would otherwise delay the revocation poll
+//! until the gateway refused everything), a second loop reads again the records of tokens in use
+//! once they are [`REFRESH_AFTER`] old, drops those not used since their last read, and writes
+//! last-use times: a token in steady use never sends a request to the store (only its first
+//! request, on a cold cache, reads it inline).
 //! Expiry needs no store at all: it is checked against the record's `expires_at` on every request.
 //! If the poller cannot reach the store for a few intervals, the gateway no longer knows what was
 //! revoked, and refuses every request until it can (fail closed).
@@ -33,6 +35,10 @@ const REFRESH_AFTER: Duration = Duration::from_secs(10);
 /// How long a cached record is trusted at all: past it (the poller could not read it again), a
 /// request reads the store itself.
 const RECORD_TTL: Duration = Duration::from_secs(30);
+
+/// How long the background loop waits for one record to be read again before it moves on (the
+/// record stays as it was, until [`RECORD_TTL`]).
+const REFRESH_READ_LIMIT: Duration = Duration::from_secs(5);
 
 /// What [`Tokens`] reads from and writes to the store; a seam so tests can slow the store down.
 #[async_trait::async_trait]
@@ -69,7 +75,8 @@ impl TokenSource for Arc<dyn Store> {
 struct CachedToken {
     rec: Arc<TokenRecord>,
     digest: TokenDigest,
-    /// When it was read from the store.
+    /// When it was asked of the store (before the read, so a slow read does not make it look
+    /// fresher than it is).
     fetched: Instant,
     /// Whether a request used it since it was read (the poller then reads it again rather than
     /// dropping it).
@@ -77,11 +84,11 @@ struct CachedToken {
 }
 
 impl CachedToken {
-    fn new(rec: Arc<TokenRecord>, digest: TokenDigest) -> Self {
+    fn new(rec: Arc<TokenRecord>, digest: TokenDigest, fetched: Instant) -> Self {
         Self {
             rec,
             digest,
-            fetched: Instant::now(),
+            fetched,
             used: AtomicBool::new(false),
         }
     }
@@ -233,6 +240,7 @@ impl<S: TokenSource> Tokens<S> {
             c.used.store(true, Ordering::Relaxed);
             return Ok(Some(c.rec.clone()));
         }
+        let asked = Instant::now();
         let found = self.store.token_by_digest(digest).await.map_err(|e| {
             tracing::error!(error = %e, "token lookup failed");
             ApiError::new(
@@ -244,7 +252,7 @@ impl<S: TokenSource> Tokens<S> {
         })?;
         let found = found.map(Arc::new);
         if let Some(rec) = &found {
-            let cached = CachedToken::new(rec.clone(), digest.clone());
+            let cached = CachedToken::new(rec.clone(), digest.clone(), asked);
             cached.used.store(true, Ordering::Relaxed);
             self.cache.write().await.insert(*digest.as_bytes(), cached);
         }
@@ -267,31 +275,15 @@ impl<S: TokenSource> Tokens<S> {
     /// drops them. No time is compared (a token revoked from a host whose clock lags is caught
     /// all the same); a token not cached is read from the store when it is next used, with its
     /// revocation. With nothing cached there is nothing to ask.
-    ///
-    /// Then it reads again the records of tokens used since they were read, once they are
-    /// `refresh_after` old, and drops the ones nobody used, so the cache holds the tokens in
-    /// use and a request never waits for the store to read one it has seen.
     pub(crate) async fn poll_once(&self) -> Result<(), StoreError> {
         // The answer is as fresh as the moment the question was asked, not when it came back.
         let asked = self.monotonic_ms();
-        let (cached, stale) = {
-            let mut cache = self.cache.write().await;
-            let mut stale = Vec::new();
-            cache.retain(|_, c| {
-                if c.fetched.elapsed() < self.refresh_after {
-                    return true;
-                }
-                // Kept (it is still good until `record_ttl`) while it is read again.
-                if c.used.swap(false, Ordering::Relaxed) {
-                    stale.push(c.digest.clone());
-                    return true;
-                }
-                false
-            });
+        let cached = {
+            let cache = self.cache.read().await;
             let mut ids: Vec<TokenId> = cache.values().map(|c| c.rec.id.clone()).collect();
             ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
             ids.dedup();
-            (ids, stale)
+            ids
         };
         let ids = if cached.is_empty() {
             Vec::new()
@@ -307,42 +299,81 @@ impl<S: TokenSource> Tokens<S> {
             }
         }
         self.last_poll_ok.store(asked, Ordering::Relaxed);
-        self.refresh(stale).await;
         Ok(())
     }
 
-    /// Reads the records of `digests` again. One that cannot be read stays as it was, until
-    /// `record_ttl`; one that is gone from the store leaves the cache.
-    async fn refresh(&self, digests: Vec<TokenDigest>) {
-        for digest in digests {
-            match self.store.token_by_digest(&digest).await {
-                Ok(Some(rec)) => {
-                    let fresh = CachedToken::new(Arc::new(rec), digest.clone());
+    /// Reads again the records of tokens used since they were read, once they are
+    /// `refresh_after` old, and drops the ones nobody used, so the cache holds the tokens in
+    /// use and a request never waits for the store to read one it has seen. A record that cannot
+    /// be read (or not within [`REFRESH_READ_LIMIT`]) stays as it was, until `record_ttl`; one
+    /// that is gone from the store leaves the cache. A record revoked meanwhile stays refused:
+    /// the revoked set is kept apart from the cache.
+    pub(crate) async fn refresh_once(&self) {
+        let stale = {
+            let mut cache = self.cache.write().await;
+            let mut stale = Vec::new();
+            cache.retain(|_, c| {
+                if c.fetched.elapsed() < self.refresh_after {
+                    return true;
+                }
+                // Kept (it is still good until `record_ttl`) while it is read again.
+                if c.used.swap(false, Ordering::Relaxed) {
+                    stale.push(c.digest.clone());
+                    return true;
+                }
+                false
+            });
+            stale
+        };
+        for digest in stale {
+            let asked = Instant::now();
+            let read =
+                tokio::time::timeout(REFRESH_READ_LIMIT, self.store.token_by_digest(&digest)).await;
+            match read {
+                Ok(Ok(Some(rec))) => {
+                    let fresh = CachedToken::new(Arc::new(rec), digest.clone(), asked);
                     self.cache.write().await.insert(*digest.as_bytes(), fresh);
                 }
-                Ok(None) => {
+                Ok(Ok(None)) => {
                     self.cache.write().await.remove(digest.as_bytes());
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, "could not read a cached token again; it is read at its next use once it is too old");
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        limit = ?REFRESH_READ_LIMIT,
+                        "reading a cached token again took too long; it is read at its next use once it is too old"
+                    );
                 }
             }
         }
     }
 
-    /// Runs the revocation poller and flushes last-use times, until the process stops.
+    /// Runs the revocation poller and, beside it, the loop that reads records again and flushes
+    /// last-use times, until the process stops. The two run concurrently: however slow the
+    /// second is, it does not delay a revocation poll.
     pub(crate) async fn run_poller(self: Arc<Self>) {
-        let mut ticks: u32 = 0;
-        loop {
-            tokio::time::sleep(self.poll).await;
-            if let Err(e) = self.poll_once().await {
-                tracing::warn!(error = %e, "revocation poll failed");
+        let revocations = async {
+            loop {
+                tokio::time::sleep(self.poll).await;
+                if let Err(e) = self.poll_once().await {
+                    tracing::warn!(error = %e, "revocation poll failed");
+                }
             }
-            ticks = ticks.wrapping_add(1);
-            if ticks.is_multiple_of(4) {
-                self.flush_touched().await;
+        };
+        let upkeep = async {
+            let mut ticks: u32 = 0;
+            loop {
+                tokio::time::sleep(self.poll).await;
+                self.refresh_once().await;
+                ticks = ticks.wrapping_add(1);
+                if ticks.is_multiple_of(4) {
+                    self.flush_touched().await;
+                }
             }
-        }
+        };
+        tokio::join!(revocations, upkeep);
     }
 
     /// Writes last-use times to the store (coalesced, off the request path).
@@ -377,7 +408,7 @@ fn revoked() -> ApiError {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicU64, AtomicUsize};
 
     use blastwall_core::EnvName;
     use blastwall_core::operation::OperationPattern;
@@ -388,7 +419,8 @@ mod tests {
     /// A store of one token whose lookups can be made slow.
     struct SlowSource {
         rec: TokenRecord,
-        slow: AtomicBool,
+        /// How long a lookup takes, in milliseconds.
+        delay_ms: AtomicU64,
         lookups: AtomicUsize,
     }
 
@@ -399,8 +431,9 @@ mod tests {
             digest: &TokenDigest,
         ) -> Result<Option<TokenRecord>, StoreError> {
             self.lookups.fetch_add(1, Ordering::SeqCst);
-            if self.slow.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(300)).await;
+            let delay = self.delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
             }
             Ok(self
                 .rec
@@ -436,7 +469,7 @@ mod tests {
         };
         let src = Arc::new(SlowSource {
             rec,
-            slow: AtomicBool::new(false),
+            delay_ms: AtomicU64::new(0),
             lookups: AtomicUsize::new(0),
         });
         (src, format!("Bearer {}", cred.expose()))
@@ -458,7 +491,7 @@ mod tests {
         // The first use reads the store (a cold cache).
         tokens.authenticate(Some(header.as_bytes())).await.unwrap();
         assert_eq!(src.lookups.load(Ordering::SeqCst), 1);
-        src.slow.store(true, Ordering::SeqCst);
+        src.delay_ms.store(300, Ordering::SeqCst);
         let poller = tokio::spawn(tokens.clone().run_poller());
         let started = Instant::now();
         while started.elapsed() < Duration::from_millis(2500) {
@@ -493,16 +526,51 @@ mod tests {
         tokens.authenticate(Some(header.as_bytes())).await.unwrap();
         tokio::time::sleep(Duration::from_millis(60)).await;
         // Used since it was read: read again, and kept.
-        tokens.poll_once().await.unwrap();
+        tokens.refresh_once().await;
         assert_eq!(src.lookups.load(Ordering::SeqCst), 2);
         assert_eq!(tokens.cache.read().await.len(), 1);
         tokio::time::sleep(Duration::from_millis(60)).await;
         // Not used since: dropped, not read.
-        tokens.poll_once().await.unwrap();
+        tokens.refresh_once().await;
         assert_eq!(src.lookups.load(Ordering::SeqCst), 2);
         assert!(tokens.cache.read().await.is_empty());
         // Its next use reads it again.
         tokens.authenticate(Some(header.as_bytes())).await.unwrap();
         assert_eq!(src.lookups.load(Ordering::SeqCst), 3);
+    }
+
+    /// A read of a record that hangs does not hold up the revocation poll: requests go on being
+    /// answered (the gateway would refuse them all once revocations were a few polls old).
+    #[tokio::test]
+    async fn a_slow_record_read_does_not_delay_the_revocation_poll() {
+        let (src, header) = source();
+        let tokens = Arc::new(Tokens::with_ages(
+            src.clone(),
+            Duration::from_millis(20),
+            Duration::from_millis(50),
+            Duration::from_secs(60),
+        ));
+        tokens.poll_once().await.unwrap();
+        tokens.authenticate(Some(header.as_bytes())).await.unwrap();
+        // Each read again takes longer than revocations may be old (4 polls + 2 s).
+        src.delay_ms.store(4000, Ordering::SeqCst);
+        let poller = tokio::spawn(tokens.clone().run_poller());
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(3000) {
+            let answer = tokio::time::timeout(
+                Duration::from_millis(100),
+                tokens.authenticate(Some(header.as_bytes())),
+            )
+            .await;
+            assert!(
+                matches!(answer, Ok(Ok(_))),
+                "refused or waited after {:?}",
+                started.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        poller.abort();
+        // The record was being read again meanwhile.
+        assert!(src.lookups.load(Ordering::SeqCst) >= 2);
     }
 }
