@@ -238,7 +238,10 @@ mod tests {
         let template = catalog.profile("railway").unwrap().credential();
         let held = |secret: &[u8]| {
             let c = opened(secret);
-            c.injection("railway", template).unwrap().needles.held_back()
+            c.injection("railway", template)
+                .unwrap()
+                .needles
+                .held_back()
         };
         let plain = held(b"rw_live_0123456789abcdef");
         assert_eq!(plain, held(b"rw/live+0123456789\\\"&%#!"));

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -19,7 +19,7 @@ use blastwall_core::{EnvName, Environment};
 use blastwall_policy::Catalog;
 use blastwall_store::{Auditor, Store, SyncAuditLog};
 use http::StatusCode;
-use tokio::sync::{RwLock, mpsc};
+use tokio::sync::{RwLock, mpsc, watch};
 
 use crate::auth::Tokens;
 use crate::authorize::Authorize;
@@ -89,6 +89,8 @@ pub struct Running {
     /// The gateway's state (for an in-process router, e.g. tests).
     pub gateway: Gateway,
     audit_task: tokio::task::JoinHandle<()>,
+    /// When the stop began, for the audit writer's deadline.
+    stopping: watch::Sender<Option<Instant>>,
     poll_task: tokio::task::JoinHandle<()>,
     refresh_task: tokio::task::JoinHandle<()>,
     summary_task: tokio::task::JoinHandle<()>,
@@ -114,11 +116,20 @@ impl Gateway {
         tokens.poll_once().await.map_err(GatewayError::Store)?;
         let (tx, rx) = mpsc::channel(10_000);
         let audit_failing = Arc::new(AtomicBool::new(false));
+        let (stopping, stop_seen) = watch::channel(None);
         // Opening the SQLite connection blocks briefly (a file and a few pragmas), once, at
         // start-up, before anything is served.
         let audit_task = match setup.store.sync_audit_log()? {
-            Some(log) => spawn_audit_thread(setup.auditor, log, rx, audit_failing.clone())?,
-            None => tokio::spawn(audit_writer(setup.auditor, rx, audit_failing.clone())),
+            Some(mut log) => {
+                log.set_busy_timeout(AUDIT_ATTEMPT_LIMIT)?;
+                spawn_audit_thread(setup.auditor, log, rx, audit_failing.clone(), stop_seen)?
+            }
+            None => tokio::spawn(audit_writer(
+                setup.auditor,
+                rx,
+                audit_failing.clone(),
+                stop_seen,
+            )),
         };
         let poll_task = tokio::spawn(tokens.clone().run_poller());
         let inner = Inner {
@@ -146,6 +157,7 @@ impl Gateway {
         Ok(Running {
             gateway,
             audit_task,
+            stopping,
             poll_task,
             refresh_task,
             summary_task,
@@ -380,12 +392,23 @@ impl Running {
         Ok(())
     }
 
-    /// Stops the background tasks, writing every queued audit entry first.
+    /// Stops the background tasks, writing every queued audit entry first (or, if the store
+    /// will not take them within [`AUDIT_STOP_GRACE`], to the log).
     pub async fn stop(self) {
+        self.stopping.send_replace(Some(Instant::now()));
         self.poll_task.abort();
         self.refresh_task.abort();
         self.summary_task.abort();
-        self.gateway.inner.tokens.flush_touched().await;
+        // Bounded like the rest: last-use times are a convenience, the audit entries are not.
+        if tokio::time::timeout(
+            Duration::from_secs(2),
+            self.gateway.inner.tokens.flush_touched(),
+        )
+        .await
+        .is_err()
+        {
+            tracing::warn!("last-use times could not be written at stop");
+        }
         // Bounded: a writer retrying a failing store with a full queue must not hold the stop.
         if tokio::time::timeout(Duration::from_secs(2), self.gateway.audit_suppressed())
             .await
@@ -399,12 +422,13 @@ impl Running {
             ..
         } = self;
         drop(gateway);
-        // The writer ends once every sender (held by the gateway state) is gone.
-        if tokio::time::timeout(Duration::from_secs(10), audit_task)
+        // The writer ends once every sender (held by the gateway state) is gone, or once it has
+        // written to the log what the store would not take.
+        if tokio::time::timeout(AUDIT_STOP_WAIT, audit_task)
             .await
             .is_err()
         {
-            tracing::error!("audit writer did not finish within 10s");
+            tracing::error!(wait = ?AUDIT_STOP_WAIT, "audit writer did not finish in time");
         }
     }
 }
@@ -420,15 +444,43 @@ const AUDIT_WINDOW: Duration = Duration::from_millis(5);
 /// The longest wait between two attempts to write a batch the store refused.
 const AUDIT_RETRY_MAX: Duration = Duration::from_secs(2);
 
-/// How long a writer goes on retrying a batch the store refuses once the gateway is stopping
-/// (its queue closed) before it writes the entries to the log instead (the stop waits 10 s).
+/// How long a writer goes on trying to write what it holds once the gateway is stopping before
+/// it writes the entries to the log instead.
 const AUDIT_STOP_GRACE: Duration = Duration::from_secs(4);
 
-/// Entries the store still refused when the gateway stopped: written to the log, one line each
+/// The longest one attempt to append a batch lasts once the gateway is stopping: on SQLite how
+/// long it waits for another writer's lock (it then fails, and is retried), always; through the
+/// async driver (PostgreSQL) an attempt is abandoned ([`attempt_abandoned`]). An attempt begun
+/// just before the stop's grace ends must still end before the stop stops waiting.
+const AUDIT_ATTEMPT_LIMIT: Duration = Duration::from_secs(5);
+
+/// How long the stop waits for the audit writer: the grace, one last attempt, and a margin for
+/// the steps of the stop before it.
+const AUDIT_STOP_WAIT: Duration = Duration::from_secs(12);
+
+/// Why entries are written to the log instead of the store.
+#[derive(Clone, Copy, Debug)]
+enum Unwritten {
+    /// The store refused them until the grace was over.
+    Refused,
+    /// The store had not answered when the grace was over (the attempt was abandoned: it may
+    /// or may not have been committed).
+    Unanswered,
+}
+
+/// Entries the store did not take when the gateway stopped: written to the log, one line each
 /// (an entry holds no secret: tokens by id, bodies by digest), so that they outlive the process
 /// rather than go with it; `blastwall log verify` does not see them, the operator does.
-fn log_unwritten(records: Vec<AuditRecord>) {
+fn log_unwritten(records: Vec<AuditRecord>, why: Unwritten) {
     let n = records.len();
+    let message = match why {
+        Unwritten::Refused => {
+            "audit entry not written: the store refused it until the gateway stopped"
+        }
+        Unwritten::Unanswered => {
+            "audit entry not confirmed written: the store did not answer before the gateway stopped"
+        }
+    };
     for r in records {
         tracing::error!(
             at = %r.at,
@@ -437,7 +489,7 @@ fn log_unwritten(records: Vec<AuditRecord>) {
             env = r.env.as_deref().unwrap_or("-"),
             target = r.target.as_deref().unwrap_or("-"),
             detail = %r.detail,
-            "audit entry not written: the store refused it until the gateway stopped"
+            "{message}"
         );
     }
     tracing::error!(
@@ -446,16 +498,46 @@ fn log_unwritten(records: Vec<AuditRecord>) {
     );
 }
 
-/// Whether a writer whose batch the store refuses should give up: the gateway is stopping (no
-/// sender is left) and has been for [`AUDIT_STOP_GRACE`]. `closed_at` remembers when it was seen.
-fn give_up(closed: bool, closed_at: &mut Option<std::time::Instant>) -> bool {
-    if !closed {
-        return false;
+/// When a writer stops trying the store: [`AUDIT_STOP_GRACE`] after the stop began (`None`
+/// while it has not).
+fn stop_deadline(stopping: &watch::Receiver<Option<Instant>>) -> Option<Instant> {
+    stopping.borrow().map(|at| at + AUDIT_STOP_GRACE)
+}
+
+/// How long to wait before the next attempt: `wait`, but never past the stop's deadline.
+fn retry_pause(wait: Duration, deadline: Option<Instant>) -> Duration {
+    deadline.map_or(wait, |d| {
+        wait.min(d.saturating_duration_since(Instant::now()))
+    })
+}
+
+/// Completes when an attempt begun at `started` is abandoned: never while the gateway is not
+/// stopping (an abandoned attempt may have been committed, and would be appended twice); once
+/// it is, [`AUDIT_ATTEMPT_LIMIT`] after it began, but not before the stop's deadline nor later
+/// than one limit after it, so that every attempt ends before the stop stops waiting.
+async fn attempt_abandoned(mut stopping: watch::Receiver<Option<Instant>>, started: Instant) {
+    let at = match stopping.wait_for(Option::is_some).await {
+        Ok(at) => *at,
+        Err(_) => None,
+    };
+    let Some(at) = at else {
+        return std::future::pending().await;
+    };
+    let deadline = at + AUDIT_STOP_GRACE;
+    let cutoff = (started + AUDIT_ATTEMPT_LIMIT).clamp(deadline, deadline + AUDIT_ATTEMPT_LIMIT);
+    tokio::time::sleep_until(cutoff.into()).await;
+}
+
+/// Everything a writer still holds, in order: its batch, then the queue.
+fn take_all(
+    batch: &mut Vec<AuditRecord>,
+    rx: &mut mpsc::Receiver<AuditRecord>,
+) -> Vec<AuditRecord> {
+    let mut all = std::mem::take(batch);
+    while let Ok(r) = rx.try_recv() {
+        all.push(r);
     }
-    closed_at
-        .get_or_insert_with(std::time::Instant::now)
-        .elapsed()
-        >= AUDIT_STOP_GRACE
+    all
 }
 
 /// Writes queued audit entries in order, a window's worth at a time in one transaction; signs a
@@ -463,13 +545,15 @@ fn give_up(closed: bool, closed_at: &mut Option<std::time::Instant>) -> bool {
 ///
 /// A batch the store refuses is retried until it is written, never dropped, and while it is not,
 /// `failing` is set: the gateway then forwards nothing (503 `audit_unavailable`), since it could
-/// not record what it forwarded. Once the gateway is stopping and the store has refused for
-/// [`AUDIT_STOP_GRACE`] more, the entries still held go to the log instead ([`log_unwritten`]). A checkpoint that cannot be signed is logged and left to the
+/// not record what it forwarded. Once the gateway has been stopping for [`AUDIT_STOP_GRACE`]
+/// and the store still refuses (or has not answered) the entries still held go to the log
+/// instead ([`log_unwritten`]). A checkpoint that cannot be signed is logged and left to the
 /// next one (signing it again would mean appending the batch again).
 async fn audit_writer(
     auditor: Auditor,
     mut rx: mpsc::Receiver<AuditRecord>,
     failing: Arc<AtomicBool>,
+    stopping: watch::Receiver<Option<Instant>>,
 ) {
     let mut open = FailClosed {
         failing: &failing,
@@ -488,24 +572,29 @@ async fn audit_writer(
             }
         }
         let mut wait = Duration::from_millis(50);
-        let mut closed_at = None;
         let entries = loop {
-            match auditor.store().audit_append_batch(batch.clone()).await {
+            let attempt = tokio::select! {
+                biased;
+                r = auditor.store().audit_append_batch(batch.clone()) => r,
+                () = attempt_abandoned(stopping.clone(), Instant::now()) => {
+                    log_unwritten(take_all(&mut batch, &mut rx), Unwritten::Unanswered);
+                    open.ended = true;
+                    return;
+                }
+            };
+            match attempt {
                 Ok(entries) => break entries,
                 Err(e) => {
                     if !failing.swap(true, Ordering::SeqCst) {
                         tracing::error!(error = %blastwall_core::error_chain(&e), entries = batch.len(), "audit append failed; forwarding nothing until it succeeds");
                     }
-                    if give_up(rx.is_closed(), &mut closed_at) {
-                        let mut unwritten = std::mem::take(&mut batch);
-                        while let Ok(r) = rx.try_recv() {
-                            unwritten.push(r);
-                        }
-                        log_unwritten(unwritten);
+                    let deadline = stop_deadline(&stopping);
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        log_unwritten(take_all(&mut batch, &mut rx), Unwritten::Refused);
                         open.ended = true;
                         return;
                     }
-                    tokio::time::sleep(wait).await;
+                    tokio::time::sleep(retry_pause(wait, deadline)).await;
                     wait = (wait * 2).min(AUDIT_RETRY_MAX);
                 }
             }
@@ -550,22 +639,27 @@ fn spawn_audit_thread(
     log: SyncAuditLog,
     rx: mpsc::Receiver<AuditRecord>,
     failing: Arc<AtomicBool>,
+    stopping: watch::Receiver<Option<Instant>>,
 ) -> Result<tokio::task::JoinHandle<()>, GatewayError> {
-    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let (done, finished) = tokio::sync::oneshot::channel::<bool>();
     let writer = auditor.clone();
     std::thread::Builder::new()
         .name("audit-writer".to_owned())
         .spawn(move || {
-            audit_thread(&writer, log, rx, &failing);
+            let wrote_all = audit_thread(&writer, log, rx, &failing, &stopping);
             // Nobody listens once `stop` has given up waiting; nothing to do then.
-            done.send(()).ok();
+            done.send(wrote_all).ok();
         })
         .map_err(GatewayError::AuditWriter)?;
     Ok(tokio::spawn(async move {
-        // An error here means the thread ended without saying so: it panicked, and its guard
-        // has set `failing`. The closing checkpoint is still worth signing over what it wrote.
-        if finished.await.is_err() {
-            tracing::debug!("the audit writer thread panicked");
+        match finished.await {
+            // The store would not take the last entries (they are in the log): it will not
+            // take a checkpoint either.
+            Ok(false) => return,
+            Ok(true) => {}
+            // The thread ended without saying so: it panicked, and its guard has set `failing`.
+            // The closing checkpoint is still worth signing over what it wrote.
+            Err(_) => tracing::debug!("the audit writer thread panicked"),
         }
         if let Err(e) = auditor.finish().await {
             tracing::error!(error = %e, "could not sign the closing audit checkpoint");
@@ -576,13 +670,15 @@ fn spawn_audit_thread(
 /// [`audit_writer`] for a store with a synchronous connection (SQLite), on a thread of its own:
 /// the same window, batches, retries and `failing` flag, but a batch is one transaction run by
 /// this thread (its checkpoints included) instead of a series of statements handed to the async
-/// driver's thread and back. Ends when the queue closes.
+/// driver's thread and back. Ends when the queue closes (`true`), or when the stop's grace is
+/// over with entries the store would not take, which go to the log (`false`).
 fn audit_thread(
     auditor: &Auditor,
     mut log: SyncAuditLog,
     mut rx: mpsc::Receiver<AuditRecord>,
     failing: &AtomicBool,
-) {
+    stopping: &watch::Receiver<Option<Instant>>,
+) -> bool {
     let mut open = FailClosed {
         failing,
         ended: false,
@@ -605,21 +701,18 @@ fn audit_thread(
             drain(&mut rx, &mut batch);
         }
         let mut wait = Duration::from_millis(50);
-        let mut closed_at = None;
+        // Each attempt ends within AUDIT_ATTEMPT_LIMIT (the connection's busy timeout).
         while let Err(e) = auditor.append_batch_sync(&mut log, &batch) {
             if !failing.swap(true, Ordering::SeqCst) {
                 tracing::error!(error = %blastwall_core::error_chain(&e), entries = batch.len(), "audit append failed; forwarding nothing until it succeeds");
             }
-            if give_up(rx.is_closed(), &mut closed_at) {
-                let mut unwritten = std::mem::take(&mut batch);
-                while let Ok(r) = rx.try_recv() {
-                    unwritten.push(r);
-                }
-                log_unwritten(unwritten);
+            let deadline = stop_deadline(stopping);
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                log_unwritten(take_all(&mut batch, &mut rx), Unwritten::Refused);
                 open.ended = true;
-                return;
+                return false;
             }
-            std::thread::sleep(wait);
+            std::thread::sleep(retry_pause(wait, deadline));
             wait = (wait * 2).min(AUDIT_RETRY_MAX);
         }
         if failing.swap(false, Ordering::SeqCst) {
@@ -628,6 +721,7 @@ fn audit_thread(
         batch.clear();
     }
     open.ended = true;
+    true
 }
 
 async fn healthz(State(gw): State<Gateway>) -> Response {

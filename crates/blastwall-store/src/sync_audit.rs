@@ -63,6 +63,14 @@ impl SyncAuditLog {
         })
     }
 
+    /// How long an append waits for another writer's lock before it fails (the store's busy
+    /// timeout until this is called). The gateway shortens it so that one attempt cannot outlast
+    /// its stop; it retries a failed batch itself.
+    pub fn set_busy_timeout(&mut self, timeout: std::time::Duration) -> Result<(), StoreError> {
+        self.conn.busy_timeout(timeout)?;
+        Ok(())
+    }
+
     /// Appends `audits` in order after the current head, in one transaction, and in that same
     /// transaction a checkpoint signed by `signer` of every entry whose sequence number is a
     /// multiple of `every` (0 is taken as 1). All or nothing. Returns the sequence numbers

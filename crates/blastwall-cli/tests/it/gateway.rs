@@ -57,7 +57,8 @@ impl Served {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("blastwall serve did not stop on SIGTERM");
+        let log = String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned();
+        panic!("blastwall serve did not stop on SIGTERM: {log}");
     }
 
     /// Stops with SIGTERM and waits, so the audit log is drained.
@@ -1085,6 +1086,51 @@ async fn audit_entries_the_store_refuses_until_the_stop_go_to_the_log() {
     );
     assert!(!log.contains(REST_SECRET), "{log}");
     assert!(!log.contains(&token), "{log}");
+}
+
+/// The same when the store does not refuse but makes the writer wait (another process holds
+/// SQLite's write lock through the stop): each attempt ends within the writer's own limit, so
+/// the stop still reaches the log in time rather than ending with entries in hand.
+#[tokio::test]
+async fn audit_entries_a_locked_store_keeps_waiting_go_to_the_log_at_the_stop() {
+    use sqlx::ConnectOptions;
+    let s = setup().await;
+    let (token, _) = issue(&s.bw, "staging", "rest:*", "1h");
+    let gw = serve(&s.bw);
+    let url = format!("{}/proxy/api/during", gw.base);
+    let mut lock = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(s.bw.data().join("blastwall.db"))
+        .connect()
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let mut forwarded = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = call("GET", &url, Some(&token), &[], "").await;
+        if r.status != 200 {
+            assert_eq!(r.json()["error"], "audit_unavailable", "{}", r.text());
+            break;
+        }
+        forwarded += 1;
+        assert!(Instant::now() < deadline, "never refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(forwarded >= 1);
+    let stopping = Instant::now();
+    let log = gw.stop_and_log();
+    let took = stopping.elapsed();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("audit entry not written"))
+        .collect();
+    assert_eq!(lines.len(), forwarded, "{log}");
+    assert!(!log.contains("did not finish"), "{log}");
+    assert!(took < Duration::from_secs(16), "the stop took {took:?}");
+    sqlx::raw_sql("ROLLBACK").execute(&mut lock).await.unwrap();
 }
 
 /// The gateway's audit writer (on a thread of its own with SQLite, through the pool with
