@@ -1133,6 +1133,44 @@ async fn audit_entries_a_locked_store_keeps_waiting_go_to_the_log_at_the_stop() 
     sqlx::raw_sql("ROLLBACK").execute(&mut lock).await.unwrap();
 }
 
+/// On PostgreSQL an append that never answers (another session holds the audit table's lock
+/// through the stop) is abandoned at the end of the stop's grace, and the entries it held go to
+/// the log as not confirmed, rather than the stop ending with them in hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_entries_a_postgres_store_never_answers_go_to_the_log_at_the_stop() {
+    use sqlx::Connection;
+    let pg = tokio::task::spawn_blocking(blastwall_test::PgCluster::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let s = setup_with(&["--store-url", &pg.url()]).await;
+    let (token, _) = issue(&s.bw, "staging", "rest:*", "1h");
+    let gw = serve(&s.bw);
+    let mut lock = sqlx::PgConnection::connect(&pg.url()).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE audit_log IN EXCLUSIVE MODE;")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let url = format!("{}/proxy/api/during", gw.base);
+    // The appends wait (they are not refused), so these are forwarded.
+    for _ in 0..5 {
+        let r = call("GET", &url, Some(&token), &[], "").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let stopping = Instant::now();
+    let log = gw.stop_and_log();
+    let took = stopping.elapsed();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("audit entry not confirmed written"))
+        .collect();
+    assert_eq!(lines.len(), 5, "{log}");
+    assert!(lines.iter().all(|l| l.contains("request.decide")), "{log}");
+    assert!(!log.contains("did not finish"), "{log}");
+    assert!(took < Duration::from_secs(16), "the stop took {took:?}");
+    sqlx::raw_sql("ROLLBACK").execute(&mut lock).await.unwrap();
+}
+
 /// The gateway's audit writer (on a thread of its own with SQLite, through the pool with
 /// PostgreSQL) and the CLI append to one chain at once: every decision is there, checkpoints
 /// are signed among the gateway's batches, and the log verifies.
