@@ -7,7 +7,7 @@
 //! - `/redirect` answers 302 to `http://127.0.0.1:9/stolen`;
 //! - `/slow` waits 30 s before answering;
 //! - `/big` streams 4 MiB;
-//! - `/stream` sends [`FIRST_CHUNK`] at once and `second\n` a second later; `/stall` waits 30 s
+//! - `/stream` sends [`FIRST_CHUNK`] at once and `second\n` two seconds later; `/stall` waits 30 s
 //!   instead, mid-body;
 //! - `/gzip` answers with a gzip-encoded echo of the `Authorization` header, whatever the request
 //!   asked for (an upstream that ignores `Accept-Encoding: identity`);
@@ -218,9 +218,10 @@ async fn handle(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request) -> Resp
         );
         r
     } else if path == "/stream" || path == "/stall" {
-        // A first chunk at once, then the rest a second later (`/stream`) or not for 30 s
-        // (`/stall`): what reaches the agent before the upstream is done.
-        let pause = if path == "/stream" { 1 } else { 30 };
+        // A first chunk at once, then the rest two seconds later (`/stream`: long enough that a
+        // busy test machine does not blur "at once" and "later") or not for 30 s (`/stall`):
+        // what reaches the agent before the upstream is done.
+        let pause = if path == "/stream" { 2 } else { 30 };
         let chunks = futures_util::stream::unfold(0u8, move |n| async move {
             match n {
                 0 => Some((

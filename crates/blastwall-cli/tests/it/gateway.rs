@@ -1595,7 +1595,7 @@ async fn upstream_limits_and_streaming() {
     let cfg = s.bw.path().join("blastwall.toml");
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     text.push_str(
-        "\n[gateway]\nconnect_timeout = \"1s\"\nresponse_timeout = \"3s\"\nmax_body_bytes = 2048\n",
+        "\n[gateway]\nconnect_timeout = \"1s\"\nresponse_timeout = \"5s\"\nmax_body_bytes = 2048\n",
     );
     std::fs::write(&cfg, text).unwrap();
     let (token, _) = issue(&s.bw, "staging", "rest:*", "1h");
@@ -1613,15 +1613,15 @@ async fn upstream_limits_and_streaming() {
     let resp = client.request(get("api/stream")).await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
-    // (The gateway holds back the last bytes of each chunk, fewer than a credential's length,
-    // until the next one shows no credential straddles the two.)
+    // (The gateway holds back the last bytes of each chunk, three times a credential's length,
+    // until the next one shows no credential, or encoded form of it, straddles the two.)
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert!(
         first.len() >= 128 && FIRST_CHUNK.starts_with(&first),
         "{first:?}"
     );
     assert!(
-        started.elapsed() < Duration::from_millis(900),
+        started.elapsed() < Duration::from_millis(1900),
         "the first chunk waited for the rest: {:?}",
         started.elapsed()
     );
@@ -1629,7 +1629,7 @@ async fn upstream_limits_and_streaming() {
     let mut whole = first.to_vec();
     whole.extend_from_slice(&rest);
     assert_eq!(whole, [&FIRST_CHUNK[..], b"second\n"].concat());
-    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(started.elapsed() >= Duration::from_secs(2));
 
     // Stalled mid-body: cut after response_timeout, not held for the upstream's 30 s.
     let started = Instant::now();
@@ -1638,12 +1638,12 @@ async fn upstream_limits_and_streaming() {
     let mut body = resp.into_body();
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert!(FIRST_CHUNK.starts_with(&first), "{first:?}");
-    let end = tokio::time::timeout(Duration::from_secs(10), body.collect()).await;
+    let end = tokio::time::timeout(Duration::from_secs(15), body.collect()).await;
     assert!(
         matches!(end, Ok(Err(_))),
         "a stalled body must end in an error, not look complete"
     );
-    assert!(started.elapsed() < Duration::from_secs(8));
+    assert!(started.elapsed() < Duration::from_secs(10));
 
     // An upstream that never accepts: given up after connect_timeout.
     let started = Instant::now();
