@@ -45,9 +45,9 @@ pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
 }
 
 /// Opens a store that must already exist (every command but `init`): an SQLite file that is
-/// missing is refused rather than created empty, which would quietly start over without the
-/// tokens, credentials and audit history the missing one held. PostgreSQL is opened as by
-/// [`open`] (a database that does not exist cannot be connected to).
+/// missing, empty or another program's, or a PostgreSQL database without a store's schema, is
+/// refused rather than set up empty, which would quietly start over without the tokens,
+/// credentials and audit history the missing one held.
 #[tracing::instrument(skip_all, fields(store = %url))]
 pub async fn open_existing(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
     if let StoreUrl::Sqlite(path) = url
@@ -62,7 +62,22 @@ pub async fn open_existing(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError>
                 .into(),
         });
     }
-    open(url).await
+    Ok(match url {
+        StoreUrl::Sqlite(path) => Arc::new(SqliteStore::open_existing(path).await?),
+        StoreUrl::Postgres(url) => Arc::new(PgStore::connect_existing(url).await?),
+    })
+}
+
+/// The refusal of [`open_existing`] for a database that holds no store.
+fn no_store_here(url: String) -> StoreError {
+    StoreError::Unreachable {
+        url,
+        reason: "the database holds no Blastwall store (it is empty, or another program's)".into(),
+        hint: "run `blastwall init` to set up a new store there; if the store lives elsewhere, \
+               point `[store] url` at it (a new, empty store would have none of the tokens, \
+               credentials and audit history the old one held)"
+            .into(),
+    }
 }
 
 /// Everything Blastwall persists. Implementations must be safe to share between processes:

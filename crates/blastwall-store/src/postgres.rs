@@ -32,6 +32,17 @@ impl PgStore {
     /// Connects to `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`) and brings the schema up
     /// to date.
     pub async fn connect(url: &SecretString) -> Result<Self, StoreError> {
+        Self::connect_with(url, true).await
+    }
+
+    /// Connects to a database that must already hold a store (a Blastwall schema, perhaps
+    /// older), and brings the schema up to date: an empty database, or another program's, is
+    /// refused rather than made into a new, empty store.
+    pub async fn connect_existing(url: &SecretString) -> Result<Self, StoreError> {
+        Self::connect_with(url, false).await
+    }
+
+    async fn connect_with(url: &SecretString, create: bool) -> Result<Self, StoreError> {
         let raw = url.expose_secret();
         let shown = redact_url(raw);
         let options = PgConnectOptions::from_str(raw).map_err(|_| StoreError::Unreachable {
@@ -57,6 +68,16 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(unreachable)?;
+        if !create {
+            let found: bool = sqlx::query_scalar("SELECT to_regclass('audit_log') IS NOT NULL")
+                .fetch_one(&pool)
+                .await
+                .map_err(&unreachable)?;
+            if !found {
+                pool.close().await;
+                return Err(crate::no_store_here(shown));
+            }
+        }
         let store = Self { pool, url: shown };
         store.migrate().await?;
         tracing::debug!(url = %store.url, "postgres store open");

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{ConnectOptions, Connection, Sqlite, SqlitePool, Transaction};
 
 use crate::error::StoreError;
 use crate::sql::impl_store;
@@ -29,6 +29,17 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if missing) the database file at `path` and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, true).await
+    }
+
+    /// Opens the store in the database file at `path`, which must exist and hold one (a
+    /// Blastwall schema, perhaps older), and brings its schema up to date: an empty file, or
+    /// another program's database, is refused rather than made into a new, empty store.
+    pub async fn open_existing(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, false).await
+    }
+
+    async fn open_with(path: &Path, create: bool) -> Result<Self, StoreError> {
         let url = format!("sqlite://{}", path.display());
         let folder = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
@@ -41,14 +52,47 @@ impl SqliteStore {
                 hint: "run `blastwall init`, or create the folder, or set `[store] url`".into(),
             });
         }
-        create_private(path).map_err(|e| StoreError::Unreachable {
-            url: url.clone(),
-            reason: format!("cannot create the file: {e}"),
-            hint: "check the folder's permissions".into(),
-        })?;
+        if create {
+            create_private(path).map_err(|e| StoreError::Unreachable {
+                url: url.clone(),
+                reason: format!("cannot create the file: {e}"),
+                hint: "check the folder's permissions".into(),
+            })?;
+        }
+        if !create {
+            // Looked at read-only first, so another program's database is left as it was (the
+            // pool below would switch it to WAL).
+            let holds_store = async {
+                let mut probe = SqliteConnectOptions::new()
+                    .filename(path)
+                    .read_only(true)
+                    .connect()
+                    .await?;
+                let found: Option<i64> = sqlx::query_scalar(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_log'",
+                )
+                .fetch_optional(&mut probe)
+                .await?;
+                probe.close().await?;
+                Ok::<_, sqlx::Error>(found.is_some())
+            };
+            match holds_store.await {
+                Ok(true) => {}
+                Ok(false) => return Err(crate::no_store_here(url)),
+                Err(e) => {
+                    return Err(StoreError::Unreachable {
+                        url,
+                        reason: e.to_string(),
+                        hint: "check that the path is a Blastwall database file you may read and \
+                               write"
+                            .into(),
+                    });
+                }
+            }
+        }
         let options = SqliteConnectOptions::new()
             .filename(path)
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)

@@ -140,3 +140,74 @@ async fn a_sync_batch_waits_for_another_writers_lock() {
     assert_eq!(written.unwrap(), Some(1..=2));
     assert!(at >= released);
 }
+
+/// Every command but `init` opens a store that must exist: an empty file, or another program's
+/// database, is refused (and left as it was) rather than set up as a new, empty store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_file_holding_a_store_opens_as_an_existing_one() {
+    use blastwall_core::config::StoreUrl;
+    use sqlx::{ConnectOptions, Connection};
+    let dir = blastwall_test::temp_dir().unwrap();
+    let refused = |e: blastwall_store::StoreError| {
+        let text = format!("{e:#}");
+        assert!(text.contains("holds no Blastwall store"), "{text}");
+    };
+
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    refused(
+        blastwall_store::open_existing(&StoreUrl::Sqlite(empty.clone()))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+
+    let other = dir.path().join("other.db");
+    let mut c = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&other)
+        .create_if_missing(true)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::raw_sql("CREATE TABLE notes (body TEXT)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    refused(
+        blastwall_store::open_existing(&StoreUrl::Sqlite(other.clone()))
+            .await
+            .unwrap_err(),
+    );
+    let mut c = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&other)
+        .connect()
+        .await
+        .unwrap();
+    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(mode, "delete", "another program's database was changed");
+    c.close().await.unwrap();
+
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, [0x42u8; 4096]).unwrap();
+    let e = blastwall_store::open_existing(&StoreUrl::Sqlite(garbage))
+        .await
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("not a database"), "{e:#}");
+
+    // A store made by `init` opens.
+    let real = dir.path().join("blastwall.db");
+    blastwall_store::open(&StoreUrl::Sqlite(real.clone()))
+        .await
+        .unwrap()
+        .close()
+        .await;
+    let store = blastwall_store::open_existing(&StoreUrl::Sqlite(real))
+        .await
+        .unwrap();
+    assert!(store.env_list().await.unwrap().is_empty());
+    store.close().await;
+}
