@@ -292,7 +292,9 @@ fn raw_config(text: &str) -> Result<(RawConfig, Vec<String>), Vec<String>> {
             format!(
                 "line {}: {}{msg}",
                 at + 1,
-                key_at(&lines, at).map_or_else(String::new, |k| format!("`{k}`: "))
+                e.span()
+                    .and_then(|sp| key_at(&current, sp.start))
+                    .map_or_else(String::new, |k| format!("`{k}`: "))
             ),
         ));
         let Some(line) = lines.get_mut(at) else {
@@ -320,24 +322,39 @@ fn raw_config(text: &str) -> Result<(RawConfig, Vec<String>), Vec<String>> {
     }
 }
 
-/// The dotted key set on line `at` (`gateway.listen`), from the line and the table header above
-/// it; `None` when the line is not a `key = value` line.
-fn key_at(lines: &[String], at: usize) -> Option<String> {
-    let (key, _) = lines.get(at)?.split_once('=')?;
-    let key = key.trim();
-    if key.is_empty() || key.starts_with('[') {
-        return None;
+/// The dotted key (`gateway.listen`) whose name or value holds byte `offset` of `text`, read
+/// from the parsed document's spans (so table headers, arrays of tables, inline tables, dotted
+/// keys and comments are all taken as TOML means them); `None` when no key does.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    use toml::Spanned;
+    use toml::de::{DeTable, DeValue};
+
+    fn in_table(t: &DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
+        for (k, v) in t.iter() {
+            path.push(k.get_ref().to_string());
+            // The deepest key first: a key inside this value, then this key itself.
+            if in_value(v, offset, path) {
+                return true;
+            }
+            if k.span().contains(&offset) || v.span().contains(&offset) {
+                return true;
+            }
+            path.pop();
+        }
+        false
     }
-    let table = lines.get(..at)?.iter().rev().find_map(|l| {
-        let l = l.trim();
-        l.strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .map(|h| h.trim().to_owned())
-    });
-    Some(match table {
-        Some(t) => format!("{t}.{key}"),
-        None => key.to_owned(),
-    })
+
+    fn in_value(v: &Spanned<DeValue<'_>>, offset: usize, path: &mut Vec<String>) -> bool {
+        match v.get_ref() {
+            DeValue::Table(t) => in_table(t, offset, path),
+            DeValue::Array(items) => items.iter().any(|i| in_value(i, offset, path)),
+            _ => false,
+        }
+    }
+
+    let doc = DeTable::parse(text).ok()?;
+    let mut path = Vec::new();
+    in_table(doc.get_ref(), offset, &mut path).then(|| path.join("."))
 }
 
 impl Config {
@@ -647,6 +664,27 @@ mod tests {
         let e = parse("[store\nurl = 1\n", &[]).unwrap_err();
         assert_eq!(e.problems.len(), 1, "{e}");
         assert!(e.problems[0].starts_with("line 1"), "{e}");
+    }
+
+    /// The key named in a problem is the one TOML means, whatever the line looks like: a
+    /// header with a comment after it, a dotted key, an inline table, an array of tables.
+    #[test]
+    fn problems_name_the_key_as_toml_reads_it() {
+        let e = parse(
+            "audit.checkpoint_every = \"x\"\n[gateway] # the proxy\nlisten = \"127.0.0.1:1\"\nmax_body_bytes = \"big\" # = 1 MiB\n[keys]\nproduction = { var = \"P\", fil = \"k\" }\n[[bogus]]\na = 1\n",
+            &[],
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        for part in [
+            "line 1: `audit.checkpoint_every`",
+            "line 4: `gateway.max_body_bytes`",
+            "line 6: `keys.production`",
+            "line 7: `bogus`",
+        ] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+        assert_eq!(e.problems.len(), 4, "{e}");
     }
 
     #[test]
