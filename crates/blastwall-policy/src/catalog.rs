@@ -456,13 +456,17 @@ mod tests {
         assert!(names("*:*.read").iter().any(|n| n.starts_with("github:")));
         assert!(names("railway:nothing.*").is_empty());
         assert!(names("nope:*").is_empty());
-        // What reveals or mints a credential comes only by name.
+        // What reveals or mints a credential, or opens a way past the gateway, comes only by
+        // name.
         for wildcard in [
             "railway:*",
             "*:*",
             "railway:*.read",
             "railway:variable.*",
             "*:*.create",
+            "github:*",
+            "github:webhook.*",
+            "*:*.configure",
         ] {
             let got = names(wildcard);
             for op in [
@@ -471,6 +475,7 @@ mod tests {
                 "railway:api_token.create",
                 "railway:project_token.create",
                 "github:deploy_key.create",
+                "github:webhook.configure",
             ] {
                 assert!(!got.contains(&op.to_owned()), "{wildcard} grants {op}");
             }
@@ -481,6 +486,11 @@ mod tests {
             names("railway:api_token.create"),
             ["railway:api_token.create"]
         );
+        assert_eq!(
+            names("github:webhook.configure"),
+            ["github:webhook.configure"]
+        );
+        assert!(names("github:webhook.*").contains(&"github:webhook.delete".to_owned()));
     }
 
     #[test]
