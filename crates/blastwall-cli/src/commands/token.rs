@@ -395,10 +395,12 @@ async fn no_match(
     ))
 }
 
-/// The token named by `id`: its id (`tok_…`), or the token itself (`bwt_…`, e.g. one found
-/// leaked in a file: it is looked up by digest and never echoed).
-async fn find(ctx: &Ctx, id: &str) -> Result<TokenRecord, Failure> {
-    if let Ok(credential) = Credential::parse(id.trim()) {
+/// The token named by `arg`: its id (`tok_…`), or the token itself (`bwt_…`, e.g. one found
+/// leaked in a file, or copied with its `Bearer ` from a header: it is looked up by digest and
+/// never echoed). The argument is echoed in an error only when it is shaped like a token id.
+async fn find(ctx: &Ctx, arg: &str) -> Result<TokenRecord, Failure> {
+    let text = without_bearer(arg.trim());
+    if let Ok(credential) = Credential::parse(text) {
         let digest = credential.digest();
         return match ctx.store.token_by_digest(&digest).await? {
             Some(t) if t.digest.as_ref().is_some_and(|d| d.ct_eq(&digest)) => Ok(t),
@@ -408,22 +410,51 @@ async fn find(ctx: &Ctx, id: &str) -> Result<TokenRecord, Failure> {
             )),
         };
     }
-    if id.starts_with("bw") && id.len() > 12 {
+    if looks_like_credential(text) {
         // A damaged or truncated token: not echoed (most of it may be a secret).
         return Err(Failure::usage(
             "that is neither a token id nor a whole, valid token",
             "copy the whole token (bwt_…), or give its id (tok_…) from `blastwall token list`",
         ));
     }
+    let hint = "`blastwall token list` shows token ids (tok_…); the token itself (bwt_…) works too";
+    if !is_token_id_shaped(text) {
+        // Whatever it is (a provider's credential pasted by mistake?), it is not repeated.
+        return Err(Failure::usage(
+            "the argument is neither a token id (tok_…) nor a token (bwt_…)",
+            hint,
+        ));
+    }
     ctx.store
-        .token_get(&TokenId(id.to_owned()))
+        .token_get(&TokenId(text.to_owned()))
         .await?
-        .ok_or_else(|| {
-            Failure::usage(
-                format!("no token `{}`", id.chars().take(40).collect::<String>()),
-                "`blastwall token list` shows token ids (tok_…); the token itself (bwt_…) works too",
-            )
-        })
+        .ok_or_else(|| Failure::usage(format!("no token `{text}`"), hint))
+}
+
+/// `text` without a leading `Bearer ` (any case), as copied from an `Authorization` header.
+fn without_bearer(text: &str) -> &str {
+    match text.get(..7) {
+        Some(head) if head.eq_ignore_ascii_case("bearer ") => text.get(7..).unwrap_or("").trim(),
+        _ => text,
+    }
+}
+
+/// Whether `text` holds (part of) a Blastwall credential: `bw`, one letter or digit, `_`
+/// anywhere in it (`bwt_`, `bwa_`, `bwm_`, or one of them mistyped), or starts like one.
+fn looks_like_credential(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    let b = lower.as_bytes();
+    b.windows(4)
+        .any(|w| matches!(w, [b'b', b'w', c, b'_'] if c.is_ascii_alphanumeric()))
+        || (lower.starts_with("bw") && lower.len() > 12)
+}
+
+/// Whether `text` is shaped like a token id (`tok_` and up to 16 hex characters, as
+/// `TokenId::generate` makes them), so it is safe to repeat in an error.
+fn is_token_id_shaped(text: &str) -> bool {
+    text.strip_prefix("tok_").is_some_and(|hex| {
+        (1..=16).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    })
 }
 
 async fn show(ctx: &Ctx, id: &str, as_json: bool) -> Result<Exit, Failure> {
@@ -559,4 +590,59 @@ async fn test(ctx: &Ctx, id: &str, as_json: bool) -> Result<Exit, Failure> {
         ));
     }
     Ok(Exit::Clean)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_is_dropped_in_any_case() {
+        assert_eq!(without_bearer("Bearer bwt_x"), "bwt_x");
+        assert_eq!(without_bearer("bearer   bwt_x"), "bwt_x");
+        assert_eq!(without_bearer("BEARER bwt_x"), "bwt_x");
+        assert_eq!(without_bearer("Bearerbwt_x"), "Bearerbwt_x");
+        assert_eq!(without_bearer("tok_12"), "tok_12");
+        assert_eq!(without_bearer("é"), "é");
+    }
+
+    #[test]
+    fn credential_like_text_is_recognised_anywhere() {
+        for t in [
+            "bwt_staging_x",
+            "Authorization: bwa_x",
+            "xxbwm_",
+            "BWT_STAGING",
+            "bwx_mistyped",
+            "bwtstaging0123456789",
+        ] {
+            assert!(looks_like_credential(t), "{t}");
+        }
+        for t in [
+            "tok_3f9c2a7b1d0e4f56",
+            "bw",
+            "bwt",
+            "bw_x",
+            "sk-live-0123456789",
+        ] {
+            assert!(!looks_like_credential(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn only_token_id_shapes_are_echoed() {
+        for t in ["tok_3f9c2a7b1d0e4f56", "tok_0000", "tok_ABCDEF"] {
+            assert!(is_token_id_shaped(t), "{t}");
+        }
+        for t in [
+            "tok_",
+            "tok_3f9c2a7b1d0e4f5600",
+            "tok_xyz",
+            "tok_00 00",
+            "sk-live-0123456789",
+            "3f9c2a7b1d0e4f56",
+        ] {
+            assert!(!is_token_id_shaped(t), "{t}");
+        }
+    }
 }

@@ -262,6 +262,79 @@ fn a_pasted_token_is_not_echoed() {
     assert_eq!(shown["state"], "revoked", "{shown}");
 }
 
+/// A damaged token is not echoed however it was pasted: after a `Bearer ` or a space, with a
+/// typo in it; an argument that is not shaped like a token id is not echoed either (it may be
+/// some other secret). A whole token after `Bearer ` is found.
+#[test]
+fn a_damaged_token_is_not_echoed_however_it_was_pasted() {
+    let bw = Bw::new();
+    bw.ok(&["init"]);
+    let t = bw.json(&[
+        "token",
+        "issue",
+        "--env",
+        "staging",
+        "--owner",
+        "o@x.io",
+        "--holder",
+        "a",
+        "--scope",
+        "railway:*",
+    ]);
+    let token = t["token"].as_str().unwrap();
+    let id = t["id"].as_str().unwrap();
+    // bwt_staging_<random>_<checksum>
+    let random = token
+        .strip_prefix("bwt_staging_")
+        .unwrap()
+        .rsplit_once('_')
+        .unwrap()
+        .0;
+    // A typo in the middle of the random part: the checksum no longer matches.
+    let mut typo = token.as_bytes().to_vec();
+    let at = "bwt_staging_".len() + random.len() / 2;
+    typo[at] = if typo[at] == b'x' { b'y' } else { b'x' };
+    let typo = String::from_utf8(typo).unwrap();
+    let leaks = |o: &std::process::Output| {
+        let all = [stderr(o), stdout(o)].concat();
+        random
+            .as_bytes()
+            .windows(8)
+            .any(|w| all.contains(std::str::from_utf8(w).unwrap()))
+    };
+    for arg in [
+        format!("Bearer {typo}"),
+        format!(" {typo}"),
+        format!("\t{typo} "),
+        format!("Authorization: Bearer {typo}"),
+        format!("token={token}"),
+    ] {
+        for cmd in ["show", "revoke", "test"] {
+            let o = bw.run(&["token", cmd, &arg]);
+            assert_eq!(o.status.code(), Some(2), "{cmd} {arg:?}: {}", stderr(&o));
+            assert!(!leaks(&o), "{cmd} {arg:?}: {}", stderr(&o));
+            assert!(
+                stderr(&o).contains("neither a token id nor a whole, valid token"),
+                "{cmd} {arg:?}: {}",
+                stderr(&o)
+            );
+        }
+    }
+    // Something else altogether (a provider's key pasted by mistake) is not echoed either.
+    let other = "sk-live-51HcKq2eZvKYlo2C0123456789";
+    let o = bw.run(&["token", "show", other]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("51HcKq2eZvKYlo2C"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("the argument"), "{}", stderr(&o));
+    // The whole token as copied from a header names it.
+    let shown = bw.json(&["token", "show", &format!("Bearer {token}")]);
+    assert_eq!(shown["id"], id, "{shown}");
+    let o = bw.run(&["token", "revoke", &format!("  Bearer {token}\n")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!leaks(&o), "{}", stderr(&o));
+    assert_eq!(bw.json(&["token", "show", id])["state"], "revoked");
+}
+
 #[test]
 fn a_bad_config_names_the_key_and_file() {
     let bw = Bw::new();
