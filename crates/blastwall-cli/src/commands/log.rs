@@ -78,8 +78,9 @@ pub(crate) async fn run(
                 Some(k) => {
                     let k = k.trim().to_ascii_lowercase();
                     if k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        // Not echoed: it may be the private signing key, pasted by mistake.
                         return Err(Failure::usage(
-                            format!("`--key {k}` is not a checkpoint public key"),
+                            "the value of `--key` is not a checkpoint public key (64 hex characters)",
                             "pass the 64 hex characters that `blastwall log verify` prints where the audit signing key is",
                         ));
                     }
@@ -96,14 +97,22 @@ pub(crate) async fn run(
             };
             match blastwall_store::verify_log(ctx.store.as_ref(), &trusted).await {
                 Ok(report) => {
+                    // The key is named only when a checkpoint's signature proved it a public
+                    // key: a 64-hex `--key` that verified nothing may be the private seed.
+                    let key = (report.checkpoints > 0).then_some(trusted);
                     if json {
                         output::json(
-                            &json!({"ok": true, "entries": report.entries, "checkpoints": report.checkpoints, "key": trusted}),
+                            &json!({"ok": true, "entries": report.entries, "checkpoints": report.checkpoints, "key": key}),
                         )?;
+                    } else if let Some(key) = key {
+                        output::line(&format!(
+                            "ok: {} entries, chain intact, {} signed checkpoint(s) verified with key {key}",
+                            report.entries, report.checkpoints
+                        ));
                     } else {
                         output::line(&format!(
-                            "ok: {} entries, chain intact, {} signed checkpoint(s) verified with key {trusted}",
-                            report.entries, report.checkpoints
+                            "ok: {} entries, chain intact, no signed checkpoint to verify",
+                            report.entries
                         ));
                     }
                     Ok(Exit::Clean)

@@ -2,7 +2,7 @@
 
 use sqlx::Connection;
 
-use crate::support::{Bw, stdout};
+use crate::support::{Bw, stderr, stdout};
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
@@ -162,4 +162,57 @@ pub fn pg_dump_all(url: &str) -> Vec<u8> {
         }
         out
     })
+}
+
+/// The audit signing key's private seed, as its key file holds it.
+fn audit_seed(bw: &Bw) -> String {
+    std::fs::read_to_string(bw.data().join("keys/audit.key"))
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .unwrap()
+        .to_owned()
+}
+
+/// The private seed passed as `--key` by mistake is never printed back: not in the refusal of a
+/// malformed value, nor in the success line of a log with no checkpoint to prove it wrong.
+#[test]
+fn a_private_seed_passed_as_key_is_not_echoed() {
+    let bw = populated();
+    let seed = audit_seed(&bw);
+    assert_eq!(seed.len(), 64);
+    let echoed = |o: &std::process::Output| {
+        let all = [stdout(o), stderr(o)].concat().to_ascii_lowercase();
+        all.contains(&seed.to_ascii_lowercase())
+    };
+    // Malformed: a usage error that does not repeat it.
+    for bad in [format!("{seed}0"), format!("{seed} x"), format!("0x{seed}")] {
+        let o = bw.run(&["log", "verify", "--key", &bad]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(!echoed(&o), "{}", stderr(&o));
+        assert!(stderr(&o).contains("`--key`"), "{}", stderr(&o));
+    }
+    // Well-formed, with checkpoints: they do not verify with it, and it is not named.
+    let o = bw.run(&["log", "verify", "--key", &seed]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(!echoed(&o), "{}", stdout(&o));
+    // With no checkpoint, nothing proves it is not a public key: it verifies nothing, and is
+    // not printed as the key that did.
+    sql(&bw, &["DELETE FROM checkpoints"]);
+    let o = bw.run(&["log", "verify", "--key", &seed]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!echoed(&o), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("chain intact, no signed checkpoint to verify"),
+        "{}",
+        stdout(&o)
+    );
+    let o = bw.run(&["log", "verify", "--key", &seed, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!echoed(&o), "{}", stdout(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["checkpoints"], 0, "{report}");
+    assert!(report["key"].is_null(), "{report}");
 }
