@@ -261,17 +261,25 @@ async fn issue(ctx: &Ctx, env: &dyn EnvSource, args: IssueArgs) -> Result<Exit, 
                 ));
             }
         }
-        if record.kind == CredentialKind::Agent
-            && !ctx
-                .store
-                .credential_list()
-                .await?
-                .iter()
-                .any(|c| c.env == env_name)
-        {
-            output::note(&format!(
-                "note: no upstream has a credential in {env_name} yet, so this token reaches nothing until one is sealed (`blastwall upstream add NAME --env {env_name} --secret-stdin`)"
-            ));
+        if record.kind == CredentialKind::Agent {
+            // The token is issued and printed: a failure to look further is a warning, not an
+            // error exit that would make a script throw the token away.
+            match ctx.store.credential_list().await {
+                Ok(list) if !list.iter().any(|c| c.env == env_name) => output::note(&format!(
+                    "note: no upstream has a credential in {env_name} yet, so this token reaches nothing until one is sealed (`blastwall upstream add NAME --env {env_name} --secret-stdin`)"
+                )),
+                Ok(_) => {}
+                Err(e) => {
+                    let f = Failure::from(e);
+                    output::note(&format!(
+                        "warning: the token is issued, but cannot tell which upstreams have a credential in {env_name}: {}",
+                        f.message
+                    ));
+                    if let Some(hint) = &f.hint {
+                        output::note(&format!("hint: {hint}"));
+                    }
+                }
+            }
         }
         output::note("this is the only time the token is shown; it is stored as a digest");
     }

@@ -1,4 +1,5 @@
-//! `log verify` against a store tampered with directly: edit, delete, reorder, truncate.
+//! `log verify` against a store tampered with directly: edit, delete, reorder, truncate; and
+//! what other commands do with a row they cannot read.
 
 use sqlx::Connection;
 
@@ -215,4 +216,59 @@ fn a_private_seed_passed_as_key_is_not_echoed() {
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["checkpoints"], 0, "{report}");
     assert!(report["key"].is_null(), "{report}");
+}
+
+/// `token issue` prints the token before it looks up which upstreams have a credential (for a
+/// note); if that look-up fails, the token is still issued: a warning, exit 0.
+#[test]
+fn a_token_is_issued_when_the_credential_look_up_fails() {
+    let bw = Bw::new();
+    bw.ok(&["init"]);
+    let o = bw.run_stdin(
+        &[
+            "upstream",
+            "add",
+            "api",
+            "--profile",
+            "rest",
+            "--base-url",
+            "https://api.example.com",
+            "--env",
+            "production",
+            "--secret-stdin",
+        ],
+        "api-token-0123456789\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A time no timestamp can hold: listing the credentials fails.
+    sql(
+        &bw,
+        &["UPDATE credentials SET created_at = 9223372036854775807"],
+    );
+    let o = bw.run(&[
+        "token",
+        "issue",
+        "--env",
+        "staging",
+        "--owner",
+        "o@x.io",
+        "--holder",
+        "a",
+        "--scope",
+        "railway:domain.*",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let token = stdout(&o);
+    assert!(token.trim().starts_with("bwt_staging_"), "{token}");
+    let err = stderr(&o);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("warning: the token is issued, but cannot tell")),
+        "{err}"
+    );
+    assert!(!err.lines().any(|l| l.starts_with("error:")), "{err}");
+    assert!(!err.contains(token.trim()), "{err}");
+    // It is the token of a stored record.
+    let shown = bw.json(&["token", "show", token.trim()]);
+    assert_eq!(shown["env"], "staging", "{shown}");
 }
