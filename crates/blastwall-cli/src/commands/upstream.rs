@@ -401,6 +401,20 @@ fn read_secret_stdin() -> Result<Zeroizing<Vec<u8>>, Failure> {
             "pipe the credential in: `--secret-stdin < FILE`",
         ));
     }
+    // Spaces or tabs at either end are refused, not trimmed: they are most likely a copying
+    // mistake, and a tool that holds secrets does not quietly change one (the line end a file
+    // adds is the one exception, above). Not echoed, not even its length.
+    if buf
+        .first()
+        .into_iter()
+        .chain(buf.last())
+        .any(|&b| b == b' ' || b == b'\t')
+    {
+        return Err(Failure::usage(
+            "the credential on stdin starts or ends with a space or a tab",
+            "pipe only the credential, with no space or tab around it (a line end after it is fine)",
+        ));
+    }
     // It goes into an HTTP header: only what a header value can carry (visible ASCII, spaces
     // and tabs). Refused here, not by every request later.
     if !buf

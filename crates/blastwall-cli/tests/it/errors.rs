@@ -551,6 +551,56 @@ fn a_credential_a_header_cannot_carry_is_refused_when_sealed() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// A credential with spaces or tabs at either end is refused, not trimmed (a tool holding
+/// secrets does not quietly change one) and not echoed; the line end of a file is still dropped.
+#[test]
+fn a_credential_with_spaces_around_it_is_refused_not_trimmed() {
+    let bw = Bw::new();
+    bw.ok(&["init"]);
+    let add = [
+        "upstream",
+        "add",
+        "api",
+        "--profile",
+        "rest",
+        "--base-url",
+        "https://api.example.com",
+        "--env",
+        "staging",
+        "--secret-stdin",
+    ];
+    let secret = "api-token-0123456789";
+    for piped in [
+        format!(" {secret}"),
+        format!("{secret} "),
+        format!("\t{secret}\n"),
+        format!("{secret}\t\r\n"),
+        format!("{secret} \n"),
+        "   \n".to_owned(),
+    ] {
+        let o = bw.run_stdin(&add, &piped);
+        assert_eq!(o.status.code(), Some(2), "{piped:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains("starts or ends with a space or a tab"),
+            "{piped:?}: {err}"
+        );
+        assert!(!contains(&o.stderr, secret.as_bytes()), "{err}");
+        assert!(!contains(&o.stdout, secret.as_bytes()));
+    }
+    insta::assert_snapshot!(
+        "secret_with_spaces",
+        failure(&bw, &add, Some(&format!("{secret} \n")))
+    );
+    let list = bw.json(&["upstream", "list"]);
+    assert!(list.as_array().unwrap().is_empty(), "{list}");
+    // A file's line end, either kind, is not part of the credential.
+    for piped in [format!("{secret}\r\n"), format!("{secret}\n")] {
+        let o = bw.run_stdin(&add, &piped);
+        assert!(o.status.success(), "{piped:?}: {}", stderr(&o));
+    }
+}
+
 #[test]
 fn config_show_redacts() {
     let mut bw = Bw::new();
