@@ -30,8 +30,8 @@ Examples:
   blastwall log verify --key 3b6a27bc…   # trust this checkpoint public key (hex)
 
 Detects an edited, deleted, reordered or truncated entry. By default the checkpoint key is the
-public half of the configured audit signing key; a run where that key is prints its public half
-(`key` in `--json`), to pass as `--key` where it is not.")]
+public half of the configured audit signing key; a run where that key is, once a checkpoint
+verifies, prints its public half (`key` in `--json`), to pass as `--key` where it is not.")]
     Verify {
         /// The trusted checkpoint public key, in hex
         #[arg(long, value_name = "HEX")]
