@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use blastwall_core::audit::CheckpointSigner;
 use blastwall_core::env::EnvSource;
 use serde_json::json;
 
@@ -74,6 +75,7 @@ pub(crate) async fn run(
             Ok(Exit::Clean)
         }
         Cmd::Verify { key, json } => {
+            let key_given = key.is_some();
             let trusted = match key {
                 Some(k) => {
                     let k = k.trim().to_ascii_lowercase();
@@ -118,6 +120,23 @@ pub(crate) async fn run(
                     Ok(Exit::Clean)
                 }
                 Err(blastwall_store::VerifyError::Chain(e)) => {
+                    // A `--key` the checkpoints do not verify with may be their private seed,
+                    // pasted by mistake: if its public half verifies them, say so (and give
+                    // that public half) rather than report tampering.
+                    if key_given
+                        && let Some(public) =
+                            CheckpointSigner::parse(&trusted).map(|s| s.public_hex())
+                        && let Ok(r) =
+                            blastwall_store::verify_log(ctx.store.as_ref(), &public).await
+                        && r.checkpoints > 0
+                    {
+                        return Err(Failure::usage(
+                            "the value of `--key` is the private audit signing key, not its public half",
+                            format!(
+                                "pass its public half, `--key {public}`; the private key belongs where the checkpoints are signed and nowhere else (consider it exposed if it was pasted somewhere shared)"
+                            ),
+                        ));
+                    }
                     if json {
                         output::json(&json!({"ok": false, "error": e.to_string()}))?;
                     } else {

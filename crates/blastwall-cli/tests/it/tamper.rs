@@ -194,10 +194,33 @@ fn a_private_seed_passed_as_key_is_not_echoed() {
         assert!(!echoed(&o), "{}", stderr(&o));
         assert!(stderr(&o).contains("`--key`"), "{}", stderr(&o));
     }
-    // Well-formed, with checkpoints: they do not verify with it, and it is not named.
+    // Well-formed, with checkpoints: recognised as the private key (its public half verifies
+    // them), not reported as tampering, not echoed; the public half is given instead.
     let o = bw.run(&["log", "verify", "--key", &seed]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(!echoed(&o), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is the private audit signing key"),
+        "{}",
+        stderr(&o)
+    );
+    let public = bw.json(&["log", "verify"])["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        stderr(&o).contains(&format!("--key {public}")),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        bw.run(&["log", "verify", "--key", &public]).status.code(),
+        Some(0)
+    );
+    // Another key that verifies nothing is still a failed check (exit 1).
+    let other = "ab".repeat(32);
+    let o = bw.run(&["log", "verify", "--key", &other]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
-    assert!(!echoed(&o), "{}", stdout(&o));
     // With no checkpoint, nothing proves it is not a public key: it verifies nothing, and is
     // not printed as the key that did.
     sql(&bw, &["DELETE FROM checkpoints"]);
