@@ -393,7 +393,7 @@ impl Running {
     }
 
     /// Stops the background tasks, writing every queued audit entry first (or, if the store
-    /// will not take them within [`AUDIT_STOP_GRACE`], to the log).
+    /// will not take them within four seconds of the stop, to the log).
     pub async fn stop(self) {
         self.stopping.send_replace(Some(Instant::now()));
         self.poll_task.abort();
