@@ -179,8 +179,8 @@ impl Gateway {
     pub(crate) async fn audit(&self, record: AuditRecord) {
         let record = match self.inner.audit.try_send(record) {
             Ok(()) => return,
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.writer_gone();
+            Err(mpsc::error::TrySendError::Closed(r)) => {
+                self.writer_gone(r);
                 return;
             }
             Err(mpsc::error::TrySendError::Full(r)) => r,
@@ -196,8 +196,9 @@ impl Gateway {
                 }
             }
             Err(_) => {
-                waiting.record = None;
-                self.writer_gone();
+                if let Some(r) = waiting.record.take() {
+                    self.writer_gone(r);
+                }
             }
         }
     }
@@ -208,27 +209,25 @@ impl Gateway {
     pub(crate) fn audit_now(&self, record: AuditRecord) {
         match self.inner.audit.try_send(record) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Closed(_)) => self.writer_gone(),
+            Err(mpsc::error::TrySendError::Closed(r)) => self.writer_gone(r),
             Err(mpsc::error::TrySendError::Full(r)) => {
                 let tx = self.inner.audit.clone();
                 let failing = self.inner.audit_failing.clone();
                 drop(self.inner.runtime.spawn(async move {
-                    if tx.send(r).await.is_err() {
+                    if let Err(mpsc::error::SendError(r)) = tx.send(r).await {
                         failing.store(true, Ordering::SeqCst);
-                        tracing::error!(
-                            "the audit writer has stopped; an audit entry was not written"
-                        );
+                        log_unwritten(vec![r], Unwritten::WriterGone);
                     }
                 }));
             }
         }
     }
 
-    /// The queue's reader is gone while the gateway still runs (the writer panicked): nothing
-    /// more can be audited, so nothing more is forwarded.
-    fn writer_gone(&self) {
+    /// The queue's reader is gone (the writer panicked, or gave up at a stop): nothing more can
+    /// be audited, so nothing more is forwarded, and `record` goes to the log.
+    fn writer_gone(&self, record: AuditRecord) {
         self.inner.audit_failing.store(true, Ordering::SeqCst);
-        tracing::error!("the audit writer has stopped; an audit entry was not written");
+        log_unwritten(vec![record], Unwritten::WriterGone);
     }
 }
 
@@ -466,6 +465,10 @@ enum Unwritten {
     /// The store had not answered when the grace was over (the attempt was abandoned: it may
     /// or may not have been committed).
     Unanswered,
+    /// Still queued behind those, never tried.
+    Queued,
+    /// The writer had stopped when they were to be queued.
+    WriterGone,
 }
 
 /// Entries the store did not take when the gateway stopped: written to the log, one line each
@@ -473,6 +476,9 @@ enum Unwritten {
 /// rather than go with it; `blastwall log verify` does not see them, the operator does.
 fn log_unwritten(records: Vec<AuditRecord>, why: Unwritten) {
     let n = records.len();
+    if records.is_empty() {
+        return;
+    }
     let message = match why {
         Unwritten::Refused => {
             "audit entry not written: the store refused it until the gateway stopped"
@@ -480,6 +486,10 @@ fn log_unwritten(records: Vec<AuditRecord>, why: Unwritten) {
         Unwritten::Unanswered => {
             "audit entry not confirmed written: the store did not answer before the gateway stopped"
         }
+        Unwritten::Queued => {
+            "audit entry not written: it was queued behind entries the store had not taken when the gateway stopped"
+        }
+        Unwritten::WriterGone => "audit entry not written: the audit writer had stopped",
     };
     for r in records {
         tracing::error!(
@@ -528,13 +538,23 @@ async fn attempt_abandoned(mut stopping: watch::Receiver<Option<Instant>>, start
     tokio::time::sleep_until(cutoff.into()).await;
 }
 
-/// Everything a writer still holds, in order: its batch, then the queue.
-fn take_all(
-    batch: &mut Vec<AuditRecord>,
-    rx: &mut mpsc::Receiver<AuditRecord>,
-) -> Vec<AuditRecord> {
-    let mut all = std::mem::take(batch);
-    while let Ok(r) = rx.try_recv() {
+/// Closes the queue and takes everything still in it, in order, including what a sender that
+/// had already reserved room puts there after the close (a sender that had not is refused, and
+/// logs its entry itself).
+async fn close_and_drain(rx: &mut mpsc::Receiver<AuditRecord>) -> Vec<AuditRecord> {
+    rx.close();
+    let mut all = Vec::new();
+    while let Some(r) = rx.recv().await {
+        all.push(r);
+    }
+    all
+}
+
+/// [`close_and_drain`] for the writer's own thread.
+fn close_and_drain_blocking(rx: &mut mpsc::Receiver<AuditRecord>) -> Vec<AuditRecord> {
+    rx.close();
+    let mut all = Vec::new();
+    while let Some(r) = rx.blocking_recv() {
         all.push(r);
     }
     all
@@ -577,7 +597,8 @@ async fn audit_writer(
                 biased;
                 r = auditor.store().audit_append_batch(batch.clone()) => r,
                 () = attempt_abandoned(stopping.clone(), Instant::now()) => {
-                    log_unwritten(take_all(&mut batch, &mut rx), Unwritten::Unanswered);
+                    log_unwritten(std::mem::take(&mut batch), Unwritten::Unanswered);
+                    log_unwritten(close_and_drain(&mut rx).await, Unwritten::Queued);
                     open.ended = true;
                     return;
                 }
@@ -590,7 +611,8 @@ async fn audit_writer(
                     }
                     let deadline = stop_deadline(&stopping);
                     if deadline.is_some_and(|d| Instant::now() >= d) {
-                        log_unwritten(take_all(&mut batch, &mut rx), Unwritten::Refused);
+                        log_unwritten(std::mem::take(&mut batch), Unwritten::Refused);
+                        log_unwritten(close_and_drain(&mut rx).await, Unwritten::Queued);
                         open.ended = true;
                         return;
                     }
@@ -602,9 +624,23 @@ async fn audit_writer(
         if failing.swap(false, Ordering::SeqCst) {
             tracing::warn!("audit log writable again; forwarding resumes");
         }
-        for entry in &entries {
-            if let Err(e) = auditor.record(entry).await {
-                tracing::error!(error = %e, seq = entry.seq, "audit checkpoint not signed; the next one covers this entry");
+        // Signing checkpoints writes to the store too: bounded the same way at a stop, so a
+        // store that hangs after taking the batch does not keep the queue from the log.
+        let signed = async {
+            for entry in &entries {
+                if let Err(e) = auditor.record(entry).await {
+                    tracing::error!(error = %e, seq = entry.seq, "audit checkpoint not signed; the next one covers this entry");
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            () = signed => {}
+            () = attempt_abandoned(stopping.clone(), Instant::now()) => {
+                tracing::error!("an audit checkpoint was not signed before the gateway stopped");
+                log_unwritten(close_and_drain(&mut rx).await, Unwritten::Queued);
+                open.ended = true;
+                return;
             }
         }
         batch.clear();
@@ -708,7 +744,8 @@ fn audit_thread(
             }
             let deadline = stop_deadline(stopping);
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                log_unwritten(take_all(&mut batch, &mut rx), Unwritten::Refused);
+                log_unwritten(std::mem::take(&mut batch), Unwritten::Refused);
+                log_unwritten(close_and_drain_blocking(&mut rx), Unwritten::Queued);
                 open.ended = true;
                 return false;
             }
