@@ -7,8 +7,10 @@
 //! the last `longest - 1` bytes of each chunk back until the next one arrives (always that many,
 //! whatever they are: holding back only what could begin a secret would tell an agent, by the
 //! timing of an echo it chose, how a secret begins). For the same reason the count held back
-//! is a bound that depends on the credential's length alone ([`longest_form`]), not the length
-//! of its longest form.
+//! does not depend on which characters the credential holds: for a credential some encoder
+//! would change, it is a bound that depends on its length alone ([`longest_form`]); for one
+//! none would ([`escapes_nothing`]), the longest of its forms, whose lengths follow from its
+//! length.
 //!
 //! An upstream may also echo the credential encoded: [`encoded_forms`] adds its percent-encoded
 //! and JSON-escaped forms, as the common encoders write them, and the parts of its base64
@@ -27,11 +29,12 @@ const SHORTEST_FORM: usize = 10;
 
 /// The forms an echo of `secret` may take besides its own bytes, each wiped when dropped:
 ///
-/// - percent-encoded, as common encoders write it: RFC 3986 unreserved characters kept
-///   (Go's `QueryEscape`, Rust's `url`), `/` kept too (Python's `quote`), JavaScript's
-///   `encodeURIComponent`, and form encoding with a space as `+` (WHATWG, Python's
-///   `quote_plus`), each with upper- and lower-case hex digits;
-/// - JSON-escaped, with and without `/` escaped;
+/// - percent-encoded, as common encoders write it: RFC 3986 unreserved characters kept (Python's
+///   `quote(s, safe="")`), `/` kept too (Python's `quote`), JavaScript's `encodeURIComponent`,
+///   form encoding with a space as `+` (WHATWG's, Python's `quote_plus` and Go's `QueryEscape`,
+///   PHP's `urlencode`), each with upper- and lower-case hex digits;
+/// - JSON-escaped (`"`, `\` and a tab always), with and without `/` escaped, and with and
+///   without `<`, `>` and `&` as `\u003c`, `\u003e`, `\u0026` (Go's `encoding/json`);
 /// - for each base64 alphabet (standard and URL-safe) and each of the three offsets the secret
 ///   can start at within an encoded stream, the characters that encode only the secret's bits.
 ///
@@ -51,6 +54,7 @@ pub(crate) fn encoded_forms(secret: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
         (percent::COMPONENT, false),
         (percent::FORM, true),
         (percent::UNRESERVED, true),
+        (percent::PHP_FORM, true),
     ] {
         let upper = percent::encode(secret, set, space_as_plus);
         let mut lower = Zeroizing::new(Vec::with_capacity(upper.len()));
@@ -67,13 +71,19 @@ pub(crate) fn encoded_forms(secret: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
         add(upper);
         add(lower);
     }
-    for escape_slash in [true, false] {
-        let mut json = Zeroizing::new(Vec::with_capacity(secret.len() * 2));
+    for (escape_slash, escape_html) in [(true, false), (false, false), (false, true), (true, true)]
+    {
+        let mut json = Zeroizing::new(Vec::with_capacity(longest_form(secret.len())));
         for &b in secret {
-            if b == b'"' || b == b'\\' || (escape_slash && b == b'/') {
-                json.push(b'\\');
+            match b {
+                b'"' | b'\\' => json.extend_from_slice(&[b'\\', b]),
+                b'\t' => json.extend_from_slice(b"\\t"),
+                b'/' if escape_slash => json.extend_from_slice(b"\\/"),
+                b'<' if escape_html => json.extend_from_slice(b"\\u003c"),
+                b'>' if escape_html => json.extend_from_slice(b"\\u003e"),
+                b'&' if escape_html => json.extend_from_slice(b"\\u0026"),
+                _ => json.push(b),
             }
-            json.push(b);
         }
         add(json);
     }
@@ -88,10 +98,18 @@ pub(crate) fn encoded_forms(secret: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
     forms
 }
 
-/// An upper bound on the length of any form of a secret of `len` bytes (every byte
-/// percent-encoded), which depends on nothing but the length.
+/// An upper bound on the length of any form of a secret of `len` bytes (every byte written as
+/// `\u00XX`), which depends on nothing but the length.
 pub(crate) fn longest_form(len: usize) -> usize {
-    len.saturating_mul(3)
+    len.saturating_mul(6)
+}
+
+/// Whether no encoder above would change `secret` (letters, digits, `-`, `.`, `_` only): its
+/// only other forms are the base64 ones, whose lengths depend on its length alone.
+pub(crate) fn escapes_nothing(secret: &[u8]) -> bool {
+    secret
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
 }
 
 /// The characters of the base64 encoding of `secret`, after `offset` bytes of something else,
@@ -149,6 +167,8 @@ mod percent {
         .remove(b'-')
         .remove(b'.')
         .remove(b'_');
+    /// PHP's `urlencode` (a space becomes `+`; `~` and `*` are encoded).
+    pub(super) const PHP_FORM: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_');
 
     /// `secret` encoded with `set`, upper-case hex, in a buffer of its final capacity.
     pub(super) fn encode(
@@ -387,7 +407,7 @@ mod tests {
     fn percent_and_json_echoes_as_common_encoders_write_them_are_masked() {
         const SECRET: &[u8] = br#"sk/51H+x9"Qa Zt~0(1)*!'\ab"#;
         let echoes = [
-            // Python urllib.parse.quote(s, safe=""), Go url.PathEscape-like
+            // Python urllib.parse.quote(s, safe="")
             "sk%2F51H%2Bx9%22Qa%20Zt~0%281%29%2A%21%27%5Cab",
             // the same with lower-case hex digits
             "sk%2f51H%2bx9%22Qa%20Zt~0%281%29%2a%21%27%5cab",
@@ -395,6 +415,8 @@ mod tests {
             "sk/51H%2Bx9%22Qa%20Zt~0%281%29%2A%21%27%5Cab",
             // Python urllib.parse.quote_plus(s, safe=""), Go url.QueryEscape
             "sk%2F51H%2Bx9%22Qa+Zt~0%281%29%2A%21%27%5Cab",
+            // PHP urlencode(s)
+            "sk%2F51H%2Bx9%22Qa+Zt%7E0%281%29%2A%21%27%5Cab",
             // JavaScript encodeURIComponent(s)
             "sk%2F51H%2Bx9%22Qa%20Zt~0(1)*!'%5Cab",
             // JavaScript new URLSearchParams({a: s}).toString() (WHATWG form encoding)
@@ -418,13 +440,33 @@ mod tests {
                 "{echo}"
             );
         }
+        // Tabs, and Go's escaping of `<`, `>` and `&` (each literal as that encoder wrote it).
+        const HTML: &[u8] = b"a<b>&c\tX/y\"z0123";
+        let forms = encoded_forms(HTML);
+        let mut needles: Vec<&[u8]> = vec![HTML];
+        needles.extend(forms.iter().map(|f| f.as_slice()));
+        let s = Scrubber::new(Arc::new(Needles::new(&needles)));
+        for echo in [
+            // Go json.Marshal(s)
+            r#""a\u003cb\u003e\u0026c\tX/y\"z0123""#,
+            // Python json.dumps(s)
+            r#""a<b>&c\tX/y\"z0123""#,
+        ] {
+            let masked = s.scrub_all(echo.as_bytes()).expect(echo);
+            let inner = echo.trim_matches('"');
+            assert_eq!(
+                String::from_utf8(masked).unwrap(),
+                echo.replace(inner, &"*".repeat(inner.len())),
+                "{echo}"
+            );
+        }
         // Every form fits the hold-back bound, which depends on the length alone.
         assert!(
             encoded_forms(SECRET)
                 .iter()
                 .all(|f| f.len() <= longest_form(SECRET.len()))
         );
-        assert!(encoded_forms(&[b'%'; 12]).iter().any(|f| f.len() == 36));
+        assert!(encoded_forms(&[b'<'; 12]).iter().any(|f| f.len() == 72));
     }
 
     /// Issue 4: the shortest credential the gateway injects (8 bytes) is masked when echoed in
@@ -468,7 +510,7 @@ mod tests {
             200 - out.len()
         };
         assert_eq!(held(b"a/b/c/d/e/f/g/h/"), held(b"abcdefghijklmnop"));
-        assert_eq!(held(b"abcdefghijklmnop"), 3 * 16 - 1);
+        assert_eq!(held(b"abcdefghijklmnop"), 6 * 16 - 1);
     }
 
     #[test]

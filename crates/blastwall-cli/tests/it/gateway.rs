@@ -1624,8 +1624,8 @@ async fn upstream_limits_and_streaming() {
     let resp = client.request(get("api/stream")).await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
-    // (The gateway holds back the last bytes of each chunk, three times a credential's length,
-    // until the next one shows no credential, or encoded form of it, straddles the two.)
+    // (The gateway holds back the last bytes of each chunk, as many as the credential's longest
+    // form, until the next one shows no credential, or encoded form of it, straddles the two.)
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert!(
         first.len() >= 128 && FIRST_CHUNK.starts_with(&first),
