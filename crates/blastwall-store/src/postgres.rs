@@ -69,10 +69,16 @@ impl PgStore {
             .await
             .map_err(unreachable)?;
         if !create {
-            let found: bool = sqlx::query_scalar("SELECT to_regclass('audit_log') IS NOT NULL")
-                .fetch_one(&pool)
-                .await
-                .map_err(&unreachable)?;
+            // The migrator's table and two of the store's own: a table named `audit_log` alone
+            // could be another program's.
+            let found: bool = sqlx::query_scalar(
+                "SELECT to_regclass('_sqlx_migrations') IS NOT NULL \
+                 AND to_regclass('audit_log') IS NOT NULL \
+                 AND to_regclass('checkpoints') IS NOT NULL",
+            )
+            .fetch_one(&pool)
+            .await
+            .map_err(&unreachable)?;
             if !found {
                 pool.close().await;
                 return Err(crate::no_store_here(shown));

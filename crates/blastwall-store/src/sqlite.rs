@@ -68,13 +68,16 @@ impl SqliteStore {
                     .read_only(true)
                     .connect()
                     .await?;
-                let found: Option<i64> = sqlx::query_scalar(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_log'",
+                // The migrator's table and two of the store's own: a table named `audit_log`
+                // alone could be another program's.
+                let found: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
+                     AND name IN ('_sqlx_migrations', 'audit_log', 'checkpoints')",
                 )
-                .fetch_optional(&mut probe)
+                .fetch_one(&mut probe)
                 .await?;
                 probe.close().await?;
-                Ok::<_, sqlx::Error>(found.is_some())
+                Ok::<_, sqlx::Error>(found == 3)
             };
             match holds_store.await {
                 Ok(true) => {}

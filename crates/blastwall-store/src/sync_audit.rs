@@ -64,8 +64,9 @@ impl SyncAuditLog {
     }
 
     /// How long an append waits for another writer's lock before it fails (the store's busy
-    /// timeout until this is called). The gateway shortens it so that one attempt cannot outlast
-    /// its stop; it retries a failed batch itself.
+    /// timeout until this is called). The gateway shortens it for as long as it runs, not only
+    /// at its stop, so that no attempt can outlast a stop; it retries a failed batch itself
+    /// (and forwards nothing meanwhile).
     pub fn set_busy_timeout(&mut self, timeout: std::time::Duration) -> Result<(), StoreError> {
         self.conn.busy_timeout(timeout)?;
         Ok(())

@@ -169,7 +169,7 @@ async fn only_a_file_holding_a_store_opens_as_an_existing_one() {
         .connect()
         .await
         .unwrap();
-    sqlx::raw_sql("CREATE TABLE notes (body TEXT)")
+    sqlx::raw_sql("CREATE TABLE notes (body TEXT); CREATE TABLE audit_log (line TEXT)")
         .execute(&mut c)
         .await
         .unwrap();
