@@ -476,6 +476,9 @@ mod tests {
                 "railway:project_token.create",
                 "github:deploy_key.create",
                 "github:webhook.configure",
+                "github:repo.update_settings",
+                "github:repo.transfer",
+                "github:collaborator.change",
             ] {
                 assert!(!got.contains(&op.to_owned()), "{wildcard} grants {op}");
             }
