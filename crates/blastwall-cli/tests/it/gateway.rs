@@ -1046,6 +1046,25 @@ async fn an_unwritable_audit_log_stops_forwarding_and_loses_nothing() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// Sends GETs to `url` until the gateway refuses with `audit_unavailable` (within `limit`);
+/// returns how many were forwarded before (at least one).
+async fn forward_until_audit_unavailable(url: &str, token: &str, limit: Duration) -> usize {
+    let mut forwarded = 0;
+    let deadline = Instant::now() + limit;
+    loop {
+        let r = call("GET", url, Some(token), &[], "").await;
+        if r.status != 200 {
+            assert_eq!(r.json()["error"], "audit_unavailable", "{}", r.text());
+            break;
+        }
+        forwarded += 1;
+        assert!(Instant::now() < deadline, "never refused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(forwarded >= 1);
+    forwarded
+}
+
 /// Entries of forwarded requests that the store still refuses when the gateway stops are not
 /// lost with the process: they are written to its log, one line each, without a secret.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1059,19 +1078,7 @@ async fn audit_entries_the_store_refuses_until_the_stop_go_to_the_log() {
         "CREATE TRIGGER no_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
     )
     .await;
-    let mut forwarded = 0;
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let r = call("GET", &url, Some(&token), &[], "").await;
-        if r.status != 200 {
-            assert_eq!(r.json()["error"], "audit_unavailable", "{}", r.text());
-            break;
-        }
-        forwarded += 1;
-        assert!(std::time::Instant::now() < deadline, "never refused");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(forwarded >= 1);
+    let forwarded = forward_until_audit_unavailable(&url, &token, Duration::from_secs(5)).await;
     let log = gw.stop_and_log();
     let lines: Vec<&str> = log
         .lines()
@@ -1107,19 +1114,7 @@ async fn audit_entries_a_locked_store_keeps_waiting_go_to_the_log_at_the_stop() 
         .execute(&mut lock)
         .await
         .unwrap();
-    let mut forwarded = 0;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = call("GET", &url, Some(&token), &[], "").await;
-        if r.status != 200 {
-            assert_eq!(r.json()["error"], "audit_unavailable", "{}", r.text());
-            break;
-        }
-        forwarded += 1;
-        assert!(Instant::now() < deadline, "never refused");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(forwarded >= 1);
+    let forwarded = forward_until_audit_unavailable(&url, &token, Duration::from_secs(20)).await;
     let stopping = Instant::now();
     let log = gw.stop_and_log();
     let took = stopping.elapsed();
