@@ -225,6 +225,9 @@ pub struct VerifyReport {
     pub last_seq: i64,
     /// Number of checkpoints checked.
     pub checkpoints: usize,
+    /// The newest checkpoint's entry (`None` without one): entries after it are chained but not
+    /// yet under a signature, so removing them from the end would not show here.
+    pub signed_to: Option<i64>,
 }
 
 /// Verifies the chain incrementally, entry by entry, so a caller can stream a large log.
@@ -311,6 +314,7 @@ impl ChainVerifier {
             entries: self.prev_seq,
             last_seq: self.prev_seq,
             checkpoints: checkpoints.len(),
+            signed_to: checkpoints.iter().map(|c| c.seq).max(),
         })
     }
 }
@@ -371,6 +375,11 @@ mod tests {
         let r = verify(&l, &cps, &s.public_hex()).unwrap();
         assert_eq!(r.last_seq, 10);
         assert_eq!(r.checkpoints, 2);
+        // The newest checkpoint is at entry 10 (index 9): the whole log is under a signature.
+        assert_eq!(r.signed_to, Some(10));
+        let r = verify(&l, &cps[..1], &s.public_hex()).unwrap();
+        assert_eq!(r.signed_to, Some(5));
+        assert_eq!(verify(&l, &[], &s.public_hex()).unwrap().signed_to, None);
     }
 
     #[test]

@@ -102,20 +102,31 @@ pub(crate) async fn run(
                     // The key is named only when a checkpoint's signature proved it a public
                     // key: a 64-hex `--key` that verified nothing may be the private seed.
                     let key = (report.checkpoints > 0).then_some(trusted);
+                    // Entries after the newest checkpoint are chained but not signed: removing
+                    // them from the end would not show. Said, so a log whose checkpoints were
+                    // deleted does not pass for one fully covered.
+                    let unsigned = report.last_seq - report.signed_to.unwrap_or(0);
                     if json {
                         output::json(
-                            &json!({"ok": true, "entries": report.entries, "checkpoints": report.checkpoints, "key": key}),
+                            &json!({"ok": true, "entries": report.entries, "checkpoints": report.checkpoints, "key": key, "signed_to": report.signed_to, "unsigned_tail": unsigned}),
                         )?;
-                    } else if let Some(key) = key {
-                        output::line(&format!(
-                            "ok: {} entries, chain intact, {} signed checkpoint(s) verified with key {key}",
-                            report.entries, report.checkpoints
-                        ));
                     } else {
-                        output::line(&format!(
-                            "ok: {} entries, chain intact, no signed checkpoint to verify",
-                            report.entries
-                        ));
+                        let tail = match unsigned {
+                            0 => String::new(),
+                            n => format!(
+                                "; the last {n} entries follow the newest checkpoint: their removal from the end would not show"
+                            ),
+                        };
+                        match key {
+                            Some(key) => output::line(&format!(
+                                "ok: {} entries, chain intact, {} signed checkpoint(s) verified with key {key}{tail}",
+                                report.entries, report.checkpoints
+                            )),
+                            None => output::line(&format!(
+                                "ok: {} entries, chain intact, no signed checkpoint to verify{tail}",
+                                report.entries
+                            )),
+                        }
                     }
                     Ok(Exit::Clean)
                 }

@@ -239,6 +239,19 @@ fn a_private_seed_passed_as_key_is_not_echoed() {
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["checkpoints"], 0, "{report}");
     assert!(report["key"].is_null(), "{report}");
+    // With its checkpoints deleted the log does not pass for one fully covered: every entry is
+    // said to follow the newest checkpoint (there is none).
+    assert!(report["signed_to"].is_null(), "{report}");
+    assert_eq!(report["unsigned_tail"], report["entries"], "{report}");
+    let o = bw.run(&["log", "verify", "--key", &seed]);
+    let entries = report["entries"].as_i64().unwrap();
+    assert!(
+        stdout(&o).contains(&format!(
+            "the last {entries} entries follow the newest checkpoint: their removal from the end would not show"
+        )),
+        "{}",
+        stdout(&o)
+    );
 }
 
 /// `token issue` prints the token before it looks up which upstreams have a credential (for a
