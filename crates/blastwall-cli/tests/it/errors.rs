@@ -1,6 +1,6 @@
 //! Refusals and errors: one clear line, a hint, the right exit code, never a secret.
 
-use crate::support::{Bw, contains, stderr, stdout};
+use crate::support::{Bw, add_api_upstream, contains, stderr, stdout};
 
 /// Runs a failing command and returns "exit N\n<stderr>" with the temp path masked.
 fn failure(bw: &Bw, args: &[&str], stdin: Option<&str>) -> String {
@@ -505,18 +505,7 @@ fn log_verify_names_its_key_and_refuses_a_malformed_one() {
 fn a_credential_a_header_cannot_carry_is_refused_when_sealed() {
     let bw = Bw::new();
     bw.ok(&["init"]);
-    let add = [
-        "upstream",
-        "add",
-        "api",
-        "--profile",
-        "rest",
-        "--base-url",
-        "https://api.example.com",
-        "--env",
-        "staging",
-        "--secret-stdin",
-    ];
+    let add = add_api_upstream("staging");
     for (secret, why) in [
         (
             "bad\u{1}credential-0123",
@@ -545,18 +534,7 @@ fn a_credential_a_header_cannot_carry_is_refused_when_sealed() {
 fn a_credential_with_spaces_around_it_is_refused_not_trimmed() {
     let bw = Bw::new();
     bw.ok(&["init"]);
-    let add = [
-        "upstream",
-        "add",
-        "api",
-        "--profile",
-        "rest",
-        "--base-url",
-        "https://api.example.com",
-        "--env",
-        "staging",
-        "--secret-stdin",
-    ];
+    let add = add_api_upstream("staging");
     let secret = "api-token-0123456789";
     for piped in [
         format!(" {secret}"),

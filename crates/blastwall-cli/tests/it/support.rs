@@ -90,6 +90,23 @@ impl Bw {
     }
 }
 
+/// The arguments that seal a credential, read from stdin, for a generic REST upstream `api` in
+/// environment `env`.
+pub fn add_api_upstream(env: &str) -> [&str; 10] {
+    [
+        "upstream",
+        "add",
+        "api",
+        "--profile",
+        "rest",
+        "--base-url",
+        "https://api.example.com",
+        "--env",
+        env,
+        "--secret-stdin",
+    ]
+}
+
 /// Every file under `dir`, recursively, with its bytes.
 pub fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();

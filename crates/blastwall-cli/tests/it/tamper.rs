@@ -3,7 +3,7 @@
 
 use sqlx::Connection;
 
-use crate::support::{Bw, stderr, stdout};
+use crate::support::{Bw, add_api_upstream, stderr, stdout};
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
@@ -260,21 +260,7 @@ fn a_private_seed_passed_as_key_is_not_echoed() {
 fn a_token_is_issued_when_the_credential_look_up_fails() {
     let bw = Bw::new();
     bw.ok(&["init"]);
-    let o = bw.run_stdin(
-        &[
-            "upstream",
-            "add",
-            "api",
-            "--profile",
-            "rest",
-            "--base-url",
-            "https://api.example.com",
-            "--env",
-            "production",
-            "--secret-stdin",
-        ],
-        "api-token-0123456789\n",
-    );
+    let o = bw.run_stdin(&add_api_upstream("production"), "api-token-0123456789\n");
     assert!(o.status.success(), "{}", stderr(&o));
     // A time no timestamp can hold: listing the credentials fails.
     sql(
