@@ -45,7 +45,8 @@ const STAGING_SECRET: &str = "railway-staging-token-0b7e2d4c19a84f66";
 struct Demo {
     dir: PathBuf,
     exe: PathBuf,
-    ok: bool,
+    /// The checks that did not pass, in order (named again in the summary).
+    failed: Vec<String>,
 }
 
 impl Demo {
@@ -58,7 +59,9 @@ impl Demo {
             "   {} {what}",
             if passed { "✓" } else { "✗ FAILED:" }
         ));
-        self.ok &= passed;
+        if !passed {
+            self.failed.push(what.to_owned());
+        }
     }
 
     /// Runs `blastwall ARGS` in the demo folder, printing the command.
@@ -81,7 +84,6 @@ impl Demo {
         drop(child.stdin.take());
         let out = child.wait_with_output()?;
         if !out.status.success() {
-            self.ok = false;
             return Err(Failure::usage(
                 format!(
                     "`blastwall {}` failed: {}",
@@ -116,7 +118,7 @@ pub(crate) async fn run(args: Args) -> Result<Exit, Failure> {
     let mut demo = Demo {
         dir: tmp.path().to_path_buf(),
         exe,
-        ok: true,
+        failed: Vec::new(),
     };
     let result = replay(&mut demo).await;
     if args.keep {
@@ -124,14 +126,30 @@ pub(crate) async fn run(args: Args) -> Result<Exit, Failure> {
         output::line(&format!("\nthe demo folder is kept at {}", kept.display()));
     }
     result?;
-    if demo.ok {
-        output::line(
-            "\nevery step behaved: the deletion that took nine seconds in April 2026 was stopped",
-        );
-        Ok(Exit::Clean)
+    output::line(&summary(&demo.failed));
+    Ok(verdict(&demo.failed))
+}
+
+/// The last line of the demo: the verdict, naming each step that did not behave.
+fn summary(failed: &[String]) -> String {
+    if failed.is_empty() {
+        "\nevery step behaved: the deletion that took nine seconds in April 2026 was stopped"
+            .to_owned()
     } else {
-        output::line("\nsome steps did not behave (marked ✗ above)");
-        Ok(Exit::Failed)
+        let mut out = format!("\n{} step(s) did not behave:", failed.len());
+        for what in failed {
+            out.push_str(&format!("\n   ✗ {what}"));
+        }
+        out
+    }
+}
+
+/// Exit 0 only when every check passed; 1 (a failed check) otherwise.
+fn verdict(failed: &[String]) -> Exit {
+    if failed.is_empty() {
+        Exit::Clean
+    } else {
+        Exit::Failed
     }
 }
 
@@ -413,4 +431,33 @@ fn find_in_tree(dir: &Path, needle: &[u8], skip: &Path) -> Option<PathBuf> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The failure path of `demo` (issue 4: "exits non-zero if any step did not behave"): a
+    /// failed check is kept, named in the summary, and turns the exit code to 1.
+    #[test]
+    fn a_step_that_did_not_behave_fails_the_demo() {
+        let mut demo = Demo {
+            dir: PathBuf::new(),
+            exe: PathBuf::new(),
+            failed: Vec::new(),
+        };
+        demo.check(true, "forwarded to Railway");
+        assert_eq!(verdict(&demo.failed), Exit::Clean);
+        assert!(summary(&demo.failed).contains("every step behaved"));
+        demo.check(false, "the volume (and the backups in it) is still there");
+        demo.check(true, "the audit chain verifies");
+        assert_eq!(verdict(&demo.failed), Exit::Failed);
+        let text = summary(&demo.failed);
+        assert!(text.contains("1 step(s) did not behave"), "{text}");
+        assert!(
+            text.contains("✗ the volume (and the backups in it) is still there"),
+            "{text}"
+        );
+        assert!(!text.contains("every step behaved"), "{text}");
+    }
 }
