@@ -225,6 +225,8 @@ pub struct VerifyReport {
     pub last_seq: i64,
     /// Number of checkpoints checked.
     pub checkpoints: usize,
+    /// Of those, how many were kept outside the store (shipped) and given to the verifier.
+    pub shipped: usize,
     /// The newest checkpoint's entry (`None` without one): entries after it are chained but not
     /// yet under a signature, so removing them from the end would not show here.
     pub signed_to: Option<i64>,
@@ -290,6 +292,25 @@ impl ChainVerifier {
         checkpoints: &[Checkpoint],
         trusted_key_hex: &str,
     ) -> Result<VerifyReport, ChainError> {
+        self.check(checkpoints, trusted_key_hex)?;
+        Ok(VerifyReport {
+            entries: self.prev_seq,
+            last_seq: self.prev_seq,
+            checkpoints: checkpoints.len(),
+            shipped: 0,
+            signed_to: checkpoints.iter().map(|c| c.seq).max(),
+        })
+    }
+
+    /// Checks checkpoints against the entries seen so far: each signed with the trusted key,
+    /// covering an entry still in the log, with that entry's hash. Only entries at the positions
+    /// given to [`ChainVerifier::new`] are remembered, so a checkpoint at another position is a
+    /// mismatch.
+    pub fn check(
+        &self,
+        checkpoints: &[Checkpoint],
+        trusted_key_hex: &str,
+    ) -> Result<(), ChainError> {
         for cp in checkpoints {
             if !checkpoint_signature_ok(cp, trusted_key_hex) {
                 return Err(ChainError::BadSignature { seq: cp.seq });
@@ -300,22 +321,24 @@ impl ChainVerifier {
                     last: self.prev_seq,
                 });
             }
+            // INVARIANT: pushed in the log's order, so sorted by sequence number.
             let seen = self
                 .hashes_at_checkpoints
-                .iter()
-                .find(|(s, _)| *s == cp.seq)
+                .binary_search_by_key(&cp.seq, |(s, _)| *s)
+                .ok()
+                .and_then(|i| self.hashes_at_checkpoints.get(i))
                 .map(|(_, h)| *h);
             match (seen, decode_hash(&cp.hash)) {
                 (Some(h), Some(c)) if h == c => {}
                 _ => return Err(ChainError::CheckpointMismatch { seq: cp.seq }),
             }
         }
-        Ok(VerifyReport {
-            entries: self.prev_seq,
-            last_seq: self.prev_seq,
-            checkpoints: checkpoints.len(),
-            signed_to: checkpoints.iter().map(|c| c.seq).max(),
-        })
+        Ok(())
+    }
+
+    /// The last entry's sequence number seen so far (0 before any).
+    pub fn last_seq(&self) -> i64 {
+        self.prev_seq
     }
 }
 

@@ -117,8 +117,20 @@ pub async fn verify_log(
     store: &dyn Store,
     trusted_key_hex: &str,
 ) -> Result<VerifyReport, VerifyError> {
+    verify_log_with(store, trusted_key_hex, &[]).await
+}
+
+/// [`verify_log`], and also checks `shipped`: checkpoints kept outside the store (as
+/// `blastwall log checkpoint` prints them). Someone who can write the store can delete the
+/// end of the log together with the checkpoints that cover it, or, holding the signing key too,
+/// rewrite it whole; a checkpoint kept elsewhere still names the entry and hash the log had.
+pub async fn verify_log_with(
+    store: &dyn Store,
+    trusted_key_hex: &str,
+    shipped: &[Checkpoint],
+) -> Result<VerifyReport, VerifyError> {
     let checkpoints = store.checkpoint_list().await?;
-    let mut verifier = ChainVerifier::new(checkpoints.iter().map(|c| c.seq));
+    let mut verifier = ChainVerifier::new(checkpoints.iter().chain(shipped).map(|c| c.seq));
     let mut after = 0;
     loop {
         let page = store.audit_page(after, VERIFY_PAGE).await?;
@@ -129,5 +141,20 @@ pub async fn verify_log(
         }
         after = next;
     }
-    Ok(verifier.finish(&checkpoints, trusted_key_hex)?)
+    // The shipped ones first: when the store's own checkpoints were tampered with too, the
+    // error names the evidence kept elsewhere.
+    for (index, cp) in shipped.iter().enumerate() {
+        verifier
+            .check(std::slice::from_ref(cp), trusted_key_hex)
+            .map_err(|source| VerifyError::Shipped { index, source })?;
+    }
+    let mut report = verifier.finish(&checkpoints, trusted_key_hex)?;
+    report.shipped = shipped.len();
+    report.checkpoints += shipped.len();
+    report.signed_to = report
+        .signed_to
+        .into_iter()
+        .chain(shipped.iter().map(|c| c.seq))
+        .max();
+    Ok(report)
 }

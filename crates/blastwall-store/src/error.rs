@@ -77,6 +77,15 @@ pub enum VerifyError {
     /// The chain or a checkpoint does not verify; the error names the entry.
     #[error(transparent)]
     Chain(#[from] ChainError),
+    /// A checkpoint kept outside the store does not hold against the stored log: entries it
+    /// covers were removed or rewritten (the store's own checkpoints may have gone with them).
+    #[error("checkpoint {} of those kept outside the store does not hold: {source}", .index + 1)]
+    Shipped {
+        /// Its position (from 0) in the list given to `verify_log_with`.
+        index: usize,
+        /// What is wrong with it.
+        source: ChainError,
+    },
     /// The log could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),

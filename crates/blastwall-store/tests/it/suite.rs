@@ -8,7 +8,7 @@ use blastwall_core::principal::PrincipalName;
 use blastwall_core::record::{SealedCredential, TokenId, TokenRecord, TokenState, UpstreamRecord};
 use blastwall_core::seal::EnvIdentity;
 use blastwall_core::{ChainError, Credential, CredentialKind, EnvName, Environment, Tier};
-use blastwall_store::{Auditor, Store, StoreError, VerifyError, verify_log};
+use blastwall_store::{Auditor, Store, StoreError, VerifyError, verify_log, verify_log_with};
 use jiff::Timestamp;
 
 use crate::backend::Backend;
@@ -554,6 +554,7 @@ pub(crate) async fn auditor_signs_checkpoints(b: &Backend) {
     let signer = CheckpointSigner::generate().unwrap();
     let auditor = Auditor::new(b.store.clone(), signer, 3);
     assert_eq!(auditor.finish().await.unwrap(), None, "nothing to sign yet");
+    assert_eq!(b.store.checkpoint_latest().await.unwrap(), None);
     for i in 0..7 {
         auditor
             .append(record("request.decide", Some(&format!("r{i}"))))
@@ -577,6 +578,10 @@ pub(crate) async fn auditor_signs_checkpoints(b: &Backend) {
         "head already covered"
     );
     assert_eq!(b.store.checkpoint_last_seq().await.unwrap(), Some(7));
+    assert_eq!(
+        b.store.checkpoint_latest().await.unwrap(),
+        Some(last.clone())
+    );
 
     // An entry written by a state change counts too.
     let e = b
@@ -598,6 +603,52 @@ pub(crate) async fn auditor_signs_checkpoints(b: &Backend) {
         verify_log(b.store.as_ref(), &other).await,
         Err(VerifyError::Chain(ChainError::BadSignature { .. }))
     ));
+
+    // A checkpoint kept outside the store: checked with the stored ones, and counted.
+    let key = auditor.public_key_hex();
+    let shipped = b.store.checkpoint_latest().await.unwrap().unwrap();
+    assert_eq!(shipped.seq, 9);
+    let report = verify_log_with(b.store.as_ref(), &key, std::slice::from_ref(&shipped))
+        .await
+        .unwrap();
+    assert_eq!((report.checkpoints, report.shipped), (5, 1));
+    assert_eq!(report.signed_to, Some(9));
+    // One from a store that has moved on (entry 12 here) must find entry 12 still in the log.
+    for i in 0..3 {
+        let e = b
+            .store
+            .audit_append(record("x", Some(&format!("later{i}"))))
+            .await
+            .unwrap();
+        auditor.record(&e).await.unwrap();
+    }
+    let later = b.store.checkpoint_latest().await.unwrap().unwrap();
+    assert_eq!(later.seq, 12);
+    // Forged: a valid signature over another hash is not a checkpoint of this log.
+    let mut forged = later.clone();
+    forged.hash = shipped.hash.clone();
+    assert!(matches!(
+        verify_log_with(b.store.as_ref(), &key, &[shipped.clone(), forged]).await,
+        Err(VerifyError::Shipped {
+            index: 1,
+            source: ChainError::BadSignature { seq: 12 }
+        })
+    ));
+    // Validly signed, for an entry the log does not have (any more): the end was cut off. The
+    // shipped ones are checked first, so this is named before the stored ones (signed with
+    // another key here) are.
+    let signer = CheckpointSigner::generate().unwrap();
+    let beyond = signer.sign(40, &later.hash, &later.at);
+    assert!(matches!(
+        verify_log_with(b.store.as_ref(), &signer.public_hex(), &[beyond]).await,
+        Err(VerifyError::Shipped {
+            index: 0,
+            source: ChainError::Truncated { seq: 40, last: 12 }
+        })
+    ));
+    verify_log_with(b.store.as_ref(), &key, &[shipped, later])
+        .await
+        .unwrap();
 }
 
 pub(crate) async fn chain_stays_linear_under_concurrent_appends(b: &Backend) {
