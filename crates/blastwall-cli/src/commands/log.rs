@@ -1,8 +1,8 @@
-//! `blastwall log tail|verify`.
+//! `blastwall log tail|verify|checkpoint`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use blastwall_core::audit::CheckpointSigner;
+use blastwall_core::audit::{Checkpoint, CheckpointSigner};
 use blastwall_core::env::EnvSource;
 use serde_json::json;
 
@@ -29,18 +29,38 @@ pub(crate) enum Cmd {
 Examples:
   blastwall log verify
   blastwall log verify --key 3b6a27bc…   # trust this checkpoint public key (hex)
+  blastwall log verify --checkpoints /mnt/elsewhere/blastwall-checkpoints.jsonl
 
 Detects an edited, deleted, reordered or truncated entry. By default the checkpoint key is the
 public half of the configured audit signing key; a run where that key is, once a checkpoint
-verifies, prints its public half (`key` in `--json`), to pass as `--key` where it is not.")]
+verifies, prints its public half (`key` in `--json`), to pass as `--key` where it is not.
+
+Checkpoints kept only in the store go with it: someone who can write the store can cut the end of
+the log together with the checkpoints that cover it. `--checkpoints FILE` also checks the ones
+shipped elsewhere with `blastwall log checkpoint` (one per line), which still name the entries the
+log had.")]
     Verify {
         /// The trusted checkpoint public key, in hex
         #[arg(long, value_name = "HEX")]
         key: Option<String>,
+        /// Also check these checkpoints, kept outside the store (lines of `blastwall log checkpoint`)
+        #[arg(long, value_name = "FILE")]
+        checkpoints: Option<PathBuf>,
         /// JSON output
         #[arg(long)]
         json: bool,
     },
+    /// Print the newest signed checkpoint as one JSON line, to keep outside the store
+    #[command(after_help = "\
+Examples:
+  blastwall log checkpoint >> /mnt/elsewhere/blastwall-checkpoints.jsonl   # e.g. from cron
+  blastwall log verify --checkpoints /mnt/elsewhere/blastwall-checkpoints.jsonl
+
+Keep the lines where whoever can write the store cannot (another host, a write-once bucket):
+`log verify --checkpoints` then finds the end of the log cut off, or the log rewritten, even
+when the store's own checkpoints were deleted, or signed anew with a stolen signing key. A checkpoint holds an entry
+number, that entry's hash, a time, the public key and the signature: nothing secret.")]
+    Checkpoint,
 }
 
 pub(crate) async fn run(
@@ -74,7 +94,25 @@ pub(crate) async fn run(
             }
             Ok(Exit::Clean)
         }
-        Cmd::Verify { key, json } => {
+        Cmd::Checkpoint => match ctx.store.checkpoint_latest().await? {
+            Some(cp) => {
+                output::line(&serde_json::to_string(&cp).map_err(anyhow::Error::from)?);
+                Ok(Exit::Clean)
+            }
+            None => Err(Failure::usage(
+                "the audit log has no signed checkpoint yet",
+                "one is signed every `checkpoint_every` entries and when a command or the gateway stops; run this again after that",
+            )),
+        },
+        Cmd::Verify {
+            key,
+            checkpoints,
+            json,
+        } => {
+            let shipped = match &checkpoints {
+                Some(path) => read_shipped(path)?,
+                None => Shipped::default(),
+            };
             let key_given = key.is_some();
             let trusted = match key {
                 Some(k) => {
@@ -97,7 +135,9 @@ pub(crate) async fn run(
                     })?
                     .public_hex(),
             };
-            match blastwall_store::verify_log(ctx.store.as_ref(), &trusted).await {
+            match blastwall_store::verify_log_with(ctx.store.as_ref(), &trusted, &shipped.list)
+                .await
+            {
                 Ok(report) => {
                     // The key is named only when a checkpoint's signature proved it a public
                     // key: a 64-hex `--key` that verified nothing may be the private seed.
@@ -108,7 +148,7 @@ pub(crate) async fn run(
                     let unsigned = report.last_seq - report.signed_to.unwrap_or(0);
                     if json {
                         output::json(
-                            &json!({"ok": true, "entries": report.entries, "checkpoints": report.checkpoints, "key": key, "signed_to": report.signed_to, "unsigned_tail": unsigned}),
+                            &json!({"ok": true, "entries": report.entries, "checkpoints": report.checkpoints, "shipped": report.shipped, "key": key, "signed_to": report.signed_to, "unsigned_tail": unsigned}),
                         )?;
                     } else {
                         let tail = match unsigned {
@@ -117,9 +157,15 @@ pub(crate) async fn run(
                                 "; the last {n} entries follow the newest checkpoint: their removal from the end would not show"
                             ),
                         };
+                        let from_file = match &checkpoints {
+                            Some(path) => {
+                                format!(" ({} of them from `{}`)", report.shipped, path.display())
+                            }
+                            None => String::new(),
+                        };
                         match key {
                             Some(key) => output::line(&format!(
-                                "ok: {} entries, chain intact, {} signed checkpoint(s) verified with key {key}{tail}",
+                                "ok: {} entries, chain intact, {} signed checkpoint(s){from_file} verified with key {key}{tail}",
                                 report.entries, report.checkpoints
                             )),
                             None => output::line(&format!(
@@ -137,8 +183,12 @@ pub(crate) async fn run(
                     if key_given
                         && let Some(public) =
                             CheckpointSigner::parse(&trusted).map(|s| s.public_hex())
-                        && let Ok(r) =
-                            blastwall_store::verify_log(ctx.store.as_ref(), &public).await
+                        && let Ok(r) = blastwall_store::verify_log_with(
+                            ctx.store.as_ref(),
+                            &public,
+                            &shipped.list,
+                        )
+                        .await
                         && r.checkpoints > 0
                     {
                         return Err(Failure::usage(
@@ -155,9 +205,70 @@ pub(crate) async fn run(
                     }
                     Ok(Exit::Failed)
                 }
+                Err(blastwall_store::VerifyError::Shipped { index, source }) => {
+                    let at = match (&checkpoints, shipped.lines.get(index)) {
+                        (Some(path), Some(line)) => format!("`{}` line {line}", path.display()),
+                        _ => format!("shipped checkpoint {}", index + 1),
+                    };
+                    let e = format!(
+                        "the checkpoint kept outside the store at {at} does not hold: {source}"
+                    );
+                    if json {
+                        output::json(&json!({"ok": false, "error": e}))?;
+                    } else {
+                        output::line(&format!("FAILED: {e}"));
+                    }
+                    Ok(Exit::Failed)
+                }
                 Err(blastwall_store::VerifyError::Store(e)) => Err(e.into()),
                 Err(other) => Err(anyhow::Error::from(other).into()),
             }
         }
     }
+}
+
+/// Checkpoints read from a file, with the line each came from.
+#[derive(Debug, Default)]
+struct Shipped {
+    list: Vec<Checkpoint>,
+    lines: Vec<usize>,
+}
+
+/// Reads the lines `blastwall log checkpoint` printed (blank lines and `#` comments skipped).
+/// Anything else stops the check: a file that is not what it should be proves nothing.
+fn read_shipped(path: &Path) -> Result<Shipped, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::usage(
+            format!("cannot read `{}`: {e}", path.display()),
+            "pass the file the lines of `blastwall log checkpoint` were appended to",
+        )
+    })?;
+    let mut shipped = Shipped::default();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        // serde's message is not shown: it can quote the line, and a wrong file may hold a secret.
+        let cp: Checkpoint = serde_json::from_str(line).map_err(|e| {
+            Failure::usage(
+                format!(
+                    "line {} of `{}` is not a checkpoint (column {})",
+                    i + 1,
+                    path.display(),
+                    e.column()
+                ),
+                "each line must be one that `blastwall log checkpoint` printed",
+            )
+        })?;
+        shipped.list.push(cp);
+        shipped.lines.push(i + 1);
+    }
+    if shipped.list.is_empty() {
+        return Err(Failure::usage(
+            format!("`{}` holds no checkpoint", path.display()),
+            "append what `blastwall log checkpoint` prints to it (e.g. from cron), then verify",
+        ));
+    }
+    Ok(shipped)
 }

@@ -20,6 +20,7 @@ fn every_subcommand_has_help_with_examples() {
         &["token", "test"],
         &["log", "tail"],
         &["log", "verify"],
+        &["log", "checkpoint"],
         &["config", "show"],
         &["serve"],
         &["demo"],

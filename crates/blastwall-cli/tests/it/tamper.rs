@@ -109,6 +109,129 @@ fn a_truncated_tail_is_found_by_the_checkpoints() {
     verify_fails_with(&bw, "truncated");
 }
 
+/// Ships the newest checkpoint the way the docs say (`log checkpoint >> FILE`); returns FILE.
+fn ship_checkpoint(bw: &Bw) -> std::path::PathBuf {
+    let line = bw.ok(&["log", "checkpoint"]);
+    assert_eq!(line.lines().count(), 1, "{line}");
+    let cp: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert!(cp["seq"].as_i64().unwrap() > 7, "{cp}");
+    let file = bw.path().join("elsewhere.jsonl");
+    std::fs::write(&file, format!("# shipped by cron\n{line}\n")).unwrap();
+    file
+}
+
+fn verify_with(bw: &Bw, file: &std::path::Path) -> std::process::Output {
+    bw.run(&["log", "verify", "--checkpoints", file.to_str().unwrap()])
+}
+
+/// Cutting the end off together with the checkpoints that cover it passes a check of the store
+/// alone (said as an unsigned tail); a checkpoint kept elsewhere finds it.
+#[test]
+fn a_tail_cut_with_its_checkpoints_is_found_by_a_shipped_checkpoint() {
+    let bw = populated();
+    let file = ship_checkpoint(&bw);
+    let o = verify_with(&bw, &file);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("1 of them from"), "{}", stdout(&o));
+    sql(
+        &bw,
+        &[
+            "DELETE FROM audit_log WHERE seq > 7",
+            "DELETE FROM checkpoints WHERE seq > 7",
+        ],
+    );
+    let o = bw.run(&["log", "verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let o = verify_with(&bw, &file);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("elsewhere.jsonl` line 2 does not hold: the log was truncated"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// History rewritten from entry 8 on by someone who can write the store and run `blastwall`
+/// (so its new checkpoints carry a valid signature): only the shipped checkpoint tells.
+#[test]
+fn a_rewritten_history_is_found_by_a_shipped_checkpoint() {
+    let bw = populated();
+    let file = ship_checkpoint(&bw);
+    sql(
+        &bw,
+        &[
+            "DELETE FROM audit_log WHERE seq > 7",
+            "DELETE FROM checkpoints WHERE seq > 7",
+        ],
+    );
+    for holder in ["b1", "b2", "b3", "b4", "b5", "b6"] {
+        bw.ok(&[
+            "token",
+            "issue",
+            "--env",
+            "staging",
+            "--owner",
+            "o@x.io",
+            "--holder",
+            holder,
+            "--scope",
+            "railway:domain.*",
+        ]);
+    }
+    let o = bw.run(&["log", "verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let o = verify_with(&bw, &file);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("does not match the log"),
+        "{}",
+        stdout(&o)
+    );
+    let o = bw.run(&[
+        "log",
+        "verify",
+        "--json",
+        "--checkpoints",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(report["ok"], false, "{report}");
+}
+
+/// A file of shipped checkpoints that is not one stops the check (exit 2) without quoting it:
+/// a wrong file may hold a secret. An empty one proves nothing and is refused too.
+#[test]
+fn a_bad_checkpoint_file_is_refused_without_quoting_it() {
+    let bw = populated();
+    let file = bw.path().join("wrong.jsonl");
+    std::fs::write(&file, "{\"seq\": 3}\n\"canary-secret-7f3e\"\n").unwrap();
+    let o = verify_with(&bw, &file);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("line 1 of"), "{}", stderr(&o));
+    std::fs::write(&file, "\"canary-secret-7f3e\"\n").unwrap();
+    let o = verify_with(&bw, &file);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("canary"), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("canary"), "{}", stdout(&o));
+    std::fs::write(&file, "# nothing yet\n\n").unwrap();
+    let o = verify_with(&bw, &file);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("holds no checkpoint"), "{}", stderr(&o));
+    let o = verify_with(&bw, &bw.path().join("missing.jsonl"));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // And `log checkpoint` with nothing signed says so (exit 2), printing no data.
+    sql(&bw, &["DELETE FROM checkpoints"]);
+    let o = bw.run(&["log", "checkpoint"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("no signed checkpoint"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn a_forged_checkpoint_is_refused() {
     let bw = populated();
