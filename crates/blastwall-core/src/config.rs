@@ -62,6 +62,10 @@ pub struct GatewayConfig {
     pub revocation_poll: Duration,
     /// Extra CA certificates (PEM) to trust, per upstream, beside the system's roots.
     pub ca_files: BTreeMap<String, PathBuf>,
+    /// Requests a second each token may make, sustained (0: no limit). Past it, 429.
+    pub token_rate: u32,
+    /// Requests a token may make at once after a pause (at least 1).
+    pub token_burst: u32,
 }
 
 impl Default for GatewayConfig {
@@ -75,6 +79,8 @@ impl Default for GatewayConfig {
             max_connections: 4096,
             revocation_poll: Duration::from_millis(250),
             ca_files: BTreeMap::new(),
+            token_rate: 100,
+            token_burst: 200,
         }
     }
 }
@@ -233,6 +239,8 @@ struct RawGateway {
     revocation_poll: Option<String>,
     #[serde(default)]
     ca_files: BTreeMap<String, PathBuf>,
+    token_rate: Option<u32>,
+    token_burst: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -461,6 +469,15 @@ impl Config {
             }
             gateway.max_connections = n;
         }
+        if let Some(n) = raw.gateway.token_rate {
+            gateway.token_rate = n;
+        }
+        if let Some(n) = raw.gateway.token_burst {
+            if n == 0 {
+                problems.push("`gateway.token_burst`: must be at least 1".into());
+            }
+            gateway.token_burst = n;
+        }
         for (key, value, slot) in [
             (
                 "connect_timeout",
@@ -575,6 +592,8 @@ impl Config {
                 "client_timeout": crate::format_duration(self.gateway.client_timeout),
                 "max_connections": self.gateway.max_connections,
                 "revocation_poll": crate::format_duration(self.gateway.revocation_poll),
+                "token_burst": self.gateway.token_burst,
+                "token_rate": self.gateway.token_rate,
                 "ca_files": self.gateway.ca_files.iter().map(|(k, v)| (k.clone(), v.display().to_string())).collect::<BTreeMap<_, _>>(),
             },
         })
@@ -741,6 +760,14 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.problems.len(), 2, "{e}");
+        // The per-token rate: on by default, 0 turns it off, a burst of 0 is refused.
+        let d = parse("", &[]).unwrap();
+        assert_eq!((d.gateway.token_rate, d.gateway.token_burst), (100, 200));
+        let c = parse("[gateway]\ntoken_rate = 0\ntoken_burst = 5\n", &[]).unwrap();
+        assert_eq!((c.gateway.token_rate, c.gateway.token_burst), (0, 5));
+        let e = parse("[gateway]\ntoken_burst = 0\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("token_burst"), "{e}");
+        assert!(parse("[gateway]\ntoken_rate = -1\n", &[]).is_err());
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct ApiError {
     /// Why a decision refused it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Seconds to wait before retrying (a `Retry-After` header), for a rate limit.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -48,6 +51,7 @@ impl ApiError {
             request_id: String::new(),
             operation: None,
             reason: None,
+            retry_after: None,
         }
     }
 
@@ -78,11 +82,16 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status;
+        let retry_after = self.retry_after;
         let mut r = (status, Json(self)).into_response();
         r.headers_mut().insert(
             http::header::CACHE_CONTROL,
             http::HeaderValue::from_static("no-store"),
         );
+        if let Some(secs) = retry_after {
+            r.headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+        }
         r
     }
 }

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use blastwall_core::EnvName;
 use blastwall_core::audit::AuditRecord;
+use blastwall_core::config::GatewayConfig;
 use blastwall_core::record::{TokenRecord, UpstreamRecord};
 use blastwall_policy::{Classification, RequestDigest};
 use bytes::Bytes;
@@ -148,6 +149,23 @@ async fn proxy(
     let refuse = |e: ApiError, ops: Vec<String>, class: &'static str, digest: Option<String>| {
         refuse_as("deny", e, ops, class, digest)
     };
+
+    // Each token's rate: a holder in a loop (an agent retrying a refusal) must not grow the
+    // audit log at the gateway's full rate, fill its disk and so stop it for every environment
+    // it serves. Past the budget its refusals are counted like unauthenticated ones.
+    if let Some(limit) = &inner.token_limit
+        && let Err(not_until) = limit.check_key(&token.id)
+    {
+        use governor::clock::Clock as _;
+        let wait = not_until.wait_time_from(limit.clock().now());
+        let e = rate_limited(&inner.config, wait);
+        inner.metrics.count("-", "-", e.error);
+        let (e, rec) = refuse(e, vec![], "-", None);
+        if inner.refusals.admit(&rec.actor, started) {
+            gw.audit(rec).await;
+        }
+        return Err(e);
+    }
 
     // 2. the wall: the token's own environment, and only it.
     // Refusals before a decision are counted by their error code: `decision` is then e.g.
@@ -634,6 +652,25 @@ async fn credential_for(
         .or_default()
         .insert(env.clone(), opened.clone());
     Ok(opened)
+}
+
+/// 429 for a token over `[gateway] token_rate`, with how long to wait.
+fn rate_limited(config: &GatewayConfig, wait: std::time::Duration) -> ApiError {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "this token made more than {} requests a second (bursts of up to {}), so this one was not forwarded",
+            config.token_rate, config.token_burst
+        ),
+        format!(
+            "wait {} s (the `Retry-After` header) and send fewer requests; the operator can raise `[gateway] token_rate`",
+            secs.max(1)
+        ),
+    );
+    e.retry_after = Some(secs.max(1));
+    e
 }
 
 fn store_down(e: blastwall_store::StoreError) -> ApiError {

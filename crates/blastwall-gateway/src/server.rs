@@ -1,6 +1,7 @@
 //! The gateway's state, router and server loop.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use axum::routing::get;
 use blastwall_core::audit::AuditRecord;
 use blastwall_core::audit::throttle::Throttle;
 use blastwall_core::config::GatewayConfig;
-use blastwall_core::record::UpstreamRecord;
+use blastwall_core::record::{TokenId, UpstreamRecord};
 use blastwall_core::seal::EnvIdentity;
 use blastwall_core::{EnvName, Environment};
 use blastwall_policy::Catalog;
@@ -78,8 +79,11 @@ pub(crate) struct Inner {
     /// Whether the audit writer is failing to write: while it is, nothing is forwarded.
     pub(crate) audit_failing: Arc<AtomicBool>,
     pub(crate) metrics: Metrics,
-    /// Unauthenticated refusals written one by one per minute; the rest are counted.
+    /// Unauthenticated refusals, and each token's rate-limited ones, written one by one per
+    /// minute; the rest are counted.
     pub(crate) refusals: Throttle,
+    /// Each token's request rate (`[gateway] token_rate`, `token_burst`); `None` when off.
+    pub(crate) token_limit: Option<TokenLimiter>,
     pub(crate) config: GatewayConfig,
 }
 
@@ -147,6 +151,7 @@ impl Gateway {
             audit_failing,
             metrics: Metrics::new(),
             refusals: Throttle::new(REFUSAL_WINDOW, REFUSALS_PER_WINDOW),
+            token_limit: token_limiter(&setup.config),
             config: setup.config,
         };
         let gateway = Gateway {
@@ -251,15 +256,31 @@ const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
 /// How many unauthenticated refusals per window get an audit entry each.
 const REFUSALS_PER_WINDOW: u32 = 60;
 
-/// Every window, appends one entry counting the unauthenticated refusals that were not written
-/// one by one (see [`blastwall_core::audit::throttle`]).
+/// Every window, appends one entry counting the refusals that were not written one by one (see
+/// [`blastwall_core::audit::throttle`]), and forgets the rate of tokens idle since.
 async fn summarize_refusals(gw: Gateway) {
     let mut every = tokio::time::interval(REFUSAL_WINDOW);
     every.tick().await;
     loop {
         every.tick().await;
         gw.audit_suppressed().await;
+        if let Some(limit) = &gw.inner.token_limit {
+            limit.retain_recent();
+            limit.shrink_to_fit();
+        }
     }
+}
+
+/// The per-token rate limiter (GCRA, from `governor`): one cell per token seen recently.
+pub(crate) type TokenLimiter = governor::DefaultKeyedRateLimiter<TokenId>;
+
+/// `None` when `token_rate` is 0 (no limit).
+fn token_limiter(config: &GatewayConfig) -> Option<TokenLimiter> {
+    let rate = NonZeroU32::new(config.token_rate)?;
+    let burst = NonZeroU32::new(config.token_burst).unwrap_or(rate);
+    Some(governor::RateLimiter::keyed(
+        governor::Quota::per_second(rate).allow_burst(burst),
+    ))
 }
 
 impl Gateway {

@@ -1316,6 +1316,93 @@ async fn unauthenticated_refusals_cannot_flood_the_audit_log() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
+/// A token in a loop (an agent retrying what it was refused) is held to `[gateway] token_rate`:
+/// past its burst it gets 429 with `Retry-After`, nothing is forwarded, other tokens are not
+/// slowed, and its refusals cannot grow the audit log at the request rate (60 a minute one by
+/// one, the rest counted in one entry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_in_a_loop_is_rate_limited_and_cannot_flood_the_audit_log() {
+    let s = setup().await;
+    let cfg = s.bw.path().join("blastwall.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("\n[gateway]\ntoken_rate = 1\ntoken_burst = 3\n");
+    std::fs::write(&cfg, text).unwrap();
+    let (token, id) = issue(&s.bw, "staging", "rest:*", "1h");
+    let (other, _) = issue(&s.bw, "staging", "rest:*", "1h");
+    let gw = serve(&s.bw);
+    let url = format!("{}/proxy/api/v1/items/1", gw.base);
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..100 {
+        let r = call("GET", &url, Some(&token), &[], "").await;
+        statuses.push(r.status);
+        if r.status == 429 && limited.is_none() {
+            limited = Some(r);
+        }
+    }
+    let took = started.elapsed();
+    let ok = statuses.iter().filter(|&&c| c == 200).count();
+    // The burst, plus one a second for as long as the loop ran.
+    let most = 3 + usize::try_from(took.as_secs()).unwrap() + 1;
+    assert!(
+        (3..=most).contains(&ok),
+        "{ok} forwarded in {took:?}: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|&c| c == 200 || c == 429),
+        "{statuses:?}"
+    );
+    assert_eq!(s.rest.seen().len(), ok, "a limited request was forwarded");
+    let r = limited.expect("never limited");
+    assert_eq!(r.json()["error"], "rate_limited", "{}", r.text());
+    assert!(
+        r.json()["hint"].as_str().unwrap().contains("token_rate"),
+        "{}",
+        r.text()
+    );
+    let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    // Another token has a budget of its own.
+    let r = call("GET", &url, Some(&other), &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // And this one is served again once it waits.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = call("GET", &url, Some(&token), &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let limited_count = statuses.iter().filter(|&&c| c == 429).count();
+    assert_eq!(
+        requests(&gw.base, "-", "-", "rate_limited").await,
+        Some(limited_count as f64)
+    );
+    gw.stop();
+
+    let tail = s.bw.json(&["log", "tail", "-n", "300"]);
+    let entries = tail.as_array().unwrap();
+    let actor = format!("token:{id}");
+    let one_by_one = entries
+        .iter()
+        .filter(|e| {
+            e["action"] == "request.decide"
+                && e["actor"] == actor.as_str()
+                && e["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("\"reason\":\"rate_limited\"")
+        })
+        .count();
+    assert_eq!(one_by_one, limited_count.min(60), "{tail:#}");
+    let counted: Vec<Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "request.decide.suppressed" && e["actor"] == actor.as_str())
+        .map(|e| serde_json::from_str(e["detail"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(counted.len(), 1, "{tail:#}");
+    assert_eq!(counted[0]["count"], limited_count - 60, "{tail:#}");
+    let o = s.bw.run(&["log", "verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_decision_is_audited_and_nothing_secret_leaks() {
     let s = setup().await;
