@@ -70,7 +70,15 @@ for r in $(seq "$ROUNDS"); do
       old=$(cat "$W/pid"); kill "$old" 2>/dev/null || true
       while kill -0 "$old" 2>/dev/null; do sleep 0.1; done
     fi
-    (cd "$W/bw" && exec taskset -c 1 "$b" serve > "$W/serve.log" 2>&1) &
+    # A build with the per-token rate limit gets it far above this load (its check measured);
+    # an older build would refuse the unknown key, so it gets the file without it.
+    cfg=blastwall.toml
+    if (cd "$W/bw" && "$b" config show 2>/dev/null | grep -q '^gateway.token_rate'); then
+      [ -f "$W/bw/limited.toml" ] || { cp "$W/bw/blastwall.toml" "$W/bw/limited.toml"
+        printf 'token_rate = 1000000\ntoken_burst = 1000000\n' >> "$W/bw/limited.toml"; }
+      cfg=limited.toml
+    fi
+    (cd "$W/bw" && BLASTWALL_CONFIG=$cfg exec taskset -c 1 "$b" serve > "$W/serve.log" 2>&1) &
     echo $! > "$W/pid"
     for _ in $(seq 50); do curl -fs http://127.0.0.1:17070/healthz >/dev/null 2>&1 && break; sleep 0.1; done
     load 2 >/dev/null
