@@ -470,6 +470,14 @@ impl Config {
             gateway.max_connections = n;
         }
         if let Some(n) = raw.gateway.token_rate {
+            // Above a billion a second the limiter's one-nanosecond step takes over: a number
+            // that would not mean what it says.
+            if n > 1_000_000_000 {
+                problems.push(
+                    "`gateway.token_rate`: at most 1000000000 a second (0 turns the limit off)"
+                        .into(),
+                );
+            }
             gateway.token_rate = n;
         }
         if let Some(n) = raw.gateway.token_burst {
@@ -768,6 +776,9 @@ mod tests {
         let e = parse("[gateway]\ntoken_burst = 0\n", &[]).unwrap_err();
         assert!(e.to_string().contains("token_burst"), "{e}");
         assert!(parse("[gateway]\ntoken_rate = -1\n", &[]).is_err());
+        assert!(parse("[gateway]\ntoken_rate = 1000000000\n", &[]).is_ok());
+        let e = parse("[gateway]\ntoken_rate = 1000000001\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("token_rate"), "{e}");
     }
 
     #[test]
