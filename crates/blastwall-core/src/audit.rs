@@ -223,9 +223,9 @@ pub struct VerifyReport {
     pub entries: i64,
     /// The last entry's sequence number (0 for an empty log).
     pub last_seq: i64,
-    /// Number of checkpoints checked.
+    /// Number of the store's checkpoints checked.
     pub checkpoints: usize,
-    /// Of those, how many were kept outside the store (shipped) and given to the verifier.
+    /// Number of checkpoints kept outside the store (shipped) checked besides.
     pub shipped: usize,
     /// The newest checkpoint's entry (`None` without one): entries after it are chained but not
     /// yet under a signature, so removing them from the end would not show here.

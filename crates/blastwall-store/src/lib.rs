@@ -27,7 +27,7 @@ mod sql;
 pub mod sqlite;
 pub mod sync_audit;
 
-pub use auditor::{Auditor, verify_log, verify_log_with};
+pub use auditor::{Auditor, latest_checkpoint, verify_log, verify_log_with};
 pub use blastwall_core::audit::VerifyReport;
 pub use error::{StoreError, VerifyError};
 pub use postgres::PgStore;
@@ -180,8 +180,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn checkpoint_add(&self, cp: &Checkpoint) -> Result<(), StoreError>;
     /// All checkpoints, by entry.
     async fn checkpoint_list(&self) -> Result<Vec<Checkpoint>, StoreError>;
-    /// The checkpoint of the newest entry, if any (the one to ship elsewhere).
-    async fn checkpoint_latest(&self) -> Result<Option<Checkpoint>, StoreError>;
+    /// The checkpoint of the newest entry signed by `key` (public, hex), if any; unchecked (see
+    /// `latest_checkpoint`).
+    async fn checkpoint_latest(&self, key: &str) -> Result<Option<Checkpoint>, StoreError>;
     /// The last checkpoint's entry, if any.
     async fn checkpoint_last_seq(&self) -> Result<Option<i64>, StoreError>;
 

@@ -104,8 +104,8 @@ pub(crate) const CHECKPOINT_INSERT: &str = "INSERT INTO checkpoints \
 pub(crate) const CHECKPOINT_LIST: &str =
     "SELECT seq, hash, at, key, signature FROM checkpoints ORDER BY seq, key";
 pub(crate) const CHECKPOINT_LAST_SEQ: &str = "SELECT MAX(seq) FROM checkpoints";
-pub(crate) const CHECKPOINT_LATEST: &str =
-    "SELECT seq, hash, at, key, signature FROM checkpoints ORDER BY seq DESC, key LIMIT 1";
+pub(crate) const CHECKPOINT_LATEST: &str = "SELECT seq, hash, at, key, signature FROM checkpoints \
+     WHERE key = $1 ORDER BY seq DESC LIMIT 1";
 
 /// `SELECT … FROM tokens` with a tail (`WHERE …`, `ORDER BY …`).
 pub(crate) fn token_select(tail: &str) -> String {
@@ -786,9 +786,11 @@ macro_rules! impl_store {
 
             async fn checkpoint_latest(
                 &self,
+                key: &str,
             ) -> Result<Option<blastwall_core::audit::Checkpoint>, $crate::StoreError> {
                 let row: Option<$crate::sql::CheckpointRow> =
                     sqlx::query_as($crate::sql::CHECKPOINT_LATEST)
+                        .bind(key)
                         .fetch_optional(&self.pool)
                         .await?;
                 Ok(row.map($crate::sql::checkpoint_from_row))

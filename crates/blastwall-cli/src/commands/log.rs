@@ -59,8 +59,14 @@ Examples:
 Keep the lines where whoever can write the store cannot (another host, a write-once bucket):
 `log verify --checkpoints` then finds the end of the log cut off, or the log rewritten, even
 when the store's own checkpoints were deleted, or signed anew with a stolen signing key. A checkpoint holds an entry
-number, that entry's hash, a time, the public key and the signature: nothing secret.")]
-    Checkpoint,
+number, that entry's hash, a time, the public key and the signature: nothing secret. It is
+checked before it is printed (signed with the trusted key, naming an entry the log still has with
+that hash): a row that does not hold is exit 1, never printed.")]
+    Checkpoint {
+        /// The trusted checkpoint public key, in hex (default: the configured signing key's)
+        #[arg(long, value_name = "HEX")]
+        key: Option<String>,
+    },
 }
 
 pub(crate) async fn run(
@@ -94,16 +100,32 @@ pub(crate) async fn run(
             }
             Ok(Exit::Clean)
         }
-        Cmd::Checkpoint => match ctx.store.checkpoint_latest().await? {
-            Some(cp) => {
-                output::line(&serde_json::to_string(&cp).map_err(anyhow::Error::from)?);
-                Ok(Exit::Clean)
+        Cmd::Checkpoint { key } => {
+            let trusted = trusted_key(&ctx, key, env)?;
+            match blastwall_store::latest_checkpoint(ctx.store.as_ref(), &trusted).await {
+                Ok(Some(cp)) => {
+                    output::line(&serde_json::to_string(&cp).map_err(anyhow::Error::from)?);
+                    Ok(Exit::Clean)
+                }
+                Ok(None) => Err(Failure::usage(
+                    "the audit log has no checkpoint signed with this key yet",
+                    "one is signed every `checkpoint_every` entries and when a command or the gateway stops; run this again after that (or pass the key that signs them, `--key HEX`)",
+                )),
+                // A failed check (exit 1), on stderr: stdout, appended to the kept file, gets
+                // nothing.
+                Err(blastwall_store::VerifyError::Chain(e)) => Err(Failure {
+                    message: format!(
+                        "the newest checkpoint in the store does not hold, so it is not printed: {e}"
+                    ),
+                    hint: Some(
+                        "the store was written by something other than blastwall: run `blastwall log verify --checkpoints FILE` with the checkpoints kept so far".to_owned(),
+                    ),
+                    code: Exit::Failed,
+                }),
+                Err(blastwall_store::VerifyError::Store(e)) => Err(e.into()),
+                Err(other) => Err(anyhow::Error::from(other).into()),
             }
-            None => Err(Failure::usage(
-                "the audit log has no signed checkpoint yet",
-                "one is signed every `checkpoint_every` entries and when a command or the gateway stops; run this again after that",
-            )),
-        },
+        }
         Cmd::Verify {
             key,
             checkpoints,
@@ -114,34 +136,14 @@ pub(crate) async fn run(
                 None => Shipped::default(),
             };
             let key_given = key.is_some();
-            let trusted = match key {
-                Some(k) => {
-                    let k = k.trim().to_ascii_lowercase();
-                    if k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        // Not echoed: it may be the private signing key, pasted by mistake.
-                        return Err(Failure::usage(
-                            "the value of `--key` is not a checkpoint public key (64 hex characters)",
-                            "pass the 64 hex characters that `blastwall log verify` prints where the audit signing key is",
-                        ));
-                    }
-                    k
-                }
-                None => load_signer(&ctx.config, env)
-                    .map_err(|f| {
-                        Failure::usage(
-                            f.message,
-                            "verifying needs only the checkpoint public key: pass it with `--key HEX` (`blastwall log verify` prints it where the audit signing key is)",
-                        )
-                    })?
-                    .public_hex(),
-            };
+            let trusted = trusted_key(&ctx, key, env)?;
             match blastwall_store::verify_log_with(ctx.store.as_ref(), &trusted, &shipped.list)
                 .await
             {
                 Ok(report) => {
                     // The key is named only when a checkpoint's signature proved it a public
                     // key: a 64-hex `--key` that verified nothing may be the private seed.
-                    let key = (report.checkpoints > 0).then_some(trusted);
+                    let key = (report.checkpoints + report.shipped > 0).then_some(trusted);
                     // Entries after the newest checkpoint are chained but not signed: removing
                     // them from the end would not show. Said, so a log whose checkpoints were
                     // deleted does not pass for one fully covered.
@@ -159,7 +161,7 @@ pub(crate) async fn run(
                         };
                         let from_file = match &checkpoints {
                             Some(path) => {
-                                format!(" ({} of them from `{}`)", report.shipped, path.display())
+                                format!(" and {} from `{}`", report.shipped, path.display())
                             }
                             None => String::new(),
                         };
@@ -176,7 +178,10 @@ pub(crate) async fn run(
                     }
                     Ok(Exit::Clean)
                 }
-                Err(blastwall_store::VerifyError::Chain(e)) => {
+                Err(
+                    failed @ (blastwall_store::VerifyError::Chain(_)
+                    | blastwall_store::VerifyError::Shipped { .. }),
+                ) => {
                     // A `--key` the checkpoints do not verify with may be their private seed,
                     // pasted by mistake: if its public half verifies them, say so (and give
                     // that public half) rather than report tampering.
@@ -189,7 +194,7 @@ pub(crate) async fn run(
                             &shipped.list,
                         )
                         .await
-                        && r.checkpoints > 0
+                        && r.checkpoints + r.shipped > 0
                     {
                         return Err(Failure::usage(
                             "the value of `--key` is the private audit signing key, not its public half",
@@ -198,21 +203,20 @@ pub(crate) async fn run(
                             ),
                         ));
                     }
-                    if json {
-                        output::json(&json!({"ok": false, "error": e.to_string()}))?;
-                    } else {
-                        output::line(&format!("FAILED: {e}"));
-                    }
-                    Ok(Exit::Failed)
-                }
-                Err(blastwall_store::VerifyError::Shipped { index, source }) => {
-                    let at = match (&checkpoints, shipped.lines.get(index)) {
-                        (Some(path), Some(line)) => format!("`{}` line {line}", path.display()),
-                        _ => format!("shipped checkpoint {}", index + 1),
+                    let e = match failed {
+                        blastwall_store::VerifyError::Shipped { index, source } => {
+                            let at = match (&checkpoints, shipped.lines.get(index)) {
+                                (Some(path), Some(line)) => {
+                                    format!("`{}` line {line}", path.display())
+                                }
+                                _ => format!("shipped checkpoint {}", index + 1),
+                            };
+                            format!(
+                                "the checkpoint kept outside the store at {at} does not hold: {source}"
+                            )
+                        }
+                        other => other.to_string(),
                     };
-                    let e = format!(
-                        "the checkpoint kept outside the store at {at} does not hold: {source}"
-                    );
                     if json {
                         output::json(&json!({"ok": false, "error": e}))?;
                     } else {
@@ -227,42 +231,94 @@ pub(crate) async fn run(
     }
 }
 
-/// Checkpoints read from a file, with the line each came from.
+/// The trusted checkpoint public key: `--key`, else the configured signing key's public half.
+fn trusted_key(ctx: &Ctx, key: Option<String>, env: &dyn EnvSource) -> Result<String, Failure> {
+    match key {
+        Some(k) => {
+            let k = k.trim().to_ascii_lowercase();
+            if k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()) {
+                // Not echoed: it may be the private signing key, pasted by mistake.
+                return Err(Failure::usage(
+                    "the value of `--key` is not a checkpoint public key (64 hex characters)",
+                    "pass the 64 hex characters that `blastwall log verify` prints where the audit signing key is",
+                ));
+            }
+            Ok(k)
+        }
+        None => Ok(load_signer(&ctx.config, env)
+            .map_err(|f| {
+                Failure::usage(
+                    f.message,
+                    "this needs only the checkpoint public key: pass it with `--key HEX` (`blastwall log verify` prints it where the audit signing key is)",
+                )
+            })?
+            .public_hex()),
+    }
+}
+
+/// Checkpoints read from a file (each once), with the line each came from.
 #[derive(Debug, Default)]
 struct Shipped {
     list: Vec<Checkpoint>,
     lines: Vec<usize>,
 }
 
-/// Reads the lines `blastwall log checkpoint` printed (blank lines and `#` comments skipped).
-/// Anything else stops the check: a file that is not what it should be proves nothing.
+/// Longest line taken from a file of checkpoints (one is about 330 bytes).
+const MAX_CHECKPOINT_LINE: u64 = 4096;
+
+/// Reads the lines `blastwall log checkpoint` printed (blank lines and `#` comments skipped; a
+/// checkpoint appended again by a job that found nothing new is kept once). Anything else stops
+/// the check: a file that is not what it should be proves nothing.
 fn read_shipped(path: &Path) -> Result<Shipped, Failure> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    use std::io::{BufRead, Read};
+
+    let cannot = |e: std::io::Error| {
         Failure::usage(
             format!("cannot read `{}`: {e}", path.display()),
             "pass the file the lines of `blastwall log checkpoint` were appended to",
         )
-    })?;
+    };
+    let not_one = |line: usize, what: String| {
+        Failure::usage(
+            format!(
+                "line {line} of `{}` is not a checkpoint ({what})",
+                path.display()
+            ),
+            "each line must be one that `blastwall log checkpoint` printed",
+        )
+    };
+    let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(cannot)?);
     let mut shipped = Shipped::default();
-    for (i, line) in text.lines().enumerate() {
+    let mut seen = std::collections::HashSet::new();
+    let mut buf = Vec::new();
+    for number in 1.. {
+        buf.clear();
+        // Read at most one line's worth: a file with no line breaks (a device, a wrong file)
+        // is refused, not read into memory.
+        let n = (&mut reader)
+            .take(MAX_CHECKPOINT_LINE + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(cannot)?;
+        if n == 0 {
+            break;
+        }
+        if buf.last() != Some(&b'\n') && n as u64 > MAX_CHECKPOINT_LINE {
+            return Err(not_one(number, format!("over {MAX_CHECKPOINT_LINE} bytes")));
+        }
+        let Ok(line) = std::str::from_utf8(&buf) else {
+            return Err(not_one(number, "not UTF-8".to_owned()));
+        };
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         // serde's message is not shown: it can quote the line, and a wrong file may hold a secret.
-        let cp: Checkpoint = serde_json::from_str(line).map_err(|e| {
-            Failure::usage(
-                format!(
-                    "line {} of `{}` is not a checkpoint (column {})",
-                    i + 1,
-                    path.display(),
-                    e.column()
-                ),
-                "each line must be one that `blastwall log checkpoint` printed",
-            )
-        })?;
-        shipped.list.push(cp);
-        shipped.lines.push(i + 1);
+        let cp: Checkpoint = serde_json::from_str(line)
+            .map_err(|e| not_one(number, format!("column {}", e.column())))?;
+        if seen.insert((cp.seq, cp.signature.clone())) {
+            shipped.list.push(cp);
+            shipped.lines.push(number);
+        }
     }
     if shipped.list.is_empty() {
         return Err(Failure::usage(

@@ -116,7 +116,8 @@ fn ship_checkpoint(bw: &Bw) -> std::path::PathBuf {
     let cp: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
     assert!(cp["seq"].as_i64().unwrap() > 7, "{cp}");
     let file = bw.path().join("elsewhere.jsonl");
-    std::fs::write(&file, format!("# shipped by cron\n{line}\n")).unwrap();
+    // Twice, as a job that found nothing new appends it again: kept once.
+    std::fs::write(&file, format!("# shipped by cron\n{line}{line}")).unwrap();
     file
 }
 
@@ -132,7 +133,7 @@ fn a_tail_cut_with_its_checkpoints_is_found_by_a_shipped_checkpoint() {
     let file = ship_checkpoint(&bw);
     let o = verify_with(&bw, &file);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
-    assert!(stdout(&o).contains("1 of them from"), "{}", stdout(&o));
+    assert!(stdout(&o).contains(" and 1 from `"), "{}", stdout(&o));
     sql(
         &bw,
         &[
@@ -220,16 +221,61 @@ fn a_bad_checkpoint_file_is_refused_without_quoting_it() {
     assert!(stderr(&o).contains("holds no checkpoint"), "{}", stderr(&o));
     let o = verify_with(&bw, &bw.path().join("missing.jsonl"));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // No line break for 10 KB (a device, a wrong file): refused, not read whole.
+    std::fs::write(&file, "x".repeat(10_000)).unwrap();
+    let o = verify_with(&bw, &file);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("over 4096 bytes"), "{}", stderr(&o));
     // And `log checkpoint` with nothing signed says so (exit 2), printing no data.
     sql(&bw, &["DELETE FROM checkpoints"]);
     let o = bw.run(&["log", "checkpoint"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stdout(&o).is_empty(), "{}", stdout(&o));
     assert!(
-        stderr(&o).contains("no signed checkpoint"),
+        stderr(&o).contains("no checkpoint signed"),
         "{}",
         stderr(&o)
     );
+}
+
+/// What `log checkpoint` prints is checked first: a row added by whoever can write the store, or
+/// one naming entries the log no longer has, is a failed check (exit 1) with nothing on stdout,
+/// so the file it is appended to never takes it.
+#[test]
+fn log_checkpoint_prints_only_a_checkpoint_that_holds() {
+    let bw = populated();
+    let good = bw.ok(&["log", "checkpoint"]);
+    sql(
+        &bw,
+        &[
+            "INSERT INTO checkpoints SELECT 999999, hash, at, key, signature FROM checkpoints WHERE seq = (SELECT MAX(seq) FROM checkpoints)",
+        ],
+    );
+    let o = bw.run(&["log", "checkpoint"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+    assert!(stderr(&o).contains("bad signature"), "{}", stderr(&o));
+    // A row under another key is not the one handed out for this key.
+    sql(
+        &bw,
+        &[
+            "DELETE FROM checkpoints WHERE seq = 999999",
+            &format!(
+                "INSERT INTO checkpoints VALUES (999999, 'ab', 'x', '{}', 'cd')",
+                "ef".repeat(32)
+            ),
+        ],
+    );
+    assert_eq!(bw.ok(&["log", "checkpoint"]), good);
+    // The end of the log cut off under its newest checkpoint.
+    let seq = serde_json::from_str::<serde_json::Value>(good.trim()).unwrap()["seq"]
+        .as_i64()
+        .unwrap();
+    sql(&bw, &[&format!("DELETE FROM audit_log WHERE seq >= {seq}")]);
+    let o = bw.run(&["log", "checkpoint"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+    assert!(stderr(&o).contains("truncated"), "{}", stderr(&o));
 }
 
 #[test]
@@ -344,6 +390,25 @@ fn a_private_seed_passed_as_key_is_not_echoed() {
     let other = "ab".repeat(32);
     let o = bw.run(&["log", "verify", "--key", &other]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    // The same with checkpoints kept outside the store, once the store has none: the shipped
+    // ones are what its public half verifies.
+    let file = ship_checkpoint(&bw);
+    sql(&bw, &["DELETE FROM checkpoints"]);
+    let o = bw.run(&[
+        "log",
+        "verify",
+        "--key",
+        &seed,
+        "--checkpoints",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(!echoed(&o), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is the private audit signing key"),
+        "{}",
+        stderr(&o)
+    );
     // With no checkpoint, nothing proves it is not a public key: it verifies nothing, and is
     // not printed as the key that did.
     sql(&bw, &["DELETE FROM checkpoints"]);

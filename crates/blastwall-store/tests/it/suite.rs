@@ -8,7 +8,9 @@ use blastwall_core::principal::PrincipalName;
 use blastwall_core::record::{SealedCredential, TokenId, TokenRecord, TokenState, UpstreamRecord};
 use blastwall_core::seal::EnvIdentity;
 use blastwall_core::{ChainError, Credential, CredentialKind, EnvName, Environment, Tier};
-use blastwall_store::{Auditor, Store, StoreError, VerifyError, verify_log, verify_log_with};
+use blastwall_store::{
+    Auditor, Store, StoreError, VerifyError, latest_checkpoint, verify_log, verify_log_with,
+};
 use jiff::Timestamp;
 
 use crate::backend::Backend;
@@ -554,7 +556,11 @@ pub(crate) async fn auditor_signs_checkpoints(b: &Backend) {
     let signer = CheckpointSigner::generate().unwrap();
     let auditor = Auditor::new(b.store.clone(), signer, 3);
     assert_eq!(auditor.finish().await.unwrap(), None, "nothing to sign yet");
-    assert_eq!(b.store.checkpoint_latest().await.unwrap(), None);
+    let key = auditor.public_key_hex();
+    assert_eq!(
+        latest_checkpoint(b.store.as_ref(), &key).await.unwrap(),
+        None
+    );
     for i in 0..7 {
         auditor
             .append(record("request.decide", Some(&format!("r{i}"))))
@@ -579,7 +585,7 @@ pub(crate) async fn auditor_signs_checkpoints(b: &Backend) {
     );
     assert_eq!(b.store.checkpoint_last_seq().await.unwrap(), Some(7));
     assert_eq!(
-        b.store.checkpoint_latest().await.unwrap(),
+        latest_checkpoint(b.store.as_ref(), &key).await.unwrap(),
         Some(last.clone())
     );
 
@@ -604,14 +610,16 @@ pub(crate) async fn auditor_signs_checkpoints(b: &Backend) {
         Err(VerifyError::Chain(ChainError::BadSignature { .. }))
     ));
 
-    // A checkpoint kept outside the store: checked with the stored ones, and counted.
-    let key = auditor.public_key_hex();
-    let shipped = b.store.checkpoint_latest().await.unwrap().unwrap();
+    // A checkpoint kept outside the store: checked with the stored ones, and counted apart.
+    let shipped = latest_checkpoint(b.store.as_ref(), &key)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(shipped.seq, 9);
     let report = verify_log_with(b.store.as_ref(), &key, std::slice::from_ref(&shipped))
         .await
         .unwrap();
-    assert_eq!((report.checkpoints, report.shipped), (5, 1));
+    assert_eq!((report.checkpoints, report.shipped), (4, 1));
     assert_eq!(report.signed_to, Some(9));
     // One from a store that has moved on (entry 12 here) must find entry 12 still in the log.
     for i in 0..3 {
@@ -622,7 +630,10 @@ pub(crate) async fn auditor_signs_checkpoints(b: &Backend) {
             .unwrap();
         auditor.record(&e).await.unwrap();
     }
-    let later = b.store.checkpoint_latest().await.unwrap().unwrap();
+    let later = latest_checkpoint(b.store.as_ref(), &key)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(later.seq, 12);
     // Forged: a valid signature over another hash is not a checkpoint of this log.
     let mut forged = later.clone();
@@ -646,9 +657,27 @@ pub(crate) async fn auditor_signs_checkpoints(b: &Backend) {
             source: ChainError::Truncated { seq: 40, last: 12 }
         })
     ));
-    verify_log_with(b.store.as_ref(), &key, &[shipped, later])
+    verify_log_with(b.store.as_ref(), &key, &[shipped, later.clone()])
         .await
         .unwrap();
+
+    // What `log checkpoint` hands out is checked first: a row someone who can write the store
+    // added is an error, never the checkpoint to keep. Another key's row is not even looked at.
+    b.store
+        .checkpoint_add(&signer.sign(99, &later.hash, &later.at))
+        .await
+        .unwrap();
+    assert_eq!(
+        latest_checkpoint(b.store.as_ref(), &key).await.unwrap(),
+        Some(later.clone())
+    );
+    let mut junk = later.clone();
+    junk.seq = 13;
+    b.store.checkpoint_add(&junk).await.unwrap();
+    assert!(matches!(
+        latest_checkpoint(b.store.as_ref(), &key).await,
+        Err(VerifyError::Chain(ChainError::BadSignature { seq: 13 }))
+    ));
 }
 
 pub(crate) async fn chain_stays_linear_under_concurrent_appends(b: &Backend) {
