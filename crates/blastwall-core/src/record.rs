@@ -134,6 +134,16 @@ pub struct SealedCredential {
     pub created_at: Timestamp,
 }
 
+impl SealedCredential {
+    /// SHA-256 of the sealed bytes, in hex: names this ciphertext in the audit log (it reveals
+    /// nothing of the credential, which only the environment's key opens), so a credential
+    /// swapped in the store past the log shows.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&self.sealed))
+    }
+}
+
 impl fmt::Debug for SealedCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

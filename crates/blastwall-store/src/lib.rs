@@ -23,6 +23,7 @@ use jiff::Timestamp;
 pub mod auditor;
 pub mod error;
 pub mod postgres;
+pub mod reconcile;
 mod sql;
 pub mod sqlite;
 pub mod sync_audit;
@@ -31,6 +32,7 @@ pub use auditor::{Auditor, latest_checkpoint, verify_log, verify_log_with};
 pub use blastwall_core::audit::VerifyReport;
 pub use error::{StoreError, VerifyError};
 pub use postgres::PgStore;
+pub use reconcile::reconcile;
 pub use sqlite::SqliteStore;
 pub use sync_audit::SyncAuditLog;
 

@@ -31,9 +31,13 @@ Examples:
   blastwall log verify --key 3b6a27bc…   # trust this checkpoint public key (hex)
   blastwall log verify --checkpoints /mnt/elsewhere/blastwall-checkpoints.jsonl
 
-Detects an edited, deleted, reordered or truncated entry. By default the checkpoint key is the
-public half of the configured audit signing key; a run where that key is, once a checkpoint
-verifies, prints its public half (`key` in `--json`), to pass as `--key` where it is not.
+Detects an edited, deleted, reordered or truncated entry, then checks that the store's
+environments, tokens, upstreams and sealed credentials are what the log says was done to them (a
+token added, widened, extended or un-revoked by writing the store directly is named).
+
+By default the checkpoint key is the public half of the configured audit signing key; a run where
+that key is, once a checkpoint verifies, prints its public half (`key` in `--json`), to pass as
+`--key` where it is not.
 
 Checkpoints kept only in the store go with it: someone who can write the store can cut the end of
 the log together with the checkpoints that cover it. `--checkpoints FILE` also checks the ones
@@ -141,6 +145,26 @@ pub(crate) async fn run(
                 .await
             {
                 Ok(report) => {
+                    // The log holds: now whether the store is what it says was done.
+                    let drift = blastwall_store::reconcile(ctx.store.as_ref()).await?;
+                    if let Some(first) = drift.first() {
+                        let more = match drift.len() {
+                            1 => String::new(),
+                            n => format!(" (and {} more)", n - 1),
+                        };
+                        let e = format!(
+                            "the audit log verifies, but the store does not match it: {first}{more}"
+                        );
+                        if json {
+                            output::json(&json!({"ok": false, "error": e, "drift": drift}))?;
+                        } else {
+                            output::line(&format!("FAILED: {e}"));
+                            for d in drift.iter().skip(1) {
+                                output::line(&format!("  {d}"));
+                            }
+                        }
+                        return Ok(Exit::Failed);
+                    }
                     // The key is named only when a checkpoint's signature proved it a public
                     // key: a 64-hex `--key` that verified nothing may be the private seed.
                     let key = (report.checkpoints + report.shipped > 0).then_some(trusted);

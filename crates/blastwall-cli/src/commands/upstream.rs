@@ -240,7 +240,7 @@ async fn add(
                     },
                     Some(&cred.env),
                     Some(name.as_str()),
-                    json!({"recipient": cred.recipient, "sealed_bytes": cred.sealed.len()}),
+                    json!({"recipient": cred.recipient, "sealed_bytes": cred.sealed.len(), "sealed_sha256": cred.fingerprint()}),
                 ),
             )
             .await?;

@@ -125,8 +125,14 @@ fn verify_with(bw: &Bw, file: &std::path::Path) -> std::process::Output {
     bw.run(&["log", "verify", "--checkpoints", file.to_str().unwrap()])
 }
 
-/// Cutting the end off together with the checkpoints that cover it passes a check of the store
-/// alone (said as an unsigned tail); a checkpoint kept elsewhere finds it.
+/// Removes the tokens whose `token.issue` entries are gone, so the store matches the cut log
+/// (what a careful tamperer would do; without it the check of the store names them).
+const FORGET_CUT_TOKENS: &str = "DELETE FROM tokens WHERE id NOT IN \
+     (SELECT target FROM audit_log WHERE action = 'token.issue')";
+
+/// Cutting the end off together with the checkpoints that cover it (and the tokens it issued)
+/// passes a check of the store alone (said as an unsigned tail); a checkpoint kept elsewhere
+/// finds it.
 #[test]
 fn a_tail_cut_with_its_checkpoints_is_found_by_a_shipped_checkpoint() {
     let bw = populated();
@@ -141,6 +147,15 @@ fn a_tail_cut_with_its_checkpoints_is_found_by_a_shipped_checkpoint() {
             "DELETE FROM checkpoints WHERE seq > 7",
         ],
     );
+    // Tokens whose issue was cut from the log are named by the check of the store.
+    let o = bw.run(&["log", "verify"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("has no `token.issue` entry in the audit log"),
+        "{}",
+        stdout(&o)
+    );
+    sql(&bw, &[FORGET_CUT_TOKENS]);
     let o = bw.run(&["log", "verify"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     let o = verify_with(&bw, &file);
@@ -163,6 +178,7 @@ fn a_rewritten_history_is_found_by_a_shipped_checkpoint() {
         &[
             "DELETE FROM audit_log WHERE seq > 7",
             "DELETE FROM checkpoints WHERE seq > 7",
+            FORGET_CUT_TOKENS,
         ],
     );
     for holder in ["b1", "b2", "b3", "b4", "b5", "b6"] {
@@ -276,6 +292,88 @@ fn log_checkpoint_prints_only_a_checkpoint_that_holds() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stdout(&o).is_empty(), "{}", stdout(&o));
     assert!(stderr(&o).contains("truncated"), "{}", stderr(&o));
+}
+
+/// The store's configuration is checked against what the log says was done: each change made
+/// by writing the store directly, past the CLI and its audit entry, is named (exit 1), and a
+/// store that only went through the CLI passes.
+#[test]
+fn configuration_written_past_the_log_is_named() {
+    let bw = populated();
+    let o = bw.run_stdin(&add_api_upstream("staging"), "upstream-secret-1");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = bw.run(&["log", "verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let cases: [(&str, &str); 7] = [
+        (
+            "UPDATE tokens SET scope = '[\"railway:*\"]' WHERE holder = 'a1'",
+            "its scope is not the one its `token.issue` entry",
+        ),
+        (
+            "UPDATE tokens SET expires_at = expires_at + 86400000000 WHERE holder = 'a2'",
+            "its expiry is not the one",
+        ),
+        (
+            "INSERT INTO tokens SELECT 'tok_00000000000000ff', kind, env, owner, 'mallory', scope, (CASE WHEN substr(digest, 1, 2) = 'ff' THEN '00' ELSE 'ff' END) || substr(digest, 3), created_at, expires_at, NULL, NULL FROM tokens WHERE holder = 'a3'",
+            "token `tok_00000000000000ff` has no `token.issue` entry",
+        ),
+        (
+            "UPDATE environments SET tier = 'nonprod' WHERE name = 'production'",
+            "environment `production`: its tier is not",
+        ),
+        (
+            "UPDATE upstreams SET base_url = 'https://attacker.example' WHERE name = 'api'",
+            "upstream `api`: its base URL is not",
+        ),
+        (
+            // Same length, other bytes: only the fingerprint in the log tells.
+            "UPDATE credentials SET sealed = CAST(x'00' || substr(sealed, 2) AS BLOB) WHERE upstream = 'api'",
+            "the credential of upstream `api` for `staging` is not the one",
+        ),
+        (
+            "DELETE FROM tokens WHERE holder = 'a4'",
+            "is not in the store",
+        ),
+    ];
+    for (statement, expected) in cases {
+        let copy = bw.path().join("blastwall.db.orig");
+        std::fs::copy(bw.data().join("blastwall.db"), &copy).unwrap();
+        sql(&bw, &[statement]);
+        let o = bw.run(&["log", "verify"]);
+        assert_eq!(o.status.code(), Some(1), "{statement}: {}", stdout(&o));
+        assert!(
+            stdout(&o).contains("the audit log verifies, but the store does not match it"),
+            "{statement}: {}",
+            stdout(&o)
+        );
+        assert!(stdout(&o).contains(expected), "{statement}: {}", stdout(&o));
+        std::fs::copy(&copy, bw.data().join("blastwall.db")).unwrap();
+        for side in ["blastwall.db-wal", "blastwall.db-shm"] {
+            let _ = std::fs::remove_file(bw.data().join(side));
+        }
+    }
+    // A revocation undone in the store.
+    let id = bw.json(&["token", "list"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    bw.ok(&["token", "revoke", &id]);
+    sql(
+        &bw,
+        &[&format!(
+            "UPDATE tokens SET revoked_at = NULL WHERE id = '{id}'"
+        )],
+    );
+    let o = bw.run(&["log", "verify", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(
+        report["drift"][0]
+            .as_str()
+            .unwrap()
+            .contains("but the store has it unrevoked"),
+        "{report}"
+    );
 }
 
 #[test]

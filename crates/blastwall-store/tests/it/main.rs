@@ -36,6 +36,7 @@ macro_rules! all_suite_tests {
             verify_catches_a_truncated_tail,
             store_never_receives_a_plaintext_secret,
             two_processes_share_one_chain,
+            reconcile_names_records_the_log_does_not_back,
         );
     };
 }

@@ -924,3 +924,45 @@ pub(crate) async fn store_never_receives_a_plaintext_secret(b: &Backend) {
         canary.as_bytes()
     );
 }
+
+/// `reconcile` replays the log's administrative entries against the store's records, on every
+/// backend: a store whose changes each came with their entry has no drift; a record that says
+/// more than its entry (here a wider scope) is named.
+pub(crate) async fn reconcile_names_records_the_log_does_not_back(b: &Backend) {
+    let staging = env("staging", Tier::Nonprod);
+    let mut rec = record("env.add", None);
+    rec.env = Some("staging".into());
+    rec.detail = serde_json::json!({
+        "tier": "nonprod",
+        "max_token_ttl_secs": staging.max_token_ttl.as_secs(),
+        "recipient": staging.recipient,
+    })
+    .to_string();
+    b.store.env_add(&staging, rec).await.unwrap();
+    let issue = |t: &TokenRecord, scope: &[OperationPattern]| {
+        let mut rec = record("token.issue", Some(&t.id.to_string()));
+        rec.env = Some("staging".into());
+        rec.detail = serde_json::json!({
+            "kind": t.kind, "owner": t.owner, "holder": t.holder, "scope": scope,
+            "expires_at": t.expires_at.to_string(),
+        })
+        .to_string();
+        rec
+    };
+    let (t, _) = token("staging", 10);
+    b.store.token_insert(&t, issue(&t, &t.scope)).await.unwrap();
+    assert_eq!(
+        blastwall_store::reconcile(b.store.as_ref()).await.unwrap(),
+        Vec::<String>::new()
+    );
+    let (mut wide, _) = token("staging", 20);
+    let entry = issue(&wide, &wide.scope);
+    wide.scope = vec![OperationPattern::new("railway:*").unwrap()];
+    b.store.token_insert(&wide, entry).await.unwrap();
+    let drift = blastwall_store::reconcile(b.store.as_ref()).await.unwrap();
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert!(
+        drift[0].contains(&format!("token `{}`: its scope", wide.id)),
+        "{drift:?}"
+    );
+}
